@@ -1,0 +1,533 @@
+package kafkatest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// DefaultVersion is the broker version that .ci/install fetches and Start
+// looks for when neither Options.Home nor DSTREAM_KAFKA_HOME says otherwise.
+const DefaultVersion = "4.1.0"
+
+// ErrNotInstalled reports that java or the broker's jars are missing; run
+// .ci/install. Start wraps it, and Require skips the test on it.
+var ErrNotInstalled = errors.New("kafkatest: kafka broker not installed (run .ci/install)")
+
+// Options configure a broker. The zero value starts a plain-text broker from
+// the jars that .ci/install fetched.
+type Options struct {
+	// Home is a directory holding the broker's jars in libs/ and, optionally,
+	// config/log4j2.properties. Default: $DSTREAM_KAFKA_HOME, else
+	// <repo root>/.cache/kafka/<Version>, the repo root being the nearest
+	// directory above the working directory that holds go.mod.
+	Home string
+	// Version picks the default Home. Default: $DSTREAM_KAFKA_VERSION, else
+	// DefaultVersion.
+	Version string
+	// SCRAM, if set, adds a SASL_PLAINTEXT listener (see Broker.SASLAddr) that
+	// takes SCRAM-SHA-512 only, and creates this user when the storage is
+	// formatted. The plain-text listener stays, for the broker's own use and
+	// for admin work in tests. (A TLS listener would be added the same way.)
+	SCRAM *SCRAM
+	// Properties add to or override the broker's server.properties, e.g.
+	// "transaction.max.timeout.ms".
+	Properties map[string]string
+	// JVMFlags replace the default JVM flags (DefaultJVMFlags).
+	JVMFlags []string
+	// StartTimeout bounds the wait for the broker to answer a metadata
+	// request after its process starts. Default 90s.
+	StartTimeout time.Duration
+	// StopTimeout is how long Stop waits after SIGTERM before it sends
+	// SIGKILL. Default 30s.
+	StopTimeout time.Duration
+	// TempDir is where the broker's own directory (config, data, logs) is
+	// made. Default os.TempDir().
+	TempDir string
+}
+
+// SCRAM names the user that the SASL listener accepts.
+type SCRAM struct {
+	User     string
+	Password string
+}
+
+// DefaultJVMFlags start the broker quickly with a small heap: a test broker
+// serves little data, and C1-only compilation and the serial collector cut
+// startup time on small machines.
+var DefaultJVMFlags = []string{
+	"-Xms128m", "-Xmx512m",
+	"-XX:+UseSerialGC",
+	"-XX:TieredStopAtLevel=1",
+	"-Xshare:auto",
+	"-XX:-UsePerfData",
+	"-Djava.awt.headless=true",
+}
+
+func (o Options) withDefaults() Options {
+	if o.Version == "" {
+		o.Version = os.Getenv("DSTREAM_KAFKA_VERSION")
+	}
+	if o.Version == "" {
+		o.Version = DefaultVersion
+	}
+	if o.Home == "" {
+		o.Home = os.Getenv("DSTREAM_KAFKA_HOME")
+	}
+	if o.JVMFlags == nil {
+		o.JVMFlags = DefaultJVMFlags
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 90 * time.Second
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 30 * time.Second
+	}
+	return o
+}
+
+// Validate reports options that cannot work.
+func (o Options) Validate() error {
+	if s := o.SCRAM; s != nil {
+		if s.User == "" || s.Password == "" {
+			return errors.New("kafkatest: SCRAM needs both User and Password")
+		}
+		for _, v := range []string{s.User, s.Password} {
+			if strings.ContainsAny(v, "\",[]=\n") {
+				return fmt.Errorf("kafkatest: SCRAM user and password must not contain any of \" , [ ] = or a newline: %q", v)
+			}
+		}
+	}
+	return nil
+}
+
+// Broker is a single-node Kafka broker (KRaft, combined broker and
+// controller) running as a child process on loopback ports. Its methods are
+// safe for concurrent use.
+type Broker struct {
+	opts  Options
+	java  string
+	home  string
+	dir   string // config, data and logs; removed by Close
+	ports struct{ plain, controller, sasl int }
+
+	mu struct {
+		sync.Mutex
+		proc *process // nil while stopped
+	}
+}
+
+// process is one run of the broker's JVM.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd.Wait returns
+	err  error         // cmd.Wait's result, set before done closes
+}
+
+// Start formats a fresh data directory and starts a broker in it, returning
+// once the broker answers a metadata request. Call Close when done.
+func Start(ctx context.Context, opts Options) (*Broker, error) {
+	opts = opts.withDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	java, home, err := locate(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Free ports are picked by asking the kernel and closing the socket again,
+	// so another process may take one before the broker binds it: try anew.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		b, err := start(ctx, opts, java, home)
+		if err == nil || attempt == attempts || !errors.Is(err, errPortTaken) {
+			return b, err
+		}
+	}
+}
+
+var errPortTaken = errors.New("port taken")
+
+func start(ctx context.Context, opts Options, java, home string) (*Broker, error) {
+	b := &Broker{opts: opts, java: java, home: home}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	b.ports.plain, b.ports.controller, b.ports.sasl = ports[0], ports[1], ports[2]
+	if b.dir, err = os.MkdirTemp(opts.TempDir, "kafkatest-*"); err != nil {
+		return nil, fmt.Errorf("kafkatest: %w", err)
+	}
+	if err := b.format(ctx); err != nil {
+		os.RemoveAll(b.dir)
+		return nil, err
+	}
+	if err := b.Restart(ctx); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Addr is the host:port of the broker's plain-text listener.
+func (b *Broker) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.ports.plain)) }
+
+// SASLAddr is the host:port of the SASL_PLAINTEXT (SCRAM-SHA-512) listener,
+// or "" without Options.SCRAM.
+func (b *Broker) SASLAddr() string {
+	if b.opts.SCRAM == nil {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.ports.sasl))
+}
+
+// SASL returns the client options that log in on SASLAddr as the SCRAM user,
+// or nil without Options.SCRAM.
+func (b *Broker) SASL() []kgo.Opt {
+	s := b.opts.SCRAM
+	if s == nil {
+		return nil
+	}
+	auth := scram.Auth{User: s.User, Pass: s.Password}
+	return []kgo.Opt{kgo.SeedBrokers(b.SASLAddr()), kgo.SASL(auth.AsSha512Mechanism())}
+}
+
+// Dir is the broker's own directory: server.properties, data/ and logs/.
+func (b *Broker) Dir() string { return b.dir }
+
+// Client returns a client seeded with Addr; opts come after the seed and may
+// override it.
+func (b *Broker) Client(opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr())}, opts...)...)
+}
+
+// CreateTopic creates a topic with replication factor 1. configs may be nil.
+func (b *Broker) CreateTopic(ctx context.Context, name string, partitions int32, configs map[string]*string) error {
+	cl, err := b.Client()
+	if err != nil {
+		return fmt.Errorf("kafkatest: create topic %s: %w", name, err)
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, configs, name)
+	if err != nil {
+		if resp.ErrMessage != "" {
+			err = fmt.Errorf("%w: %s", err, resp.ErrMessage)
+		}
+		return fmt.Errorf("kafkatest: create topic %s: %w", name, err)
+	}
+	return nil
+}
+
+// Restart stops the broker if it runs (as Stop does) and starts it again on
+// the same ports and data directory, returning once it answers a metadata
+// request. After Kill, it recovers from the crash.
+func (b *Broker) Restart(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.stopLocked(syscall.SIGTERM); err != nil {
+		return err
+	}
+	p, err := b.spawn()
+	if err != nil {
+		return err
+	}
+	b.mu.proc = p
+	if err := b.waitReady(ctx, p); err != nil {
+		_ = b.stopLocked(syscall.SIGKILL)
+		return err
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the broker, waits for it to exit and, after
+// Options.StopTimeout, kills it. The data directory stays for Restart.
+func (b *Broker) Stop() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stopLocked(syscall.SIGTERM)
+}
+
+// Kill stops the broker with SIGKILL, as a crash would, and waits for it to
+// exit. The data directory stays for Restart.
+func (b *Broker) Kill() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stopLocked(syscall.SIGKILL)
+}
+
+// Close stops the broker and removes its directory.
+func (b *Broker) Close() error {
+	err := b.Stop()
+	if rmErr := os.RemoveAll(b.dir); rmErr != nil && err == nil {
+		err = fmt.Errorf("kafkatest: %w", rmErr)
+	}
+	return err
+}
+
+// stopLocked signals the process group and waits for the JVM to exit,
+// escalating to SIGKILL after the stop timeout. An exit status caused by the
+// signal is no error.
+func (b *Broker) stopLocked(sig syscall.Signal) error {
+	p := b.mu.proc
+	if p == nil {
+		return nil
+	}
+	b.mu.proc = nil
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	select {
+	case <-p.done:
+	case <-time.After(b.opts.StopTimeout):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	return nil
+}
+
+// spawn starts the JVM; its output goes to logs/stdout.log.
+func (b *Broker) spawn() (*process, error) {
+	logs := filepath.Join(b.dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return nil, fmt.Errorf("kafkatest: %w", err)
+	}
+	out, err := os.OpenFile(filepath.Join(logs, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: %w", err)
+	}
+	defer out.Close()
+	// Not exec.CommandContext: the broker outlives the ctx it started under.
+	cmd := exec.Command(b.java, b.javaArgs("kafka.Kafka", filepath.Join(b.dir, "server.properties"))...)
+	cmd.Dir = b.dir
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true,
+		// A test binary that dies (a panic, a -timeout) takes its broker with
+		// it instead of leaving a JVM behind.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("kafkatest: start broker: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// javaArgs are java's arguments to run class with args.
+func (b *Broker) javaArgs(class string, args ...string) []string {
+	argv := slices.Clone(b.opts.JVMFlags)
+	argv = append(argv, "-Dkafka.logs.dir="+filepath.Join(b.dir, "logs"))
+	if cfg := filepath.Join(b.home, "config", "log4j2.properties"); fileExists(cfg) {
+		argv = append(argv, "-Dlog4j2.configurationFile="+cfg)
+	}
+	argv = append(argv, "-cp", filepath.Join(b.home, "libs", "*"), class)
+	return append(argv, args...)
+}
+
+// waitReady polls the broker with metadata requests until it lists itself,
+// the process exits, ctx ends or the start timeout passes.
+func (b *Broker) waitReady(ctx context.Context, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, b.opts.StartTimeout)
+	defer cancel()
+	cl, err := b.Client(kgo.RetryTimeout(time.Second), kgo.DialTimeout(time.Second))
+	if err != nil {
+		return fmt.Errorf("kafkatest: %w", err)
+	}
+	defer cl.Close()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		attempt, cancelAttempt := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(attempt, cl)
+		cancelAttempt()
+		if err == nil && len(resp.Brokers) > 0 {
+			return nil
+		}
+		select {
+		case <-p.done:
+			err := fmt.Errorf("kafkatest: broker exited while starting (%v)%s", p.err, b.logTail())
+			if strings.Contains(err.Error(), "Address already in use") {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("kafkatest: broker at %s not ready after %v: %w%s", b.Addr(), b.opts.StartTimeout, ctx.Err(), b.logTail())
+		case <-tick.C:
+		}
+	}
+}
+
+// format writes server.properties and formats the KRaft storage.
+func (b *Broker) format(ctx context.Context) error {
+	props := filepath.Join(b.dir, "server.properties")
+	if err := os.WriteFile(props, []byte(b.properties()), 0o644); err != nil {
+		return fmt.Errorf("kafkatest: %w", err)
+	}
+	args := []string{"format", "--standalone", "--cluster-id", clusterID(), "--config", props}
+	if s := b.opts.SCRAM; s != nil {
+		args = append(args, "--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", s.User, s.Password))
+	}
+	cmd := exec.CommandContext(ctx, b.java, b.javaArgs("kafka.tools.StorageTool", args...)...)
+	cmd.Dir = b.dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kafkatest: format storage: %w\n%s", err, tail(string(out), 20))
+	}
+	return nil
+}
+
+// properties renders server.properties: a combined broker and controller,
+// node 1, state topics sized for one node and a fast start.
+func (b *Broker) properties() string {
+	p := map[string]string{
+		"process.roles":                                    "broker,controller",
+		"node.id":                                          "1",
+		"controller.quorum.bootstrap.servers":              fmt.Sprintf("127.0.0.1:%d", b.ports.controller),
+		"controller.listener.names":                        "CONTROLLER",
+		"inter.broker.listener.name":                       "PLAINTEXT",
+		"listeners":                                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", b.ports.plain, b.ports.controller),
+		"advertised.listeners":                             fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", b.ports.plain),
+		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+		"log.dirs":                                         filepath.Join(b.dir, "data"),
+		"num.partitions":                                   "1",
+		"default.replication.factor":                       "1",
+		"auto.create.topics.enable":                        "false",
+		"group.initial.rebalance.delay.ms":                 "0",
+		"offsets.topic.replication.factor":                 "1",
+		"offsets.topic.num.partitions":                     "4",
+		"transaction.state.log.replication.factor":         "1",
+		"transaction.state.log.min.isr":                    "1",
+		"transaction.state.log.num.partitions":             "4",
+		"share.coordinator.state.topic.replication.factor": "1",
+		"share.coordinator.state.topic.min.isr":            "1",
+		"num.network.threads":                              "2",
+		"num.io.threads":                                   "4",
+		"num.recovery.threads.per.data.dir":                "1",
+	}
+	if b.opts.SCRAM != nil {
+		p["listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", b.ports.sasl)
+		p["advertised.listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", b.ports.sasl)
+		p["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+		p["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+		p["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+		p["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+	}
+	maps.Copy(p, b.opts.Properties)
+	var sb strings.Builder
+	sb.WriteString("# written by internal/kafkatest\n")
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		fmt.Fprintf(&sb, "%s=%s\n", k, p[k])
+	}
+	return sb.String()
+}
+
+// logTail returns the last lines of the broker's logs, for error messages.
+func (b *Broker) logTail() string {
+	var sb strings.Builder
+	for _, name := range []string{"server.log", "stdout.log"} {
+		data, err := os.ReadFile(filepath.Join(b.dir, "logs", name))
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		fmt.Fprintf(&sb, "\n--- tail of %s ---\n%s", filepath.Join(b.dir, "logs", name), tail(string(data), 30))
+	}
+	return sb.String()
+}
+
+// locate finds java and the broker's home, or reports ErrNotInstalled.
+func locate(opts Options) (java, home string, err error) {
+	java = "java"
+	if jh := os.Getenv("JAVA_HOME"); jh != "" && fileExists(filepath.Join(jh, "bin", "java")) {
+		java = filepath.Join(jh, "bin", "java")
+	}
+	if java, err = exec.LookPath(java); err != nil {
+		return "", "", fmt.Errorf("%w: no java: %w", ErrNotInstalled, err)
+	}
+	home = opts.Home
+	if home == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return "", "", fmt.Errorf("%w: set DSTREAM_KAFKA_HOME or run inside the repo: %w", ErrNotInstalled, err)
+		}
+		home = filepath.Join(root, ".cache", "kafka", opts.Version)
+	}
+	jars, _ := filepath.Glob(filepath.Join(home, "libs", "kafka_2.13-*.jar"))
+	if len(jars) == 0 {
+		return "", "", fmt.Errorf("%w: no %s", ErrNotInstalled, filepath.Join(home, "libs", "kafka_2.13-*.jar"))
+	}
+	return java, home, nil
+}
+
+// repoRoot is the nearest directory at or above the working directory that
+// holds go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if fileExists(filepath.Join(dir, "go.mod")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("kafkatest: pick a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// clusterID returns a random KRaft cluster id: 16 bytes, URL-safe base64.
+func clusterID() string {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id) // never fails
+	return base64.RawURLEncoding.EncodeToString(id)
+}
+
+func tail(s string, lines int) string {
+	s = strings.TrimRight(s, "\n")
+	all := strings.Split(s, "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
