@@ -1,0 +1,140 @@
+package microbatch
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+// Codec encodes keys and values of operator state for the Store.
+type Codec[T any] interface {
+	Append(dst []byte, v T) []byte
+	Decode(b []byte) (T, error)
+}
+
+// DefaultCodec returns a compact binary codec for strings, byte slices,
+// booleans, integers and floats, and JSON for every other type.
+func DefaultCodec[T any]() Codec[T] {
+	var c any
+	switch any(*new(T)).(type) {
+	case string:
+		c = stringCodec{}
+	case []byte:
+		c = bytesCodec{}
+	case int:
+		c = intCodec{}
+	case int64:
+		c = int64Codec{}
+	case int32:
+		c = int32Codec{}
+	case uint64:
+		c = uint64Codec{}
+	case float64:
+		c = float64Codec{}
+	case bool:
+		c = boolCodec{}
+	default:
+		return JSONCodec[T]{}
+	}
+	return c.(Codec[T])
+}
+
+type stringCodec struct{}
+
+func (stringCodec) Append(dst []byte, v string) []byte { return append(dst, v...) }
+func (stringCodec) Decode(b []byte) (string, error)    { return string(b), nil }
+
+type bytesCodec struct{}
+
+func (bytesCodec) Append(dst []byte, v []byte) []byte { return append(dst, v...) }
+func (bytesCodec) Decode(b []byte) ([]byte, error)    { return append([]byte(nil), b...), nil }
+
+type int64Codec struct{}
+
+func (int64Codec) Append(dst []byte, v int64) []byte { return binary.AppendVarint(dst, v) }
+func (int64Codec) Decode(b []byte) (int64, error) {
+	v, n := binary.Varint(b)
+	if n <= 0 || n != len(b) {
+		return 0, fmt.Errorf("decode int64 from %d bytes", len(b))
+	}
+	return v, nil
+}
+
+type intCodec struct{}
+
+func (intCodec) Append(dst []byte, v int) []byte { return binary.AppendVarint(dst, int64(v)) }
+func (intCodec) Decode(b []byte) (int, error) {
+	v, err := int64Codec{}.Decode(b)
+	return int(v), err
+}
+
+type int32Codec struct{}
+
+func (int32Codec) Append(dst []byte, v int32) []byte { return binary.AppendVarint(dst, int64(v)) }
+func (int32Codec) Decode(b []byte) (int32, error) {
+	v, err := int64Codec{}.Decode(b)
+	if err == nil && (v > math.MaxInt32 || v < math.MinInt32) {
+		err = fmt.Errorf("decode int32: %d out of range", v)
+	}
+	return int32(v), err
+}
+
+type uint64Codec struct{}
+
+func (uint64Codec) Append(dst []byte, v uint64) []byte { return binary.AppendUvarint(dst, v) }
+func (uint64Codec) Decode(b []byte) (uint64, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) {
+		return 0, fmt.Errorf("decode uint64 from %d bytes", len(b))
+	}
+	return v, nil
+}
+
+type float64Codec struct{}
+
+func (float64Codec) Append(dst []byte, v float64) []byte {
+	return binary.BigEndian.AppendUint64(dst, math.Float64bits(v))
+}
+func (float64Codec) Decode(b []byte) (float64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("decode float64 from %d bytes", len(b))
+	}
+	return math.Float64frombits(binary.BigEndian.Uint64(b)), nil
+}
+
+type boolCodec struct{}
+
+func (boolCodec) Append(dst []byte, v bool) []byte {
+	if v {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+func (boolCodec) Decode(b []byte) (bool, error) {
+	if len(b) != 1 || b[0] > 1 {
+		return false, fmt.Errorf("decode bool from %d bytes", len(b))
+	}
+	return b[0] == 1, nil
+}
+
+// JSONCodec encodes values as JSON: for structured state types.
+type JSONCodec[T any] struct{}
+
+// Append appends the JSON encoding of v.
+func (JSONCodec[T]) Append(dst []byte, v T) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// State types are chosen by the job's author; one that JSON cannot
+		// encode is a programming error found by the first checkpoint.
+		panic(fmt.Sprintf("microbatch: state value of type %T cannot be encoded as JSON: %v", v, err))
+	}
+	return append(dst, b...)
+}
+
+// Decode decodes a JSON value.
+func (JSONCodec[T]) Decode(b []byte) (T, error) {
+	var v T
+	err := json.Unmarshal(b, &v)
+	return v, err
+}

@@ -1,0 +1,111 @@
+package microbatch
+
+import (
+	"context"
+	"fmt"
+	"unsafe"
+)
+
+// input is a stream fed by a Source: the roots of the graph.
+type input interface {
+	node
+	topic() string
+	cut(ctx context.Context, after []Range) ([]Range, error)
+	load(ctx context.Context, ranges []Range) error
+	recordCount() int
+}
+
+type sourceInput[T any] struct {
+	*Stream[T]
+	src     Source
+	convert func(Record) T
+	loaded  []T
+}
+
+func (in *sourceInput[T]) topic() string   { return in.src.Topic() }
+func (in *sourceInput[T]) recordCount() int { return len(in.loaded) }
+
+func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, error) {
+	return in.src.Cut(ctx, after)
+}
+
+func (in *sourceInput[T]) load(ctx context.Context, ranges []Range) error {
+	in.loaded = in.loaded[:0:0]
+	return in.src.Read(ctx, ranges, func(rec Record) {
+		in.loaded = append(in.loaded, in.convert(rec))
+	})
+}
+
+func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *Stream[T] {
+	for _, in := range j.inputs {
+		if in.topic() == src.Topic() {
+			j.fail(op, fmt.Errorf("two inputs read %q: give each input its own topic", src.Topic()))
+		}
+	}
+	in := &sourceInput[T]{src: src, convert: convert}
+	in.Stream = newStream[T](j, op, 1)
+	in.Stream.compute = func(*batchRun) ([]T, bool) { return in.loaded, true }
+	j.inputs = append(j.inputs, in)
+	return in.Stream
+}
+
+// Lines returns a stream of the records of src as text, one element per
+// record, like Spark's socketTextStream or a Kafka stream's values. The
+// strings share the records' memory: converting them costs no copy.
+func (j *Job) Lines(src Source) *Stream[string] {
+	return addSource(j, src, "lines", func(r Record) string {
+		return unsafe.String(unsafe.SliceData(r.Value), len(r.Value))
+	})
+}
+
+// Records returns a stream of the raw records of src, with their partitions
+// and offsets.
+func (j *Job) Records(src Source) *Stream[Record] {
+	return addSource(j, src, "records", func(r Record) Record { return r })
+}
+
+// queueInput feeds one queued batch per interval, like Spark's queueStream
+// with oneAtATime: batch i of the plan is the range [i, i+1) of its queue, so
+// queued input replays exactly like Kafka input.
+type queueInput[T any] struct {
+	*Stream[T]
+	name   string
+	queue  [][]T
+	loaded []T
+}
+
+func (q *queueInput[T]) topic() string   { return q.name }
+func (q *queueInput[T]) recordCount() int { return len(q.loaded) }
+
+func (q *queueInput[T]) cut(_ context.Context, after []Range) ([]Range, error) {
+	next := int64(0)
+	if len(after) > 0 {
+		next = after[0].Until
+	}
+	until := min(next+1, int64(len(q.queue)))
+	return []Range{{Topic: q.name, From: next, Until: until}}, nil
+}
+
+func (q *queueInput[T]) load(_ context.Context, ranges []Range) error {
+	q.loaded = nil
+	for _, r := range ranges {
+		for i := r.From; i < r.Until; i++ {
+			if i < 0 || i >= int64(len(q.queue)) {
+				return fmt.Errorf("queue %s: batch %d of %d is not queued", q.name, i, len(q.queue))
+			}
+			q.loaded = append(q.loaded, q.queue[i]...)
+		}
+	}
+	return nil
+}
+
+// QueueStream returns a stream that yields batches[0] at the first batch
+// time, batches[1] at the second, and so on, then empty batches: Spark's
+// queueStream, for tests and for feeding recorded data.
+func QueueStream[T any](j *Job, batches [][]T) *Stream[T] {
+	q := &queueInput[T]{name: fmt.Sprintf("queue-%d", len(j.inputs)), queue: batches}
+	q.Stream = newStream[T](j, "queueStream", 1)
+	q.Stream.compute = func(*batchRun) ([]T, bool) { return q.loaded, true }
+	j.inputs = append(j.inputs, q)
+	return q.Stream
+}

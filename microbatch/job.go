@@ -1,0 +1,562 @@
+package microbatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Job is a streaming computation: Spark's StreamingContext with its DStream
+// graph. Build the graph with the job's inputs and the package's operators,
+// declare at least one output operation, then Run it (or Start it and
+// AwaitTermination). A Job runs once.
+type Job struct {
+	interval    time.Duration
+	clock       Clock
+	log         zerolog.Logger
+	stdout      io.Writer
+	location    *time.Location
+	parallelism int
+	renewEvery  time.Duration
+	retainPlans uint64
+	maxBatches  uint64
+	remember    time.Duration
+	listeners   []func(BatchStats)
+
+	store    Store
+	nodes    []node
+	inputs   []input
+	stateful []stateful
+	outputs  []output
+	sinks    []Sink
+	buildErr []error
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed by Stop: no batch starts after it
+	mu       struct {
+		sync.Mutex
+		started bool
+		cancel  context.CancelFunc
+		done    chan struct{}
+		err     error
+	}
+}
+
+// Option configures a Job.
+type Option func(*Job)
+
+// WithClock sets the clock that decides when batch times are reached
+// (default: the wall clock). A VirtualClock runs batches back to back.
+func WithClock(c Clock) Option { return func(j *Job) { j.clock = c } }
+
+// WithLogger sets the job's logger (default: none).
+func WithLogger(l zerolog.Logger) Option {
+	return func(j *Job) { j.log = l.With().Str("component", "microbatch").Logger() }
+}
+
+// WithStdout sets where Pprint prints (default os.Stdout).
+func WithStdout(w io.Writer) Option { return func(j *Job) { j.stdout = w } }
+
+// WithLocation sets the time zone of pprint's batch times (default UTC).
+func WithLocation(l *time.Location) Option { return func(j *Job) { j.location = l } }
+
+// WithParallelism sets how many goroutines keyed operations use (default
+// GOMAXPROCS). Outputs do not depend on it.
+func WithParallelism(n int) Option { return func(j *Job) { j.parallelism = max(1, n) } }
+
+// WithLeaseRenewal sets how often the Store lease is renewed (default 1s);
+// keep it well under the Store's lease TTL.
+func WithLeaseRenewal(d time.Duration) Option { return func(j *Job) { j.renewEvery = d } }
+
+// WithPlanRetention keeps the plans of the last n committed batches for
+// replays and audits (default 8640, a day of 10 s batches). Plans that open
+// windows need are always kept.
+func WithPlanRetention(n uint64) Option { return func(j *Job) { j.retainPlans = n } }
+
+// WithBatchLimit stops the job after it ran n new batches (0: no limit).
+func WithBatchLimit(n uint64) Option { return func(j *Job) { j.maxBatches = n } }
+
+// WithListener calls f after every committed batch, on the job's goroutine.
+func WithListener(f func(BatchStats)) Option {
+	return func(j *Job) { j.listeners = append(j.listeners, f) }
+}
+
+// NewJob returns a Job that cuts a batch every interval.
+func NewJob(interval time.Duration, opts ...Option) *Job {
+	j := &Job{
+		interval:    interval,
+		clock:       SystemClock{},
+		log:         zerolog.Nop(),
+		stdout:      os.Stdout,
+		location:    time.UTC,
+		parallelism: runtime.GOMAXPROCS(0),
+		renewEvery:  time.Second,
+		retainPlans: 8640,
+		stopping:    make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(j)
+	}
+	if interval <= 0 {
+		j.fail("NewJob", fmt.Errorf("batch interval %v must be positive", interval))
+	}
+	return j
+}
+
+// Interval returns the batch interval.
+func (j *Job) Interval() time.Duration { return j.interval }
+
+// Checkpoint sets the Store that makes plans, offsets and state durable.
+// Stateful operators need one; without it the job keeps nothing across runs.
+func (j *Job) Checkpoint(s Store) { j.store = s }
+
+// Remember keeps the plans of at least the last d of batches, beyond what
+// windows need (Spark's remember).
+func (j *Job) Remember(d time.Duration) { j.remember = d }
+
+func (j *Job) fail(op string, err error) { j.buildErr = append(j.buildErr, &BuildError{Op: op, Err: err}) }
+
+// BatchStats describes one committed batch, for metrics and status pages.
+type BatchStats struct {
+	ID      uint64
+	Time    time.Time
+	Records int
+	Offsets int64 // offsets the plan spans
+	// SchedulingDelay is how late the batch started after its batch time.
+	SchedulingDelay time.Duration
+	// ProcessingTime covers reading, computing and committing.
+	ProcessingTime time.Duration
+	// CheckpointTime is the part of ProcessingTime spent in the Store.
+	CheckpointTime time.Duration
+	Messages       int
+	StateChanges   int
+}
+
+// batchRun is one batch going through the graph.
+type batchRun struct {
+	job      *Job
+	id       uint64
+	plan     Plan
+	rebuild  bool
+	messages [][]Message
+}
+
+func (j *Job) validate() error {
+	errs := slices.Clone(j.buildErr)
+	if len(j.outputs) == 0 {
+		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no output operations: add Pprint, ForeachBatch or Write")})
+	}
+	if len(j.inputs) == 0 {
+		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no inputs: add Lines, Records or QueueStream")})
+	}
+	txn := 0
+	for _, s := range j.sinks {
+		if _, ok := s.(TransactionalSink); ok {
+			txn++
+		}
+	}
+	if txn > 1 {
+		errs = append(errs, &BuildError{Op: "Write", Err: errors.New("a job writes to at most one transactional sink")})
+	}
+	if len(j.stateful) > 0 && j.store == nil {
+		errs = append(errs, &BuildError{Op: j.stateful[0].stateOp(), Err: errors.New("stateful operators need a checkpoint store: call Job.Checkpoint")})
+	}
+	statefulIDs := map[int]bool{}
+	for _, s := range j.stateful {
+		statefulIDs[s.base().id] = true
+	}
+	for _, n := range j.nodes {
+		if n.base().windowSpan > 0 && hasAncestor(n, statefulIDs) {
+			errs = append(errs, &BuildError{Op: n.base().op, Err: errors.New("a window over the output of a stateful operator cannot be rebuilt from recorded plans; window its input instead")})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hasAncestor(n node, ids map[int]bool) bool {
+	for _, p := range n.base().parents {
+		if ids[p.base().id] || hasAncestor(p, ids) {
+			return true
+		}
+	}
+	return false
+}
+
+// windowSpan bounds how many past batches the graph's windows need.
+func (j *Job) windowSpan() uint64 {
+	var span uint64
+	for _, n := range j.nodes {
+		span += n.base().windowSpan
+	}
+	return span
+}
+
+// Start runs the job in the background; AwaitTermination waits for it.
+func (j *Job) Start(ctx context.Context) error {
+	if err := j.validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.mu.started {
+		cancel()
+		return errors.New("microbatch: job already started")
+	}
+	j.mu.started, j.mu.cancel, j.mu.done = true, cancel, make(chan struct{})
+	go func() {
+		err := j.run(ctx)
+		cancel()
+		j.mu.Lock()
+		j.mu.err = err
+		close(j.mu.done)
+		j.mu.Unlock()
+	}()
+	return nil
+}
+
+// Run runs the job until ctx is done, Stop is called, or an error occurs.
+// It returns nil after a Stop or when ctx was canceled.
+func (j *Job) Run(ctx context.Context) error {
+	if err := j.Start(ctx); err != nil {
+		return err
+	}
+	return j.AwaitTermination()
+}
+
+// AwaitTermination waits until the job ends and returns its error.
+func (j *Job) AwaitTermination() error {
+	_, err := j.AwaitTerminationOrTimeout(-1)
+	return err
+}
+
+// AwaitTerminationOrTimeout waits at most d (forever if d < 0); it reports
+// whether the job ended, and its error.
+func (j *Job) AwaitTerminationOrTimeout(d time.Duration) (bool, error) {
+	j.mu.Lock()
+	done := j.mu.done
+	j.mu.Unlock()
+	if done == nil {
+		return false, errors.New("microbatch: job not started")
+	}
+	var timeout <-chan time.Time
+	if d >= 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-done:
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return true, j.mu.err
+	case <-timeout:
+		return false, nil
+	}
+}
+
+// Stop stops the job. A graceful stop lets the batch in flight finish and
+// commit; otherwise it is abandoned, to be run again from its recorded plan
+// on the next start.
+func (j *Job) Stop(graceful bool) {
+	j.stopOnce.Do(func() { close(j.stopping) })
+	if !graceful {
+		j.mu.Lock()
+		if j.mu.cancel != nil {
+			j.mu.cancel()
+		}
+		j.mu.Unlock()
+	}
+}
+
+func (j *Job) run(ctx context.Context) error {
+	store := j.store
+	if store == nil {
+		store = NewMemoryStore()
+	}
+	meta, err := store.Acquire(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("acquire job: %w", err)
+	}
+	j.log.Info().Uint64("committed", meta.Committed).Uint64("epoch", meta.Epoch).Msg("job acquired")
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+		if err := store.Release(context.WithoutCancel(ctx)); err != nil {
+			j.log.Warn().Err(err).Msg("release job")
+		}
+	}()
+	wg.Go(func() {
+		t := time.NewTicker(j.renewEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				if err := store.Renew(runCtx); err != nil && runCtx.Err() == nil {
+					cancel(fmt.Errorf("renew lease: %w", err))
+					return
+				}
+			}
+		}
+	})
+	err = j.loop(runCtx, store, meta)
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	return err
+}
+
+func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
+	last, pending, err := j.recover(ctx, store, meta)
+	if err != nil {
+		return err
+	}
+	ran := uint64(0)
+	if pending != nil {
+		if err := j.runBatch(ctx, store, *pending, j.clock.Now()); err != nil {
+			return err
+		}
+		last, ran = *pending, 1
+	}
+	next := last.Time.Add(j.interval)
+	if last.ID == 0 {
+		// A fresh job aligns its batch times to the interval, as Spark does.
+		next = j.clock.Now().Truncate(j.interval).Add(j.interval)
+	}
+	for {
+		if j.maxBatches > 0 && ran >= j.maxBatches {
+			return nil
+		}
+		select {
+		case <-j.stopping:
+			return nil
+		default:
+		}
+		if err := j.clock.Wait(ctx, next); err != nil {
+			return err
+		}
+		select {
+		case <-j.stopping:
+			return nil
+		default:
+		}
+		started := j.clock.Now()
+		plan := Plan{ID: last.ID + 1, Time: next}
+		for _, in := range j.inputs {
+			ranges, err := in.cut(ctx, rangesOf(last.Ranges, in.topic()))
+			if err != nil {
+				return fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
+			}
+			plan.Ranges = append(plan.Ranges, ranges...)
+		}
+		if err := store.RecordPlan(ctx, plan); err != nil {
+			return fmt.Errorf("record plan %d: %w", plan.ID, err)
+		}
+		if err := j.runBatch(ctx, store, plan, started); err != nil {
+			return err
+		}
+		last, next = plan, next.Add(j.interval)
+		ran++
+	}
+}
+
+func rangesOf(all []Range, topic string) []Range {
+	var out []Range
+	for _, r := range all {
+		if r.Topic == topic {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// recover restores the job from the Store: it settles a prepared batch,
+// loads the operators' state and rebuilds the windows by replaying the
+// recorded plans they span. It returns the last committed plan and the plan
+// of a batch that was planned but not committed, to be run first.
+func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, pending *Plan, err error) {
+	c := meta.Committed
+	var txn TransactionalSink
+	var sinkLast uint64
+	for _, s := range j.sinks {
+		if t, ok := s.(TransactionalSink); ok {
+			txn = t
+			if sinkLast, err = t.LastBatch(ctx); err != nil {
+				return last, nil, fmt.Errorf("recover: read last batch of sink: %w", err)
+			}
+		}
+	}
+	switch {
+	case sinkLast > c+1, sinkLast == c+1 && meta.Planned <= c:
+		return last, nil, &StateLostError{Committed: c, SinkLast: sinkLast}
+	case meta.Prepared == c+1 && txn != nil && sinkLast == c+1:
+		// The output of the prepared batch is committed: complete it.
+		if err := store.Commit(ctx, c+1, j.keepFrom(c+1)); err != nil {
+			return last, nil, fmt.Errorf("recover: complete prepared batch %d: %w", c+1, err)
+		}
+		j.log.Info().Uint64("batch", c+1).Msg("completed prepared batch whose output was committed")
+		c++
+	case meta.Prepared == c+1:
+		if err := store.Discard(ctx, c+1); err != nil {
+			return last, nil, fmt.Errorf("recover: discard prepared batch %d: %w", c+1, err)
+		}
+		j.log.Info().Uint64("batch", c+1).Msg("discarded prepared batch whose output was not committed")
+	case sinkLast == c+1:
+		return last, nil, &StateLostError{Committed: c, SinkLast: sinkLast}
+	}
+	for _, st := range j.stateful {
+		st.clearState()
+		if err := store.LoadState(ctx, st.stateOp(), st.restore); err != nil {
+			return last, nil, fmt.Errorf("recover: load state: %w", err)
+		}
+		st.finishRestore()
+	}
+	if c > 0 {
+		span := j.windowSpan()
+		from := c - min(c-1, span)
+		plans, err := store.Plans(ctx, from, c)
+		if err != nil {
+			return last, nil, fmt.Errorf("recover: load plans %d-%d: %w", from, c, err)
+		}
+		if len(plans) == 0 || plans[len(plans)-1].ID != c {
+			return last, nil, fmt.Errorf("recover: plan of committed batch %d is missing", c)
+		}
+		for _, p := range plans[:len(plans)-1] {
+			if err := j.rebuild(ctx, p); err != nil {
+				return last, nil, err
+			}
+		}
+		last = plans[len(plans)-1]
+		if err := j.rebuild(ctx, last); err != nil {
+			return last, nil, err
+		}
+		j.log.Info().Uint64("committed", c).Int("replayed", len(plans)).Msg("recovered")
+	}
+	if meta.Planned > c {
+		plans, err := store.Plans(ctx, c+1, c+1)
+		if err != nil || len(plans) != 1 {
+			return last, nil, fmt.Errorf("recover: load plan of unfinished batch %d: %v", c+1, err)
+		}
+		pending = &plans[0]
+	}
+	return last, pending, nil
+}
+
+func (j *Job) keepFrom(committed uint64) uint64 {
+	keep := max(j.retainPlans, j.windowSpan()+1, uint64(j.remember/j.interval)+1)
+	if committed <= keep {
+		return 1
+	}
+	return committed - keep + 1
+}
+
+// rebuild replays a committed batch through the window-feeding part of the
+// graph only: no state changes, no output.
+func (j *Job) rebuild(ctx context.Context, p Plan) error {
+	if j.windowSpan() == 0 {
+		return nil
+	}
+	r := &batchRun{job: j, id: p.ID, plan: p, rebuild: true}
+	if err := j.load(ctx, r); err != nil {
+		return err
+	}
+	for _, n := range j.nodes {
+		n.step(r)
+	}
+	for _, n := range j.nodes {
+		n.reset()
+	}
+	return nil
+}
+
+func (j *Job) load(ctx context.Context, r *batchRun) error {
+	for _, in := range j.inputs {
+		if err := in.load(ctx, rangesOf(r.plan.Ranges, in.topic())); err != nil {
+			return fmt.Errorf("read batch %d of %s: %w", r.id, in.topic(), err)
+		}
+	}
+	return nil
+}
+
+// runBatch computes a planned batch and commits it: prepare state, write
+// sinks, commit checkpoint.
+func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Time) error {
+	wallStart := time.Now()
+	r := &batchRun{job: j, id: p.ID, plan: p, messages: make([][]Message, len(j.sinks))}
+	if err := j.load(ctx, r); err != nil {
+		return err
+	}
+	for _, n := range j.nodes {
+		n.step(r)
+	}
+	records := 0
+	for _, in := range j.inputs {
+		records += in.recordCount()
+	}
+	defer func() {
+		for _, n := range j.nodes {
+			n.reset()
+		}
+	}()
+	for _, o := range j.outputs {
+		if err := o.run(ctx, r); err != nil {
+			return fmt.Errorf("batch %d: output: %w", p.ID, err)
+		}
+	}
+	var changes []Change
+	for _, st := range j.stateful {
+		changes = st.changes(changes)
+	}
+	ckStart := time.Now()
+	if err := store.Prepare(ctx, p.ID, changes); err != nil {
+		return fmt.Errorf("batch %d: prepare state: %w", p.ID, err)
+	}
+	ckTime := time.Since(ckStart)
+	messages := 0
+	for i, s := range j.sinks {
+		messages += len(r.messages[i])
+		if err := s.WriteBatch(ctx, BatchInfo{Plan: p}, r.messages[i]); err != nil {
+			return fmt.Errorf("batch %d: write sink: %w", p.ID, err)
+		}
+	}
+	ckStart = time.Now()
+	if err := store.Commit(ctx, p.ID, j.keepFrom(p.ID)); err != nil {
+		return fmt.Errorf("batch %d: commit: %w", p.ID, err)
+	}
+	ckTime += time.Since(ckStart)
+	for _, st := range j.stateful {
+		st.committed()
+	}
+	stats := BatchStats{
+		ID: p.ID, Time: p.Time, Records: records, Offsets: p.Records(),
+		SchedulingDelay: max(0, started.Sub(p.Time)),
+		ProcessingTime:  time.Since(wallStart),
+		CheckpointTime:  ckTime,
+		Messages:        messages,
+		StateChanges:    len(changes),
+	}
+	j.log.Debug().Uint64("batch", p.ID).Int("records", records).Dur("processing", stats.ProcessingTime).Msg("batch committed")
+	for _, l := range j.listeners {
+		l(stats)
+	}
+	return nil
+}

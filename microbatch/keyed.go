@@ -1,0 +1,313 @@
+package microbatch
+
+import (
+	"fmt"
+	"hash/maphash"
+	"sync"
+)
+
+// parallelMin is the batch size from which keyed operations and Map split
+// their work across goroutines; below it the hand-off costs more than it saves.
+const parallelMin = 1 << 14
+
+// parallelChunks calls f on contiguous chunks of [0, n), in parallel when n is
+// large. Each index is in exactly one chunk.
+func (j *Job) parallelChunks(n int, f func(lo, hi int)) {
+	p := j.parallelism
+	if p <= 1 || n < parallelMin {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for c := range p {
+		lo, hi := n*c/p, n*(c+1)/p
+		wg.Go(func() { f(lo, hi) })
+	}
+	wg.Wait()
+}
+
+// folder folds the values of each key of a batch into a combiner, keeping the
+// keys in the order of their first occurrence in the batch. That order, unlike
+// a map's, is the same on every run and for every parallelism, which keeps
+// outputs byte-identical.
+type folder[K comparable, V, C any] struct {
+	create  func(V) C
+	merge   func(C, V) C
+	combine func(C, C) C
+	seed    maphash.Seed
+	// scratch is reused from batch to batch so that steady-state batches
+	// do not grow maps from scratch.
+	scratch map[K]int32
+}
+
+func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C, combine func(C, C) C) *folder[K, V, C] {
+	return &folder[K, V, C]{create: create, merge: merge, combine: combine, seed: maphash.MakeSeed()}
+}
+
+// shardEntry is a combiner with the batch index of its key's first occurrence.
+type shardEntry[K comparable, C any] struct {
+	key   K
+	val   C
+	first int
+}
+
+func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V]) []Pair[K, C] {
+	p := j.parallelism
+	if p <= 1 || len(in) < parallelMin {
+		return f.foldSequential(in)
+	}
+	return f.foldParallel(p, in)
+}
+
+func (f *folder[K, V, C]) foldSequential(in []Pair[K, V]) []Pair[K, C] {
+	if f.scratch == nil {
+		f.scratch = make(map[K]int32)
+	}
+	idx := f.scratch
+	defer clear(idx)
+	out := make([]Pair[K, C], 0, min(len(in), 1024))
+	for _, kv := range in {
+		if i, ok := idx[kv.Key]; ok {
+			out[i].Value = f.merge(out[i].Value, kv.Value)
+			continue
+		}
+		idx[kv.Key] = int32(len(out))
+		out = append(out, Pair[K, C]{kv.Key, f.create(kv.Value)})
+	}
+	return out
+}
+
+// foldParallel folds in two phases: p workers each fold a contiguous chunk
+// into p hash shards; then p workers each merge one shard across chunks, in
+// chunk order. A k-way merge on first occurrence restores the sequential
+// order.
+func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
+	local := make([][][]shardEntry[K, C], p) // [chunk][shard]
+	var wg sync.WaitGroup
+	for c := range p {
+		lo, hi := len(in)*c/p, len(in)*(c+1)/p
+		wg.Go(func() {
+			shards := make([][]shardEntry[K, C], p)
+			idx := make([]map[K]int32, p)
+			for s := range idx {
+				idx[s] = make(map[K]int32)
+			}
+			for i := lo; i < hi; i++ {
+				kv := in[i]
+				s := int(maphash.Comparable(f.seed, kv.Key) % uint64(p))
+				if e, ok := idx[s][kv.Key]; ok {
+					shards[s][e].val = f.merge(shards[s][e].val, kv.Value)
+					continue
+				}
+				idx[s][kv.Key] = int32(len(shards[s]))
+				shards[s] = append(shards[s], shardEntry[K, C]{kv.Key, f.create(kv.Value), i})
+			}
+			local[c] = shards
+		})
+	}
+	wg.Wait()
+	merged := make([][]shardEntry[K, C], p)
+	for s := range p {
+		wg.Go(func() {
+			var out []shardEntry[K, C]
+			idx := make(map[K]int32)
+			for c := range p {
+				for _, e := range local[c][s] {
+					if i, ok := idx[e.key]; ok {
+						out[i].val = f.combine(out[i].val, e.val)
+						continue
+					}
+					idx[e.key] = int32(len(out))
+					out = append(out, e)
+				}
+			}
+			merged[s] = out
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, m := range merged {
+		n += len(m)
+	}
+	out := make([]Pair[K, C], 0, n)
+	heads := make([]int, p)
+	for len(out) < n {
+		best := -1
+		for s := range p {
+			if heads[s] < len(merged[s]) && (best < 0 || merged[s][heads[s]].first < merged[best][heads[best]].first) {
+				best = s
+			}
+		}
+		e := merged[best][heads[best]]
+		heads[best]++
+		out = append(out, Pair[K, C]{e.key, e.val})
+	}
+	return out
+}
+
+// ReduceByKey combines the values of each key of a batch with the associative
+// function f. Keys appear in the order of their first occurrence.
+func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *Stream[Pair[K, V]] {
+	fd := newFolder[K](func(v V) V { return v }, f, f)
+	return derive(s, "reduceByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, V] { return fd.fold(r.job, in) })
+}
+
+// CombineByKey folds the values of each key of a batch into a combiner:
+// create makes one from a key's first value, merge adds a value, combine
+// joins two partial combiners.
+func CombineByKey[K comparable, V, C any](s *Stream[Pair[K, V]], create func(V) C, merge func(C, V) C, combine func(C, C) C) *Stream[Pair[K, C]] {
+	fd := newFolder[K](create, merge, combine)
+	return derive(s, "combineByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, C] { return fd.fold(r.job, in) })
+}
+
+// GroupByKey collects the values of each key of a batch, in input order.
+func GroupByKey[K comparable, V any](s *Stream[Pair[K, V]]) *Stream[Pair[K, []V]] {
+	return CombineByKey(s,
+		func(v V) []V { return []V{v} },
+		func(c []V, v V) []V { return append(c, v) },
+		func(a, b []V) []V { return append(a, b...) })
+}
+
+// CountByValue counts the occurrences of each distinct element of a batch.
+func CountByValue[T comparable](s *Stream[T]) *Stream[Pair[T, int64]] {
+	return ReduceByKey(Map(s, func(v T) Pair[T, int64] { return Pair[T, int64]{v, 1} }), addInt64)
+}
+
+func addInt64(a, b int64) int64 { return a + b }
+func subInt64(a, b int64) int64 { return a - b }
+
+// Optional is a value that may be absent: the missing side of an outer join.
+// pprint prints an absent value as None.
+type Optional[T any] struct {
+	Value T
+	Ok    bool
+}
+
+// Some returns a present Optional.
+func Some[T any](v T) Optional[T] { return Optional[T]{Value: v, Ok: true} }
+
+// cogroup groups two keyed batches by key; keys appear in first-occurrence
+// order of a, then the keys only b has in first-occurrence order of b.
+func cogroup[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
+	idx := make(map[K]int32, len(a))
+	var out []Pair[K, Pair[[]V, []W]]
+	for _, kv := range a {
+		i, ok := idx[kv.Key]
+		if !ok {
+			i = int32(len(out))
+			idx[kv.Key] = i
+			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kv.Key})
+		}
+		out[i].Value.Key = append(out[i].Value.Key, kv.Value)
+	}
+	for _, kw := range b {
+		i, ok := idx[kw.Key]
+		if !ok {
+			i = int32(len(out))
+			idx[kw.Key] = i
+			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kw.Key})
+		}
+		out[i].Value.Value = append(out[i].Value.Value, kw.Value)
+	}
+	return out
+}
+
+// pairwise builds a stream from two keyed streams of equal slide.
+func pairwise[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
+	if a.slide != b.slide {
+		a.job.fail(op, fmt.Errorf("streams slide every %v and %v: %s needs equal slides",
+			a.SlideDuration(), b.SlideDuration(), op))
+	}
+	s := newStream[U](a.job, op, a.slide, a, b)
+	s.compute = func(*batchRun) ([]U, bool) {
+		if !a.has || !b.has {
+			return nil, false
+		}
+		return f(cogroup(a.out, b.out)), true
+	}
+	return s
+}
+
+// Cogroup groups the values of both streams by key.
+func Cogroup[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[[]V, []W]]] {
+	return pairwise("cogroup", a, b, func(g []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[[]V, []W]] { return g })
+}
+
+// Join pairs every value of a key in a with every value of that key in b;
+// keys missing on either side are dropped.
+func Join[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, W]]] {
+	return pairwise("join", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, W]] {
+		var out []Pair[K, Pair[V, W]]
+		for _, g := range groups {
+			for _, v := range g.Value.Key {
+				for _, w := range g.Value.Value {
+					out = append(out, Pair[K, Pair[V, W]]{g.Key, Pair[V, W]{v, w}})
+				}
+			}
+		}
+		return out
+	})
+}
+
+// LeftOuterJoin is Join that keeps keys only a has, with an absent right side.
+func LeftOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, Optional[W]]]] {
+	return pairwise("leftOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, Optional[W]]] {
+		var out []Pair[K, Pair[V, Optional[W]]]
+		for _, g := range groups {
+			for _, v := range g.Value.Key {
+				if len(g.Value.Value) == 0 {
+					out = append(out, Pair[K, Pair[V, Optional[W]]]{g.Key, Pair[V, Optional[W]]{Key: v}})
+				}
+				for _, w := range g.Value.Value {
+					out = append(out, Pair[K, Pair[V, Optional[W]]]{g.Key, Pair[V, Optional[W]]{v, Some(w)}})
+				}
+			}
+		}
+		return out
+	})
+}
+
+// RightOuterJoin is Join that keeps keys only b has, with an absent left side.
+func RightOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[Optional[V], W]]] {
+	return pairwise("rightOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[Optional[V], W]] {
+		var out []Pair[K, Pair[Optional[V], W]]
+		for _, g := range groups {
+			for _, w := range g.Value.Value {
+				if len(g.Value.Key) == 0 {
+					out = append(out, Pair[K, Pair[Optional[V], W]]{g.Key, Pair[Optional[V], W]{Value: w}})
+				}
+				for _, v := range g.Value.Key {
+					out = append(out, Pair[K, Pair[Optional[V], W]]{g.Key, Pair[Optional[V], W]{Some(v), w}})
+				}
+			}
+		}
+		return out
+	})
+}
+
+// FullOuterJoin is Join that keeps the keys of either side.
+func FullOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[Optional[V], Optional[W]]]] {
+	return pairwise("fullOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[Optional[V], Optional[W]]] {
+		var out []Pair[K, Pair[Optional[V], Optional[W]]]
+		for _, g := range groups {
+			vs, ws := g.Value.Key, g.Value.Value
+			switch {
+			case len(ws) == 0:
+				for _, v := range vs {
+					out = append(out, Pair[K, Pair[Optional[V], Optional[W]]]{g.Key, Pair[Optional[V], Optional[W]]{Key: Some(v)}})
+				}
+			case len(vs) == 0:
+				for _, w := range ws {
+					out = append(out, Pair[K, Pair[Optional[V], Optional[W]]]{g.Key, Pair[Optional[V], Optional[W]]{Value: Some(w)}})
+				}
+			default:
+				for _, v := range vs {
+					for _, w := range ws {
+						out = append(out, Pair[K, Pair[Optional[V], Optional[W]]]{g.Key, Pair[Optional[V], Optional[W]]{Some(v), Some(w)}})
+					}
+				}
+			}
+		}
+		return out
+	})
+}

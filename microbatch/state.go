@@ -1,0 +1,359 @@
+package microbatch
+
+import (
+	"encoding/binary"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+)
+
+// stateful is an operator whose keyed state the engine checkpoints.
+type stateful interface {
+	node
+	stateOp() string
+	// changes appends the encoded changes since the last commit.
+	changes(dst []Change) []Change
+	// committed forgets the changes after they were committed.
+	committed()
+	// restore loads one committed key; finishRestore orders what was loaded.
+	restore(key, value []byte) error
+	finishRestore()
+	// clearState drops all state before a recovery.
+	clearState()
+}
+
+// table is the keyed state of one operator. Entries keep the order in which
+// their keys first got state; a sequence number stored with every value
+// restores that order after a restart, so outputs do not depend on whether
+// the job crashed.
+type table[K comparable, S any] struct {
+	op       string
+	keys     Codec[K]
+	vals     Codec[S]
+	equal    func(a, b S) bool
+	index    map[K]int32
+	entries  []entry[K, S]
+	dead     int
+	nextSeq  uint64
+	dirty    []int32
+	encoding []byte
+}
+
+type entry[K comparable, S any] struct {
+	key     K
+	val     S
+	seq     uint64
+	touched int64 // batch time (Unix ns) the key last received values
+	live    bool
+	dirty   bool
+}
+
+func newTable[K comparable, S any](op string) *table[K, S] {
+	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: make(map[K]int32)}
+	if reflect.TypeFor[S]().Comparable() {
+		t.equal = func(a, b S) bool { return any(a) == any(b) }
+	} else {
+		t.equal = func(S, S) bool { return false }
+	}
+	return t
+}
+
+func (t *table[K, S]) get(k K) (S, bool) {
+	if i, ok := t.index[k]; ok {
+		return t.entries[i].val, true
+	}
+	var zero S
+	return zero, false
+}
+
+func (t *table[K, S]) markDirty(i int32) {
+	if !t.entries[i].dirty {
+		t.entries[i].dirty = true
+		t.dirty = append(t.dirty, i)
+	}
+}
+
+// put sets k's state; touched ≠ 0 records the batch time of new values.
+func (t *table[K, S]) put(k K, v S, touched int64) {
+	if i, ok := t.index[k]; ok {
+		e := &t.entries[i]
+		changed := !t.equal(e.val, v) || (touched != 0 && touched != e.touched)
+		e.val = v
+		if touched != 0 {
+			e.touched = touched
+		}
+		if changed {
+			t.markDirty(i)
+		}
+		return
+	}
+	i := int32(len(t.entries))
+	t.index[k] = i
+	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: t.nextSeq, touched: touched, live: true})
+	t.nextSeq++
+	t.markDirty(i)
+}
+
+func (t *table[K, S]) remove(k K) {
+	i, ok := t.index[k]
+	if !ok {
+		return
+	}
+	delete(t.index, k)
+	t.entries[i].live = false
+	var zero S
+	t.entries[i].val = zero
+	t.dead++
+	t.markDirty(i)
+}
+
+func (t *table[K, S]) len() int { return len(t.index) }
+
+// each calls f for every live key in state order.
+func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
+	for i := range t.entries {
+		if e := &t.entries[i]; e.live {
+			f(e.key, e.val, e.touched)
+		}
+	}
+}
+
+func (t *table[K, S]) stateOp() string { return t.op }
+
+func (t *table[K, S]) changes(dst []Change) []Change {
+	for _, i := range t.dirty {
+		e := &t.entries[i]
+		key := t.keys.Append(nil, e.key)
+		if !e.live {
+			dst = append(dst, Change{Op: t.op, Key: key, Delete: true})
+			continue
+		}
+		v := binary.AppendUvarint(nil, e.seq)
+		v = binary.AppendVarint(v, e.touched)
+		v = t.vals.Append(v, e.val)
+		dst = append(dst, Change{Op: t.op, Key: key, Value: v})
+	}
+	return dst
+}
+
+func (t *table[K, S]) committed() {
+	for _, i := range t.dirty {
+		t.entries[i].dirty = false
+	}
+	t.dirty = t.dirty[:0]
+	if t.dead > 1024 && t.dead > len(t.entries)/2 {
+		t.compact()
+	}
+}
+
+func (t *table[K, S]) compact() {
+	live := t.entries[:0]
+	for _, e := range t.entries {
+		if e.live {
+			t.index[e.key] = int32(len(live))
+			live = append(live, e)
+		}
+	}
+	clear(t.entries[len(live):])
+	t.entries = live
+	t.dead = 0
+}
+
+func (t *table[K, S]) restore(key, value []byte) error {
+	k, err := t.keys.Decode(key)
+	if err != nil {
+		return fmt.Errorf("state %s: decode key: %w", t.op, err)
+	}
+	seq, n := binary.Uvarint(value)
+	if n <= 0 {
+		return fmt.Errorf("state %s: decode sequence of key %v", t.op, k)
+	}
+	touched, m := binary.Varint(value[n:])
+	if m <= 0 {
+		return fmt.Errorf("state %s: decode time of key %v", t.op, k)
+	}
+	v, err := t.vals.Decode(value[n+m:])
+	if err != nil {
+		return fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
+	}
+	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: seq, touched: touched, live: true})
+	return nil
+}
+
+func (t *table[K, S]) finishRestore() {
+	slices.SortFunc(t.entries, func(a, b entry[K, S]) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+	clear(t.index)
+	for i, e := range t.entries {
+		t.index[e.key] = int32(i)
+		t.nextSeq = max(t.nextSeq, e.seq+1)
+	}
+}
+
+func (t *table[K, S]) clearState() {
+	clear(t.index)
+	t.entries, t.dirty, t.dead, t.nextSeq = nil, nil, 0, 0
+}
+
+// statefulStream is a Stream whose operator owns a table.
+type statefulStream[K comparable, S, T any] struct {
+	*Stream[T]
+	*table[K, S]
+}
+
+func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent node) *statefulStream[K, S, T] {
+	name := fmt.Sprintf("%s-%d", op, len(j.stateful))
+	s := &statefulStream[K, S, T]{table: newTable[K, S](name)}
+	s.Stream = &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: []node{parent}}}
+	j.nodes = append(j.nodes, s.Stream)
+	j.stateful = append(j.stateful, s)
+	return s
+}
+
+// UpdateFunc computes a key's new state from the values the key received in
+// a batch (none on batches without values) and its state (exists is false
+// for a key seen for the first time). Returning keep=false removes the key.
+type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, keep bool)
+
+// UpdateStateByKey carries a state per key across the whole stream. On every
+// batch f runs for every key that has state, even without new values, and
+// for every key that received values; the stream holds the (key, state) of
+// all keys kept. Its state is checkpointed through the job's Store.
+func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S]) *Stream[Pair[K, S]] {
+	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
+	group := newFolder[K](
+		func(v V) []V { return []V{v} },
+		func(c []V, v V) []V { return append(c, v) },
+		func(a, b []V) []V { return append(a, b...) })
+	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
+		if !s.has || r.rebuild {
+			return nil, false
+		}
+		now := r.plan.Time.UnixNano()
+		groups := group.fold(r.job, s.out)
+		fresh := make(map[K]int32, len(groups))
+		for i, g := range groups {
+			fresh[g.Key] = int32(i)
+		}
+		var drop []K
+		for i := range st.entries {
+			e := &st.entries[i]
+			if !e.live {
+				continue
+			}
+			var values []V
+			touched := int64(0)
+			if gi, ok := fresh[e.key]; ok {
+				values, touched = groups[gi].Value, now
+				delete(fresh, e.key)
+			}
+			ns, keep := f(values, e.val, true)
+			if !keep {
+				drop = append(drop, e.key)
+				continue
+			}
+			st.put(e.key, ns, touched)
+		}
+		for _, k := range drop {
+			st.remove(k)
+		}
+		for _, g := range groups {
+			if _, ok := fresh[g.Key]; !ok {
+				continue
+			}
+			var zero S
+			if ns, keep := f(g.Value, zero, false); keep {
+				st.put(g.Key, ns, now)
+			}
+		}
+		out := make([]Pair[K, S], 0, st.len())
+		st.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })
+		return out, true
+	}
+	return st.Stream
+}
+
+// State is a key's state inside a MapWithState function.
+type State[S any] struct {
+	value     S
+	exists    bool
+	timingOut bool
+	updated   bool
+	removed   bool
+}
+
+// Exists reports whether the key has state.
+func (s *State[S]) Exists() bool { return s.exists }
+
+// Get returns the key's state (the zero value when none exists).
+func (s *State[S]) Get() S { return s.value }
+
+// Update sets the key's state. A timing-out key cannot be updated.
+func (s *State[S]) Update(v S) {
+	if s.timingOut {
+		return
+	}
+	s.value, s.exists, s.updated, s.removed = v, true, true, false
+}
+
+// Remove drops the key's state.
+func (s *State[S]) Remove() {
+	var zero S
+	s.value, s.exists, s.removed, s.updated = zero, false, true, false
+}
+
+// IsTimingOut reports that the key is called a last time because it received
+// no values for the timeout; its state is removed afterwards.
+func (s *State[S]) IsTimingOut() bool { return s.timingOut }
+
+// MapWithState calls f for every element of every batch with its key's
+// state, and emits what f returns. With timeout > 0 a key that received no
+// values for timeout is called once more with an absent value and
+// IsTimingOut true, then removed. Its state is checkpointed.
+func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time.Duration, f func(key K, value Optional[V], state *State[S]) U) *Stream[U] {
+	st := newStateful[K, S, U](s.job, "mapWithState", s.slide, s)
+	st.compute = func(r *batchRun) ([]U, bool) {
+		if !s.has || r.rebuild {
+			return nil, false
+		}
+		now := r.plan.Time.UnixNano()
+		out := make([]U, 0, len(s.out))
+		var state State[S]
+		for _, kv := range s.out {
+			v, ok := st.get(kv.Key)
+			state = State[S]{value: v, exists: ok}
+			out = append(out, f(kv.Key, Some(kv.Value), &state))
+			switch {
+			case state.removed:
+				st.remove(kv.Key)
+			case state.updated:
+				st.put(kv.Key, state.value, now)
+			case ok:
+				st.put(kv.Key, v, now)
+			}
+		}
+		if timeout > 0 {
+			var expired []K
+			st.each(func(k K, v S, touched int64) {
+				if now-touched >= int64(timeout) {
+					state = State[S]{value: v, exists: true, timingOut: true}
+					out = append(out, f(k, Optional[V]{}, &state))
+					expired = append(expired, k)
+				}
+			})
+			for _, k := range expired {
+				st.remove(k)
+			}
+		}
+		return out, true
+	}
+	return st.Stream
+}

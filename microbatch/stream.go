@@ -1,0 +1,216 @@
+package microbatch
+
+import (
+	"fmt"
+	"time"
+)
+
+// node is the type-erased view of a Stream the engine drives.
+type node interface {
+	base() *nodeBase
+	// step computes the node's output for the batch of r, if the batch
+	// time is valid for it.
+	step(r *batchRun)
+	// reset drops the output of the last batch.
+	reset()
+}
+
+type nodeBase struct {
+	job     *Job
+	id      int
+	op      string
+	slide   uint64 // in batch intervals
+	parents []node
+	// rebuild marks nodes whose output feeds a window: only they run while
+	// windows are rebuilt from recorded plans after a restart.
+	rebuild bool
+	// windowSpan is how many past batches a windowed node buffers.
+	windowSpan uint64
+}
+
+func (b *nodeBase) base() *nodeBase { return b }
+
+// Stream is a discretized stream (Spark's DStream) of elements of type T: one
+// slice of elements per batch time that is a multiple of its slide.
+type Stream[T any] struct {
+	nodeBase
+	compute func(r *batchRun) ([]T, bool)
+	out     []T
+	has     bool
+}
+
+func (s *Stream[T]) step(r *batchRun) {
+	if r.rebuild && !s.rebuild {
+		s.out, s.has = nil, false
+		return
+	}
+	s.out, s.has = s.compute(r)
+}
+
+func (s *Stream[T]) reset() { s.out, s.has = nil, false }
+
+// Job returns the job the stream belongs to.
+func (s *Stream[T]) Job() *Job { return s.job }
+
+// SlideDuration is the interval at which the stream produces batches.
+func (s *Stream[T]) SlideDuration() time.Duration {
+	return time.Duration(s.slide) * s.job.interval
+}
+
+func newStream[T any](j *Job, op string, slide uint64, parents ...node) *Stream[T] {
+	s := &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: parents}}
+	j.nodes = append(j.nodes, s)
+	return s
+}
+
+// derive builds a stream with the parent's slide that maps each batch of the
+// parent with f.
+func derive[T, U any](parent *Stream[T], op string, f func(r *batchRun, in []T) []U) *Stream[U] {
+	s := newStream[U](parent.job, op, parent.slide, parent)
+	s.compute = func(r *batchRun) ([]U, bool) {
+		if !parent.has {
+			return nil, false
+		}
+		return f(r, parent.out), true
+	}
+	return s
+}
+
+// Map returns a stream of f applied to every element.
+func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
+	return derive(s, "map", func(r *batchRun, in []T) []U {
+		out := make([]U, len(in))
+		r.job.parallelChunks(len(in), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out[i] = f(in[i])
+			}
+		})
+		return out
+	})
+}
+
+// FlatMap returns a stream of all elements f returns for every element.
+func FlatMap[T, U any](s *Stream[T], f func(T) []U) *Stream[U] {
+	return derive(s, "flatMap", func(_ *batchRun, in []T) []U {
+		var out []U
+		for _, v := range in {
+			out = append(out, f(v)...)
+		}
+		return out
+	})
+}
+
+// Filter returns a stream of the elements for which keep is true.
+func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
+	return derive(s, "filter", func(_ *batchRun, in []T) []T {
+		out := make([]T, 0, len(in))
+		for _, v := range in {
+			if keep(v) {
+				out = append(out, v)
+			}
+		}
+		return out
+	})
+}
+
+// MapValues maps the value of every pair, keeping its key.
+func MapValues[K, V, W any](s *Stream[Pair[K, V]], f func(V) W) *Stream[Pair[K, W]] {
+	return Map(s, func(p Pair[K, V]) Pair[K, W] { return Pair[K, W]{p.Key, f(p.Value)} })
+}
+
+// FlatMapValues maps the value of every pair to any number of values, each
+// paired with the original key.
+func FlatMapValues[K, V, W any](s *Stream[Pair[K, V]], f func(V) []W) *Stream[Pair[K, W]] {
+	return derive(s, "flatMapValues", func(_ *batchRun, in []Pair[K, V]) []Pair[K, W] {
+		var out []Pair[K, W]
+		for _, p := range in {
+			for _, w := range f(p.Value) {
+				out = append(out, Pair[K, W]{p.Key, w})
+			}
+		}
+		return out
+	})
+}
+
+// Union returns the elements of s followed by those of every other stream.
+// All streams must have the same slide.
+func (s *Stream[T]) Union(others ...*Stream[T]) *Stream[T] {
+	parents := []node{s}
+	for _, o := range others {
+		parents = append(parents, o)
+		if o.slide != s.slide {
+			s.job.fail("union", fmt.Errorf("streams slide every %v and %v: union needs equal slides",
+				s.SlideDuration(), o.SlideDuration()))
+		}
+	}
+	u := newStream[T](s.job, "union", s.slide, parents...)
+	u.compute = func(*batchRun) ([]T, bool) {
+		if !s.has {
+			return nil, false
+		}
+		n := len(s.out)
+		for _, o := range others {
+			n += len(o.out)
+		}
+		out := make([]T, 0, n)
+		out = append(out, s.out...)
+		for _, o := range others {
+			out = append(out, o.out...)
+		}
+		return out, true
+	}
+	return u
+}
+
+// Repartition is accepted for compatibility with Spark programs. Batches are
+// processed in one process here, so it returns the elements unchanged.
+func (s *Stream[T]) Repartition(int) *Stream[T] {
+	return derive(s, "repartition", func(_ *batchRun, in []T) []T { return in })
+}
+
+// Count returns a stream with one element per batch: the number of elements.
+func (s *Stream[T]) Count() *Stream[int64] {
+	return derive(s, "count", func(_ *batchRun, in []T) []int64 { return []int64{int64(len(in))} })
+}
+
+// Reduce returns a stream with at most one element per batch: all elements
+// combined with the associative function f (none for an empty batch).
+func (s *Stream[T]) Reduce(f func(a, b T) T) *Stream[T] {
+	return derive(s, "reduce", func(_ *batchRun, in []T) []T {
+		if len(in) == 0 {
+			return nil
+		}
+		acc := in[0]
+		for _, v := range in[1:] {
+			acc = f(acc, v)
+		}
+		return []T{acc}
+	})
+}
+
+// Transform applies f to every batch: arbitrary batch (RDD) operations, such
+// as those of package rdd.
+func Transform[T, U any](s *Stream[T], f func(batch []T) []U) *Stream[U] {
+	return derive(s, "transform", func(_ *batchRun, in []T) []U { return f(in) })
+}
+
+// TransformTime is Transform with the batch time passed to f.
+func TransformTime[T, U any](s *Stream[T], f func(t time.Time, batch []T) []U) *Stream[U] {
+	return derive(s, "transform", func(r *batchRun, in []T) []U { return f(r.plan.Time, in) })
+}
+
+// TransformWith combines the batches of two streams of equal slide with f.
+func TransformWith[T, U, V any](a *Stream[T], b *Stream[U], f func(x []T, y []U) []V) *Stream[V] {
+	if a.slide != b.slide {
+		a.job.fail("transformWith", fmt.Errorf("streams slide every %v and %v: needs equal slides",
+			a.SlideDuration(), b.SlideDuration()))
+	}
+	s := newStream[V](a.job, "transformWith", a.slide, a, b)
+	s.compute = func(*batchRun) ([]V, bool) {
+		if !a.has || !b.has {
+			return nil, false
+		}
+		return f(a.out, b.out), true
+	}
+	return s
+}

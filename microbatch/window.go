@@ -1,0 +1,192 @@
+package microbatch
+
+import (
+	"fmt"
+	"time"
+)
+
+// batches converts a duration to whole batch intervals, recording a build
+// error if it is not a positive multiple of unit.
+func (j *Job) batches(op, what string, d, unit time.Duration) uint64 {
+	if d <= 0 || unit <= 0 || d%unit != 0 {
+		j.fail(op, fmt.Errorf("%s %v must be a positive multiple of %v", what, d, unit))
+		return 1
+	}
+	return uint64(d / j.interval)
+}
+
+// windowBuffer keeps a stream's batches of the last span batch intervals.
+type windowBuffer[T any] struct {
+	span    uint64
+	entries []windowEntry[T]
+}
+
+type windowEntry[T any] struct {
+	id  uint64
+	out []T
+}
+
+func (w *windowBuffer[T]) push(id uint64, out []T) {
+	drop := 0
+	for drop < len(w.entries) && w.entries[drop].id+w.span <= id {
+		drop++
+	}
+	w.entries = append(w.entries[:0], w.entries[drop:]...)
+	w.entries = append(w.entries, windowEntry[T]{id, out})
+}
+
+// between returns the batches with lo < id ≤ hi.
+func (w *windowBuffer[T]) between(lo, hi uint64) [][]T {
+	var out [][]T
+	for _, e := range w.entries {
+		if e.id > lo && e.id <= hi {
+			out = append(out, e.out)
+		}
+	}
+	return out
+}
+
+func (j *Job) windowed(op string, parent node, length, slide time.Duration) (lengthB, slideB uint64) {
+	pslide := time.Duration(parent.base().slide) * j.interval
+	lengthB = j.batches(op, "window length", length, pslide)
+	slideB = j.batches(op, "slide", slide, pslide)
+	markRebuild(parent)
+	return lengthB, slideB
+}
+
+// markRebuild marks n and its ancestors to run while windows are rebuilt.
+func markRebuild(n node) {
+	b := n.base()
+	if b.rebuild {
+		return
+	}
+	b.rebuild = true
+	for _, p := range b.parents {
+		markRebuild(p)
+	}
+}
+
+// Window returns a stream whose batch at time t holds all elements of s in
+// the window (t − length, t]; it produces a batch every slide. length and
+// slide must be multiples of s's slide. Windows right after start cover the
+// batches there are.
+func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
+	lengthB, slideB := s.job.windowed("window", s, length, slide)
+	buf := &windowBuffer[T]{span: lengthB}
+	w := newStream[T](s.job, "window", slideB, s)
+	w.compute = func(r *batchRun) ([]T, bool) {
+		if s.has {
+			buf.push(r.id, s.out)
+		}
+		if r.rebuild || r.id%slideB != 0 {
+			return nil, false
+		}
+		parts := buf.between(r.id-min(r.id, lengthB), r.id)
+		n := 0
+		for _, p := range parts {
+			n += len(p)
+		}
+		out := make([]T, 0, n)
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out, true
+	}
+	w.windowSpan = lengthB
+	return w
+}
+
+// CountByWindow counts the elements in each window.
+func (s *Stream[T]) CountByWindow(length, slide time.Duration) *Stream[int64] {
+	return ReduceByWindow(s.Count(), addInt64, subInt64, length, slide)
+}
+
+// ReduceByWindow reduces all elements of each window with f. With the
+// inverse invF (nil for none) the result is updated incrementally: the
+// batches that entered the window are added and those that left are
+// subtracted.
+func ReduceByWindow[T any](s *Stream[T], f, invF func(a, b T) T, length, slide time.Duration) *Stream[T] {
+	one := Map(s.Reduce(f), func(v T) Pair[struct{}, T] { return Pair[struct{}, T]{Value: v} })
+	return Map(ReduceByKeyAndWindow(one, f, invF, length, slide, nil),
+		func(p Pair[struct{}, T]) T { return p.Value })
+}
+
+// ReduceByKeyAndWindow reduces the values of each key over each window with
+// f. Without an inverse (invF nil) each window is recomputed from its batches.
+// With one, the window's result is kept as checkpointed state and updated
+// incrementally: values of batches entering the window are added with f,
+// those of batches leaving it removed with invF. Keys stay with their
+// reduced value (0 for counts) unless keep (nil keeps all) rejects them.
+func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF func(a, b V) V, length, slide time.Duration, keep func(Pair[K, V]) bool) *Stream[Pair[K, V]] {
+	perBatch := ReduceByKey(s, f)
+	if invF == nil {
+		w := ReduceByKey(perBatch.Window(length, slide), f)
+		if keep != nil {
+			w = w.Filter(keep)
+		}
+		return w
+	}
+	lengthB, slideB := s.job.windowed("reduceByKeyAndWindow", perBatch, length, slide)
+	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
+	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
+	st.rebuild = true // runs during rebuilds to refill its buffer, never to update its state
+	st.windowSpan = lengthB + slideB
+	sub := newFolder[K](func(v V) V { return v }, f, f)
+	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
+		if perBatch.has {
+			buf.push(r.id, perBatch.out)
+		}
+		if r.rebuild || r.id%slideB != 0 {
+			return nil, false
+		}
+		prev := r.id - min(r.id, slideB)
+		for _, part := range buf.between(prev, r.id) {
+			for _, kv := range part {
+				if v, ok := st.get(kv.Key); ok {
+					st.put(kv.Key, f(v, kv.Value), 0)
+				} else {
+					st.put(kv.Key, kv.Value, 0)
+				}
+			}
+		}
+		if r.id > lengthB {
+			var leaving []Pair[K, V]
+			for _, part := range buf.between(prev-min(prev, lengthB), r.id-lengthB) {
+				leaving = append(leaving, part...)
+			}
+			for _, kv := range sub.fold(r.job, leaving) {
+				if v, ok := st.get(kv.Key); ok {
+					st.put(kv.Key, invF(v, kv.Value), 0)
+				}
+			}
+		}
+		out := make([]Pair[K, V], 0, st.len())
+		var drop []K
+		st.each(func(k K, v V, _ int64) {
+			kv := Pair[K, V]{k, v}
+			if keep != nil && !keep(kv) {
+				drop = append(drop, k)
+				return
+			}
+			out = append(out, kv)
+		})
+		for _, k := range drop {
+			st.remove(k)
+		}
+		return out, true
+	}
+	return st.Stream
+}
+
+// CountByValueAndWindow counts each distinct element over each window,
+// incrementally; elements whose count drops to zero are removed.
+func CountByValueAndWindow[T comparable](s *Stream[T], length, slide time.Duration) *Stream[Pair[T, int64]] {
+	ones := Map(s, func(v T) Pair[T, int64] { return Pair[T, int64]{v, 1} })
+	return ReduceByKeyAndWindow(ones, addInt64, subInt64, length, slide,
+		func(p Pair[T, int64]) bool { return p.Value > 0 })
+}
+
+// GroupByKeyAndWindow collects the values of each key over each window.
+func GroupByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], length, slide time.Duration) *Stream[Pair[K, []V]] {
+	return GroupByKey(s.Window(length, slide))
+}
