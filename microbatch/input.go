@@ -22,7 +22,7 @@ type sourceInput[T any] struct {
 	loaded  []T
 }
 
-func (in *sourceInput[T]) topic() string   { return in.src.Topic() }
+func (in *sourceInput[T]) topic() string    { return in.src.Topic() }
 func (in *sourceInput[T]) recordCount() int { return len(in.loaded) }
 
 func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, error) {
@@ -74,7 +74,7 @@ type queueInput[T any] struct {
 	loaded []T
 }
 
-func (q *queueInput[T]) topic() string   { return q.name }
+func (q *queueInput[T]) topic() string    { return q.name }
 func (q *queueInput[T]) recordCount() int { return len(q.loaded) }
 
 func (q *queueInput[T]) cut(_ context.Context, after []Range) ([]Range, error) {

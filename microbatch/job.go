@@ -122,7 +122,9 @@ func (j *Job) Checkpoint(s Store) { j.store = s }
 // windows need (Spark's remember).
 func (j *Job) Remember(d time.Duration) { j.remember = d }
 
-func (j *Job) fail(op string, err error) { j.buildErr = append(j.buildErr, &BuildError{Op: op, Err: err}) }
+func (j *Job) fail(op string, err error) {
+	j.buildErr = append(j.buildErr, &BuildError{Op: op, Err: err})
+}
 
 // BatchStats describes one committed batch, for metrics and status pages.
 type BatchStats struct {
