@@ -1,0 +1,150 @@
+{{/*
+dstream.name is the chart name, or nameOverride.
+*/}}
+{{- define "dstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+dstream.fullname names the release's objects: fullnameOverride, else release-chart (just the release name when it
+already contains the chart name), cut to the 63 characters a DNS label allows.
+*/}}
+{{- define "dstream.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.chart is name-version, for the helm.sh/chart label.
+*/}}
+{{- define "dstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+dstream.labels are the standard labels every object of the release carries.
+*/}}
+{{- define "dstream.labels" -}}
+helm.sh/chart: {{ include "dstream.chart" . }}
+{{ include "dstream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/component: stream-processor
+app.kubernetes.io/part-of: dstream
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+dstream.selectorLabels select the release's pods; they never change across upgrades.
+*/}}
+{{- define "dstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dstream.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+dstream.serviceAccountName is the ServiceAccount the pods run as.
+*/}}
+{{- define "dstream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dstream.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.image is repository@digest when a digest is set, else repository:tag (tag defaults to appVersion).
+*/}}
+{{- define "dstream.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.secretName is the Secret the pods read secret settings from: existingSecret, else the chart's own one.
+*/}}
+{{- define "dstream.secretName" -}}
+{{- default (printf "%s-secret" (include "dstream.fullname" .)) .Values.existingSecret }}
+{{- end }}
+
+{{/*
+dstream.managedSecret is "true" when the chart renders its own Secret: no existingSecret and a password to keep.
+*/}}
+{{- define "dstream.managedSecret" -}}
+{{- if and (not .Values.existingSecret) (or .Values.kafka.sasl.password .Values.redis.password) }}true{{ end }}
+{{- end }}
+
+{{/*
+dstream.countriesConfigMap names the ConfigMap holding the countries CSV.
+*/}}
+{{- define "dstream.countriesConfigMap" -}}
+{{- default (printf "%s-countries" (include "dstream.fullname" .)) .Values.countries.existingConfigMap }}
+{{- end }}
+
+{{/*
+dstream.countriesCSV is the CSV the chart ships in its ConfigMap: countries.csv, else files/countries.csv.
+*/}}
+{{- define "dstream.countriesCSV" -}}
+{{- .Values.countries.csv | default (.Files.Get "files/countries.csv") }}
+{{- end }}
+
+{{/*
+dstream.milliseconds turns a Go-style duration made of integers and the units ms, s, m, h (values.schema.json
+allows only those, e.g. 10s or 1m30s) into a number of milliseconds.
+*/}}
+{{- define "dstream.milliseconds" -}}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+(ms|h|m|s)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+" . }}
+{{- $unit := trimPrefix $n . }}
+{{- $factor := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit }}
+{{- $total = add $total (mul (int $n) $factor) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+dstream.validate fails the render on combinations of values that the schema cannot express.
+*/}}
+{{- define "dstream.validate" -}}
+{{- $graceMs := mul .Values.terminationGracePeriodSeconds 1000 }}
+{{- $shutdownMs := include "dstream.milliseconds" .Values.config.shutdownGrace | int }}
+{{- $batchMs := include "dstream.milliseconds" .Values.config.batchInterval | int }}
+{{- if le $graceMs $shutdownMs }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.shutdownGrace (%s), or Kubernetes kills the pod before it commits the batch in flight" (int .Values.terminationGracePeriodSeconds) .Values.config.shutdownGrace) }}
+{{- end }}
+{{- if le $graceMs $batchMs }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.batchInterval (%s)" (int .Values.terminationGracePeriodSeconds) .Values.config.batchInterval) }}
+{{- end }}
+{{- if and .Values.existingSecret (or .Values.kafka.sasl.password .Values.redis.password) }}
+{{- fail "existingSecret is set: put the passwords into that Secret (keys DSTREAM_KAFKA_SASL_PASSWORD, DSTREAM_REDIS_PASSWORD) and leave kafka.sasl.password and redis.password empty" }}
+{{- end }}
+{{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.user) }}
+{{- fail "kafka.sasl.mechanism is set: set kafka.sasl.user too" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.redis.addr) }}
+{{- fail "replicaCount > 1 runs hot standbys, which coordinate through a lease in Redis: set redis.addr, or use replicaCount 1" }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.countriesKey is the key of the countries CSV in its ConfigMap, and so the mounted file's name.
+*/}}
+{{- define "dstream.countriesKey" -}}
+{{- if .Values.countries.existingConfigMap }}
+{{- .Values.countries.existingConfigMapKey }}
+{{- else -}}
+countries.csv
+{{- end }}
+{{- end }}

@@ -1,0 +1,3 @@
+module github.com/dstream-io/dstream/tools/httpprobe
+
+go 1.26
