@@ -84,6 +84,9 @@ type Store interface {
 
 // Message is one output record for a Sink.
 type Message struct {
+	// Topic overrides the sink's topic (for dead letters written in the
+	// same transaction as the results); empty for the sink's own topic.
+	Topic string
 	Key   []byte
 	Value []byte
 }
