@@ -24,8 +24,23 @@
 //     first use and closed when TestMain's call to Main returns. Startup costs
 //     seconds, so prefer it; give each test topics of its own.
 //
+// A package shares one broker among its tests like this:
+//
+//	func TestMain(m *testing.M) {
+//		os.Exit(kafkatest.Main(m, kafkatest.Options{}))
+//	}
+//
+//	func TestSink(t *testing.T) {
+//		b := kafkatest.Shared(t)
+//		if err := b.CreateTopic(t.Context(), "sink-out", 3, nil); err != nil {
+//			t.Fatal(err)
+//		}
+//		cl, err := b.Client(kgo.ConsumeTopics("sink-out"))
+//		...
+//	}
+//
 // Both skip the test, saying to run .ci/install, when java or the jars are
-// missing, and fail it instead when DSTREAM_REQUIRE_IT=1 (as CI sets).
+// missing, and fail it instead when DSTREAM_REQUIRE_IT=1 (for CI).
 //
 // The jars are found in Options.Home, else $DSTREAM_KAFKA_HOME (a directory
 // holding libs/), else <repo root>/.cache/kafka/<version>/, where .ci/install
