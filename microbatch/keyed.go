@@ -268,15 +268,19 @@ func LeftOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair
 }
 
 // RightOuterJoin is Join that keeps keys only b has, with an absent left side.
+// Like Join, it pairs values left-major: (v1, w1), (v1, w2), (v2, w1) ….
 func RightOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[Optional[V], W]]] {
 	return pairwise("rightOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[Optional[V], W]] {
 		var out []Pair[K, Pair[Optional[V], W]]
 		for _, g := range groups {
-			for _, w := range g.Value.Value {
-				if len(g.Value.Key) == 0 {
+			if len(g.Value.Key) == 0 {
+				for _, w := range g.Value.Value {
 					out = append(out, Pair[K, Pair[Optional[V], W]]{g.Key, Pair[Optional[V], W]{Value: w}})
 				}
-				for _, v := range g.Value.Key {
+				continue
+			}
+			for _, v := range g.Value.Key {
+				for _, w := range g.Value.Value {
 					out = append(out, Pair[K, Pair[Optional[V], W]]{g.Key, Pair[Optional[V], W]{Some(v), w}})
 				}
 			}

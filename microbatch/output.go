@@ -37,8 +37,10 @@ func addOutput[T any](s *Stream[T], f func(ctx context.Context, r *batchRun, bat
 const pprintDashes = "-------------------------------------------"
 
 // Pprint prints the first n elements of every batch as PySpark's pprint
-// does: a rule, "Time: YYYY-MM-DD HH:MM:SS", a rule, one element per line in
-// Python's notation, "..." when the batch had more, and an empty line.
+// does: a rule, "Time: YYYY-MM-DD HH:MM:SS", a rule, one element per line as
+// Python's print() shows it (a string bare, anything else as its repr, so a
+// pair of strings prints ('a', 'b')), "..." when the batch had more, and an
+// empty line.
 // Printing is at-least-once: a batch replayed after a crash prints again.
 func (s *Stream[T]) Pprint(n int) {
 	addOutput(s, func(_ context.Context, r *batchRun, batch []T) error {
@@ -64,7 +66,7 @@ func formatPprint[T any](b *strings.Builder, t time.Time, batch []T, n int) {
 			b.WriteString("...\n")
 			break
 		}
-		pyRepr(b, reflect.ValueOf(&v).Elem())
+		pyStr(b, reflect.ValueOf(&v).Elem())
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')

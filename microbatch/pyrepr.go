@@ -1,11 +1,14 @@
 package microbatch
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // pyRepr appends v as Python's repr would print the corresponding value, so
@@ -27,8 +30,10 @@ func pyRepr(b *strings.Builder, v reflect.Value) {
 		b.WriteString(strconv.FormatInt(v.Int(), 10))
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		b.WriteString(strconv.FormatUint(v.Uint(), 10))
-	case reflect.Float32, reflect.Float64:
-		pyFloat(b, v.Float())
+	case reflect.Float32:
+		pyFloat(b, v.Float(), 32)
+	case reflect.Float64:
+		pyFloat(b, v.Float(), 64)
 	case reflect.Pointer, reflect.Interface:
 		if v.IsNil() {
 			b.WriteString("None")
@@ -50,8 +55,12 @@ func pyRepr(b *strings.Builder, v reflect.Value) {
 		}
 		b.WriteByte(']')
 	case reflect.Map:
+		// Go maps have no order; keys print sorted so that output is
+		// the same on every run.
 		b.WriteByte('{')
-		for i, k := range v.MapKeys() {
+		keys := v.MapKeys()
+		slices.SortFunc(keys, compareKeys)
+		for i, k := range keys {
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -65,6 +74,46 @@ func pyRepr(b *strings.Builder, v reflect.Value) {
 	default:
 		fmt.Fprint(b, v.Interface())
 	}
+}
+
+// compareKeys orders map keys: numbers and strings by value, other keys by
+// their repr.
+func compareKeys(a, b reflect.Value) int {
+	switch a.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return cmp.Compare(a.Int(), b.Int())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return cmp.Compare(a.Uint(), b.Uint())
+	case reflect.Float32, reflect.Float64:
+		return cmp.Compare(a.Float(), b.Float())
+	case reflect.String:
+		return cmp.Compare(a.String(), b.String())
+	}
+	var ra, rb strings.Builder
+	pyRepr(&ra, a)
+	pyRepr(&rb, b)
+	return cmp.Compare(ra.String(), rb.String())
+}
+
+// pyStr appends v as Python's str would print it, as print() does: like
+// repr, except that a string prints without quotes.
+func pyStr(b *strings.Builder, v reflect.Value) {
+	for v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			b.WriteString("None")
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() == reflect.String {
+		b.WriteString(v.String())
+		return
+	}
+	if v.Kind() == reflect.Struct && strings.HasPrefix(v.Type().Name(), "Optional[") && v.Type().PkgPath() == pkgPath && v.Field(1).Bool() {
+		pyStr(b, v.Field(0))
+		return
+	}
+	pyRepr(b, v)
 }
 
 func pyStruct(b *strings.Builder, v reflect.Value) {
@@ -128,8 +177,12 @@ func pyString(b *strings.Builder, s string) {
 			b.WriteString(`\r`)
 		case r == '\t':
 			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
+		case r < 0x100 && !unicode.IsPrint(r):
 			fmt.Fprintf(b, `\x%02x`, r)
+		case r < 0x10000 && !unicode.IsPrint(r):
+			fmt.Fprintf(b, `\u%04x`, r)
+		case !unicode.IsPrint(r):
+			fmt.Fprintf(b, `\U%08x`, r)
 		default:
 			b.WriteRune(r)
 		}
@@ -137,8 +190,9 @@ func pyString(b *strings.Builder, s string) {
 	b.WriteByte(q)
 }
 
-// pyFloat formats f as Python's repr of a float does.
-func pyFloat(b *strings.Builder, f float64) {
+// pyFloat formats f as Python's repr of a float does: the shortest decimal
+// that reads back as the same float of the given bit size.
+func pyFloat(b *strings.Builder, f float64, bits int) {
 	switch {
 	case math.IsInf(f, 1):
 		b.WriteString("inf")
@@ -147,9 +201,9 @@ func pyFloat(b *strings.Builder, f float64) {
 	case math.IsNaN(f):
 		b.WriteString("nan")
 	default:
-		s := strconv.FormatFloat(f, 'f', -1, 64)
+		s := strconv.FormatFloat(f, 'f', -1, bits)
 		if abs := math.Abs(f); abs != 0 && (abs >= 1e16 || abs < 1e-4) {
-			s = strconv.FormatFloat(f, 'e', -1, 64)
+			s = strconv.FormatFloat(f, 'e', -1, bits)
 			// Python writes exponents with at least two digits: 1e+16, 1e-05.
 			mant, exp, _ := strings.Cut(s, "e")
 			sign := exp[0]
