@@ -177,6 +177,21 @@ func TestComposeRules(t *testing.T) {
 			want: "stop_grace_period (20s) must be longer than DSTREAM_SHUTDOWN_GRACE (30s)",
 		},
 		{
+			name: "window not a multiple of the batch interval",
+			old:  "      DSTREAM_REDIS_ADDR: redis:6379\n", new: "      DSTREAM_REDIS_ADDR: redis:6379\n      DSTREAM_WINDOW: 25s\n",
+			want: "DSTREAM_WINDOW (25s) must be a multiple of DSTREAM_BATCH_INTERVAL (10s)",
+		},
+		{
+			name: "shutdown grace shorter than a batch",
+			old:  "      DSTREAM_REDIS_ADDR: redis:6379\n", new: "      DSTREAM_REDIS_ADDR: redis:6379\n      DSTREAM_SHUTDOWN_GRACE: 5s\n",
+			want: "DSTREAM_SHUTDOWN_GRACE (5s) must be at least DSTREAM_BATCH_INTERVAL (10s)",
+		},
+		{
+			name: "bad duration",
+			old:  "      DSTREAM_REDIS_ADDR: redis:6379\n", new: "      DSTREAM_REDIS_ADDR: redis:6379\n      DSTREAM_SLIDE: ten\n",
+			want: `DSTREAM_SLIDE "ten" is not a positive duration`,
+		},
+		{
 			name: "latest image",
 			old:  "redis:7.4-alpine", new: "redis:latest",
 			want: `image "redis:latest" uses the latest tag`,

@@ -248,24 +248,42 @@ func (c *checker) dstream(p *types.Project, s types.ServiceConfig) {
 		c.mounted(p, s, file)
 	}
 
-	grace := time.Duration(0)
-	if s.StopGracePeriod != nil {
-		grace = time.Duration(*s.StopGracePeriod)
-	}
-	for _, key := range []string{"BATCH_INTERVAL", "SHUTDOWN_GRACE"} {
+	c.durations(s)
+}
+
+// durations checks dstream's timing settings (documented defaults where unset) the way dstream validates them,
+// and that docker waits longer than the shutdown grace before it kills the container.
+func (c *checker) durations(s types.ServiceConfig) {
+	d := map[string]time.Duration{}
+	for _, key := range []string{"BATCH_INTERVAL", "WINDOW", "SLIDE", "SHUTDOWN_GRACE"} {
 		value := env(s, contract.Prefix+key)
 		if value == "" {
 			value = contract.Defaults[key]
 		}
-		d, err := time.ParseDuration(value)
-		if err != nil {
-			c.add("service %q: %s%s %q: %v", s.Name, contract.Prefix, key, value, err)
-			continue
+		v, err := time.ParseDuration(value)
+		if err != nil || v <= 0 {
+			c.add("service %q: %s%s %q is not a positive duration", s.Name, contract.Prefix, key, value)
+			return
 		}
-		if grace <= d {
-			c.add("service %q: stop_grace_period (%v) must be longer than %s%s (%v), or docker kills dstream mid-batch",
-				s.Name, grace, contract.Prefix, key, d)
+		d[key] = v
+	}
+	for _, key := range []string{"WINDOW", "SLIDE"} {
+		if d[key]%d["BATCH_INTERVAL"] != 0 {
+			c.add("service %q: %s%s (%v) must be a multiple of %sBATCH_INTERVAL (%v)",
+				s.Name, contract.Prefix, key, d[key], contract.Prefix, d["BATCH_INTERVAL"])
 		}
+	}
+	if d["SHUTDOWN_GRACE"] < d["BATCH_INTERVAL"] {
+		c.add("service %q: %sSHUTDOWN_GRACE (%v) must be at least %sBATCH_INTERVAL (%v)",
+			s.Name, contract.Prefix, d["SHUTDOWN_GRACE"], contract.Prefix, d["BATCH_INTERVAL"])
+	}
+	grace := time.Duration(0)
+	if s.StopGracePeriod != nil {
+		grace = time.Duration(*s.StopGracePeriod)
+	}
+	if grace <= d["SHUTDOWN_GRACE"] {
+		c.add("service %q: stop_grace_period (%v) must be longer than %sSHUTDOWN_GRACE (%v), or docker kills dstream mid-batch",
+			s.Name, grace, contract.Prefix, d["SHUTDOWN_GRACE"])
 	}
 }
 

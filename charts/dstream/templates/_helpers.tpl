@@ -118,20 +118,39 @@ allows only those, e.g. 10s or 1m30s) into a number of milliseconds.
 dstream.validate fails the render on combinations of values that the schema cannot express.
 */}}
 {{- define "dstream.validate" -}}
+{{- $c := .Values.config }}
 {{- $graceMs := mul .Values.terminationGracePeriodSeconds 1000 }}
-{{- $shutdownMs := include "dstream.milliseconds" .Values.config.shutdownGrace | int }}
-{{- $batchMs := include "dstream.milliseconds" .Values.config.batchInterval | int }}
-{{- if le $graceMs $shutdownMs }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.shutdownGrace (%s), or Kubernetes kills the pod before it commits the batch in flight" (int .Values.terminationGracePeriodSeconds) .Values.config.shutdownGrace) }}
+{{- $shutdownMs := include "dstream.milliseconds" $c.shutdownGrace | int }}
+{{- $batchMs := include "dstream.milliseconds" $c.batchInterval | int }}
+{{- if le $batchMs 0 }}
+{{- fail (printf "config.batchInterval (%s) must be positive" $c.batchInterval) }}
 {{- end }}
-{{- if le $graceMs $batchMs }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.batchInterval (%s)" (int .Values.terminationGracePeriodSeconds) .Values.config.batchInterval) }}
+{{- range $key := list "window" "slide" }}
+{{- $ms := include "dstream.milliseconds" (get $c $key) | int }}
+{{- if or (le $ms 0) (ne (mod $ms $batchMs) 0) }}
+{{- fail (printf "config.%s (%s) must be a positive multiple of config.batchInterval (%s)" $key (get $c $key) $c.batchInterval) }}
+{{- end }}
+{{- end }}
+{{- if lt $shutdownMs $batchMs }}
+{{- fail (printf "config.shutdownGrace (%s) must be at least config.batchInterval (%s), so that the batch in flight can finish" $c.shutdownGrace $c.batchInterval) }}
+{{- end }}
+{{- if lt (include "dstream.milliseconds" $c.leaseTTL | int) 500 }}
+{{- fail (printf "config.leaseTTL (%s) must be at least 500ms" $c.leaseTTL) }}
+{{- end }}
+{{- if le $graceMs $shutdownMs }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.shutdownGrace (%s), or Kubernetes kills the pod before it commits the batch in flight" (int .Values.terminationGracePeriodSeconds) $c.shutdownGrace) }}
 {{- end }}
 {{- if and .Values.existingSecret (or .Values.kafka.sasl.password .Values.redis.password) }}
 {{- fail "existingSecret is set: put the passwords into that Secret (keys DSTREAM_KAFKA_SASL_PASSWORD, DSTREAM_REDIS_PASSWORD) and leave kafka.sasl.password and redis.password empty" }}
 {{- end }}
 {{- if and .Values.kafka.sasl.mechanism (not .Values.kafka.sasl.user) }}
 {{- fail "kafka.sasl.mechanism is set: set kafka.sasl.user too" }}
+{{- end }}
+{{- if and .Values.kafka.sasl.mechanism (not (or .Values.kafka.sasl.password .Values.existingSecret)) }}
+{{- fail "kafka.sasl.mechanism is set: set kafka.sasl.password, or existingSecret with the key DSTREAM_KAFKA_SASL_PASSWORD" }}
+{{- end }}
+{{- if and .Values.kafka.brokers (not .Values.redis.addr) }}
+{{- fail "kafka.brokers is set: set redis.addr too, the Redis host:port that keeps the checkpoints (dstream refuses to start without it)" }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.redis.addr) }}
 {{- fail "replicaCount > 1 runs hot standbys, which coordinate through a lease in Redis: set redis.addr, or use replicaCount 1" }}

@@ -428,20 +428,41 @@ func TestGracePeriod(t *testing.T) {
 		}
 	}
 
+	// 45 s outlasts 44 s: the boundary renders.
+	render(t, "--set", "config.shutdownGrace=44s", "--set", "config.batchInterval=500ms")
+}
+
+// TestRenderRefuses checks the combinations of values that the chart refuses with a message, as dstream itself
+// would refuse them at start, or because Kubernetes would break them.
+func TestRenderRefuses(t *testing.T) {
 	for _, test := range []struct {
 		flags []string
 		want  string
 	}{
-		{[]string{"--set", "terminationGracePeriodSeconds=30"}, "must be longer than config.shutdownGrace (30s)"},
+		{[]string{"--set", "terminationGracePeriodSeconds=30"}, "terminationGracePeriodSeconds (30) must be longer than config.shutdownGrace (30s)"},
 		{[]string{"--set", "config.shutdownGrace=1m30s"}, "must be longer than config.shutdownGrace (1m30s)"},
-		{[]string{"--set", "config.batchInterval=1m", "--set", "config.shutdownGrace=5s"}, "must be longer than config.batchInterval (1m)"},
+		{[]string{"--set", "config.shutdownGrace=5s"}, "config.shutdownGrace (5s) must be at least config.batchInterval (10s)"},
+		{[]string{"--set", "config.window=25s"}, "config.window (25s) must be a positive multiple of config.batchInterval (10s)"},
+		{[]string{"--set", "config.slide=0s"}, "config.slide (0s) must be a positive multiple"},
+		{[]string{"--set", "config.batchInterval=0s"}, "config.batchInterval (0s) must be positive"},
+		{[]string{"--set", "config.leaseTTL=100ms"}, "config.leaseTTL (100ms) must be at least 500ms"},
+		{[]string{"--set", "kafka.brokers=kafka:9092"}, "set redis.addr too"},
+		{[]string{"--set", "kafka.sasl.mechanism=SCRAM-SHA-512", "--set", "kafka.sasl.password=x"}, "set kafka.sasl.user too"},
+		{[]string{"--set", "kafka.sasl.mechanism=SCRAM-SHA-512", "--set", "kafka.sasl.user=u"}, "set kafka.sasl.password, or existingSecret"},
 	} {
-		if _, err := tryRender(t, test.flags...); err == nil || !strings.Contains(err.Error(), test.want) {
-			t.Errorf("helm template %v: err = %v, want one containing %q", test.flags, err, test.want)
-		}
+		t.Run(strings.Join(test.flags, " "), func(t *testing.T) {
+			t.Parallel()
+			if _, err := tryRender(t, test.flags...); err == nil || !strings.Contains(err.Error(), test.want) {
+				t.Errorf("err = %v, want one containing %q", err, test.want)
+			}
+		})
 	}
-	// 45 s outlasts 44 s: the boundary renders.
-	render(t, "--set", "config.shutdownGrace=44s", "--set", "config.batchInterval=500ms")
+	// Durations are summed like Go's: 1m30s is 90 s, a multiple of 45 s and 30 s.
+	render(t, "--set", "config.batchInterval=45s", "--set", "config.window=1m30s", "--set", "config.slide=45s",
+		"--set", "config.shutdownGrace=45s", "--set", "terminationGracePeriodSeconds=60")
+	// With existingSecret, SASL needs no password in the values.
+	render(t, slices.Concat(withServices, []string{"--set", "kafka.sasl.mechanism=SCRAM-SHA-512", "--set", "kafka.sasl.user=u",
+		"--set", "existingSecret=creds"})...)
 }
 
 // TestSecretsStayOutOfConfigMaps checks that passwords reach the pod only through a Secret.
@@ -620,6 +641,8 @@ func TestSchemaRejects(t *testing.T) {
 		{"config.batchInterval=10 seconds", "/config/batchInterval"},
 		{"config.topN=0", "/config/topN"},
 		{"config.logLevel=verbose", "/config/logLevel"},
+		{"config.logLevel=trace", "/config/logLevel"},
+		{"config.backpressureMinRate=0", "/config/backpressureMinRate"},
 		{"kafka.sasl.mechanism=PLAIN", "/kafka/sasl/mechanism"},
 		{"kafka.brokers=kafka", "/kafka/brokers"},
 		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},

@@ -25,6 +25,7 @@ var Settings = map[string]bool{
 	"START_OFFSET":           false,
 	"MAX_RATE_PER_PARTITION": false,
 	"BACKPRESSURE":           false,
+	"BACKPRESSURE_MIN_RATE":  false,
 	"HTTP_ADDR":              false,
 	"LEASE_TTL":              false,
 	"SHUTDOWN_GRACE":         false,
@@ -43,6 +44,8 @@ var Settings = map[string]bool{
 // Defaults holds the documented default of the settings whose default the packaging checks compare against.
 var Defaults = map[string]string{
 	"BATCH_INTERVAL": "10s",
+	"WINDOW":         "30s",
+	"SLIDE":          "10s",
 	"SHUTDOWN_GRACE": "30s",
 	"HTTP_ADDR":      ":8080",
 }
