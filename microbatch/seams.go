@@ -86,8 +86,15 @@ type Store interface {
 type Message struct {
 	// Topic overrides the sink's topic (for dead letters written in the
 	// same transaction as the results); empty for the sink's own topic.
-	Topic string
-	Key   []byte
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a record header of a Message.
+type Header struct {
+	Key   string
 	Value []byte
 }
 

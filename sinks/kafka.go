@@ -154,6 +154,12 @@ func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []m
 	)
 	for _, m := range msgs {
 		rec := &kgo.Record{Key: m.Key, Value: m.Value, Topic: m.Topic, Headers: headers}
+		if len(m.Headers) > 0 {
+			rec.Headers = slices.Clip(headers)
+			for _, h := range m.Headers {
+				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			}
+		}
 		cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 			if err != nil {
 				errMu.Lock()

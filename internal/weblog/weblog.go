@@ -1,0 +1,162 @@
+package weblog
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxLineBytes bounds a line; longer ones are rejected as oversized.
+const MaxLineBytes = 8 << 10
+
+// Rejection reasons, as written to dead-letter headers.
+var (
+	ErrEmpty      = errors.New("empty line")
+	ErrOversized  = errors.New("line longer than 8 KiB")
+	ErrNotUTF8    = errors.New("line is not valid UTF-8")
+	ErrFieldCount = errors.New("line does not have 6 space-separated fields")
+	ErrBadIP      = errors.New("source IP is not an IP address")
+	ErrBadStatus  = errors.New("status is not a 3-digit code")
+)
+
+// Entry is a parsed line. Its strings share the line's memory.
+type Entry struct {
+	Date    string
+	IP      string
+	Status  int
+	Method  string
+	URL     string
+	Seconds string
+}
+
+// Parse parses one line.
+func Parse(line string) (Entry, error) {
+	switch {
+	case len(line) == 0:
+		return Entry{}, ErrEmpty
+	case len(line) > MaxLineBytes:
+		return Entry{}, ErrOversized
+	case !utf8.ValidString(line):
+		return Entry{}, ErrNotUTF8
+	}
+	var f [6]string
+	n := 0
+	start := 0
+	for i := 0; i <= len(line); i++ {
+		if i < len(line) && line[i] != ' ' {
+			continue
+		}
+		if n == len(f) {
+			return Entry{}, ErrFieldCount
+		}
+		f[n] = line[start:i]
+		n++
+		start = i + 1
+	}
+	if n != len(f) {
+		return Entry{}, ErrFieldCount
+	}
+	for _, field := range f {
+		if field == "" {
+			return Entry{}, ErrFieldCount
+		}
+	}
+	if !validIP(f[1]) {
+		return Entry{}, ErrBadIP
+	}
+	if len(f[2]) != 3 {
+		return Entry{}, ErrBadStatus
+	}
+	status := 0
+	for _, c := range []byte(f[2]) {
+		if c < '0' || c > '9' {
+			return Entry{}, ErrBadStatus
+		}
+		status = status*10 + int(c-'0')
+	}
+	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+}
+
+// validIP accepts dotted IPv4 quickly and anything else netip parses.
+func validIP(s string) bool {
+	parts, val, digits := 0, 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			val = val*10 + int(c-'0')
+			digits++
+			if digits > 3 || val > 255 || (digits == 2 && val < 10) {
+				return slowIP(s)
+			}
+		case c == '.' && digits > 0:
+			parts++
+			val, digits = 0, 0
+		default:
+			return slowIP(s)
+		}
+	}
+	return parts == 3 && digits > 0
+}
+
+func slowIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// Generator writes deterministic log lines.
+type Generator struct {
+	rng   *rand.Rand
+	zipf  *rand.Zipf
+	ips   []string
+	start time.Time
+	n     int64
+}
+
+// NewGenerator returns a generator over distinct IPs whose popularity follows
+// a Zipf law, seeded for reproducible output.
+func NewGenerator(seed uint64, distinct int) *Generator {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	ips := make([]string, max(1, distinct))
+	for i := range ips {
+		ips[i] = strconv.Itoa(1+rng.IntN(223)) + "." + strconv.Itoa(rng.IntN(256)) + "." +
+			strconv.Itoa(rng.IntN(256)) + "." + strconv.Itoa(1+rng.IntN(254))
+	}
+	return &Generator{
+		rng:   rng,
+		zipf:  rand.NewZipf(rng, 1.2, 1, uint64(len(ips)-1)),
+		ips:   ips,
+		start: time.Date(2016, 12, 6, 8, 58, 35, 318e6, time.UTC),
+	}
+}
+
+var (
+	statuses = []string{"200", "200", "200", "200", "304", "404", "500"}
+	methods  = []string{"GET", "GET", "GET", "POST", "PUT"}
+)
+
+// Append appends the next line (without newline) to dst.
+func (g *Generator) Append(dst []byte) []byte {
+	ts := g.start.Add(time.Duration(g.n) * time.Millisecond)
+	g.n++
+	dst = ts.AppendFormat(dst, "2006-01-02T15:04:05.000-0700")
+	dst = append(dst, ' ')
+	dst = append(dst, g.ips[g.zipf.Uint64()]...)
+	dst = append(dst, ' ')
+	dst = append(dst, statuses[g.rng.IntN(len(statuses))]...)
+	dst = append(dst, ' ')
+	dst = append(dst, methods[g.rng.IntN(len(methods))]...)
+	dst = append(dst, " /codemove/"...)
+	for range 12 {
+		dst = append(dst, byte('A'+g.rng.IntN(26)))
+	}
+	dst = append(dst, ' ')
+	dst = strconv.AppendFloat(dst, float64(g.rng.IntN(1000))/1000, 'f', 3, 64)
+	return dst
+}
+
+// Line returns the next line.
+func (g *Generator) Line() string { return string(g.Append(nil)) }
