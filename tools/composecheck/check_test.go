@@ -81,6 +81,7 @@ func TestComposeRules(t *testing.T) {
 	for _, test := range []struct {
 		name      string
 		old, new  string // replace old by new in validCompose
+		csv       string // countries.csv; "" for a valid one
 		want      string // in a problem, or in the load error
 		loadError bool
 	}{
@@ -172,6 +173,25 @@ func TestComposeRules(t *testing.T) {
 			want: "mount source of /etc/countries.csv",
 		},
 		{
+			name: "countries without header",
+			csv:  "192.0.2.1,US\n2001:db8::1,DE\n",
+		},
+		{
+			name: "countries with a bad IP",
+			csv:  "ip,country\n192.0.2.1,US\n192.0.2.300,DE\n",
+			want: `line 3: "192.0.2.300" is not an IP address`,
+		},
+		{
+			name: "countries with three fields",
+			csv:  "ip,country\n192.0.2.1,US,extra\n",
+			want: "wrong number of fields",
+		},
+		{
+			name: "countries empty",
+			csv:  "ip,country\n",
+			want: "no ip,country rows",
+		},
+		{
 			name: "grace shorter than the shutdown grace",
 			old:  "stop_grace_period: 45s", new: "stop_grace_period: 20s",
 			want: "stop_grace_period (20s) must be longer than DSTREAM_SHUTDOWN_GRACE (30s)",
@@ -230,6 +250,9 @@ func TestComposeRules(t *testing.T) {
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			dir := t.TempDir()
+			if test.csv == "" {
+				test.csv = "ip,country\n192.0.2.1,US\n"
+			}
 			compose := validCompose
 			if test.old != "" {
 				if !strings.Contains(compose, test.old) {
@@ -238,7 +261,7 @@ func TestComposeRules(t *testing.T) {
 				compose = strings.Replace(compose, test.old, test.new, 1)
 			}
 			write(t, dir, "docker-compose.yml", compose)
-			write(t, dir, "countries.csv", "ip,country\n192.0.2.1,US\n")
+			write(t, dir, "countries.csv", test.csv)
 			write(t, dir, "Dockerfile", "FROM scratch\n")
 
 			problems, err := checkCompose(context.Background(), filepath.Join(dir, "docker-compose.yml"))

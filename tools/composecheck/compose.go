@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/csv"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -307,10 +311,49 @@ func (c *checker) mounted(p *types.Project, s types.ServiceConfig, file string) 
 			c.add("service %q: mount source of %s: %v", s.Name, file, err)
 		} else if info.IsDir() {
 			c.add("service %q: mount source of %s is a directory, want a file", s.Name, file)
+		} else if err := checkCountriesCSV(src); err != nil {
+			c.add("service %q: %s: %v", s.Name, v.Source, err)
 		}
 		return
 	}
 	c.add("service %q: DSTREAM_COUNTRIES_FILE is %s but no volume mounts a file there", s.Name, file)
+}
+
+// checkCountriesCSV checks the ip,country file: an optional "ip,country" header, then an IP address and a
+// non-empty country on every line.
+func checkCountriesCSV(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = 2
+	r.TrimLeadingSpace = true
+	rows := 0
+	for line := 1; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if line == 1 && rec[0] == "ip" && rec[1] == "country" {
+			continue
+		}
+		if _, err := netip.ParseAddr(rec[0]); err != nil {
+			return fmt.Errorf("line %d: %q is not an IP address", line, rec[0])
+		}
+		if rec[1] == "" {
+			return fmt.Errorf("line %d: no country for %s", line, rec[0])
+		}
+		rows++
+	}
+	if rows == 0 {
+		return errors.New("no ip,country rows")
+	}
+	return nil
 }
 
 // env returns a service's environment variable, or "" when unset.
