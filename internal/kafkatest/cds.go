@@ -41,7 +41,9 @@ func newCDS(java, home string, flags []string) *cds {
 
 // flags returns the JVM flags that map the archive if it exists, else the
 // ones that write it to a new temporary file, dump, for the caller to keep
-// (keep) or drop once the JVM has exited. A nil cds gives no flags.
+// (keep) or drop once the JVM has exited. Writing the archive costs the JVM
+// seconds at exit, so while one is being written (by any test binary) others
+// run without. A nil cds gives no flags.
 func (c *cds) flags(mayDump bool) (flags []string, dump string) {
 	if c == nil {
 		return nil, ""
@@ -52,7 +54,9 @@ func (c *cds) flags(mayDump bool) (flags []string, dump string) {
 	if !mayDump {
 		return nil, ""
 	}
-	c.removeStale()
+	if c.removeStale() > 0 {
+		return nil, ""
+	}
 	f, err := os.CreateTemp(filepath.Dir(c.path), filepath.Base(c.path)+".tmp-*")
 	if err != nil {
 		return nil, ""
@@ -72,12 +76,16 @@ func (c *cds) keep(dump string) {
 	os.Remove(dump)
 }
 
-// removeStale removes dumps left by test binaries that died while writing.
-func (c *cds) removeStale() {
-	stale, _ := filepath.Glob(c.path + ".tmp-*")
-	for _, f := range stale {
-		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > 10*time.Minute {
+// removeStale removes dumps left by test binaries that died while writing
+// them, and returns how many others are being written.
+func (c *cds) removeStale() (writing int) {
+	dumps, _ := filepath.Glob(c.path + ".tmp-*")
+	for _, f := range dumps {
+		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > 30*time.Minute {
 			os.Remove(f)
+			continue
 		}
+		writing++
 	}
+	return writing
 }

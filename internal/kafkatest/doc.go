@@ -22,7 +22,7 @@
 //     of the test: for tests that stop, kill or restart it.
 //   - Shared(t) returns one broker for the whole test binary, started on
 //     first use and closed when TestMain's call to Main returns. Startup costs
-//     seconds, so prefer it; give each test topics of its own.
+//     seconds, so prefer it; give each test topics of its own (NewTopic).
 //
 // A package shares one broker among its tests like this:
 //
@@ -32,10 +32,8 @@
 //
 //	func TestSink(t *testing.T) {
 //		b := kafkatest.Shared(t)
-//		if err := b.CreateTopic(t.Context(), "sink-out", 3, nil); err != nil {
-//			t.Fatal(err)
-//		}
-//		cl, err := b.Client(kgo.ConsumeTopics("sink-out"))
+//		topic := b.NewTopic(t, 3, nil) // a name of its own, e.g. TestSink-1
+//		cl, err := b.Client(kgo.ConsumeTopics(topic))
 //		...
 //	}
 //

@@ -23,13 +23,11 @@ func TestMain(m *testing.M) {
 func TestProduceConsume(t *testing.T) {
 	b := kafkatest.Shared(t)
 	ctx := testContext(t)
-	if err := b.CreateTopic(ctx, "plain", 3, nil); err != nil {
-		t.Fatal(err)
-	}
+	topic := b.NewTopic(t, 3, nil)
 	want := values("v", 9)
 	cl := client(t, b)
-	produce(ctx, t, cl, "plain", want)
-	got := consume(ctx, t, b, "plain", len(want))
+	produce(ctx, t, cl, topic, want)
+	got := consume(ctx, t, b, topic, len(want))
 	slices.Sort(got) // three partitions: order holds per partition only
 	if !slices.Equal(got, want) {
 		t.Fatalf("consumed %q, want %q", got, want)
@@ -40,10 +38,8 @@ func TestCreateTopicTwice(t *testing.T) {
 	b := kafkatest.Shared(t)
 	ctx := testContext(t)
 	retention := "60000"
-	if err := b.CreateTopic(ctx, "twice", 1, map[string]*string{"retention.ms": &retention}); err != nil {
-		t.Fatal(err)
-	}
-	err := b.CreateTopic(ctx, "twice", 1, nil)
+	topic := b.NewTopic(t, 1, map[string]*string{"retention.ms": &retention})
+	err := b.CreateTopic(ctx, topic, 1, nil)
 	if !errors.Is(err, kerr.TopicAlreadyExists) {
 		t.Fatalf("second CreateTopic: %v, want %v", err, kerr.TopicAlreadyExists)
 	}
@@ -62,19 +58,17 @@ func TestAutoCreateIsOff(t *testing.T) {
 func TestTransactionReadCommitted(t *testing.T) {
 	b := kafkatest.Shared(t)
 	ctx := testContext(t)
-	if err := b.CreateTopic(ctx, "tx", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	produceTx(ctx, t, b, "tx", values("a", 3), kgo.TryCommit)
-	produceTx(ctx, t, b, "tx", values("b", 2), kgo.TryAbort)
-	produceTx(ctx, t, b, "tx", values("c", 2), kgo.TryCommit)
+	topic := b.NewTopic(t, 1, nil)
+	produceTx(ctx, t, b, topic, values("a", 3), kgo.TryCommit)
+	produceTx(ctx, t, b, topic, values("b", 2), kgo.TryAbort)
+	produceTx(ctx, t, b, topic, values("c", 2), kgo.TryCommit)
 
 	want := append(values("a", 3), values("c", 2)...)
-	got := consume(ctx, t, b, "tx", len(want), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	got := consume(ctx, t, b, topic, len(want), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if !slices.Equal(got, want) {
 		t.Fatalf("read_committed consumed %q, want %q", got, want)
 	}
-	all := consume(ctx, t, b, "tx", 7, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	all := consume(ctx, t, b, topic, 7, kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
 	if !slices.Contains(all, "b0") {
 		t.Fatalf("read_uncommitted consumed %q, want the aborted b0 too", all)
 	}

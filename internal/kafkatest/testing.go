@@ -3,8 +3,11 @@ package kafkatest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -52,7 +55,7 @@ var shared struct {
 // if any, returning the exit code for TestMain. opts configure that broker.
 // The broker starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
-func Main(m *testing.M, opts Options) int {
+func Main(m interface{ Run() int }, opts Options) int {
 	shared.Lock()
 	shared.inMain, shared.opts = true, opts
 	shared.Unlock()
@@ -95,3 +98,26 @@ func Shared(t testing.TB) *Broker {
 	}
 	return shared.b
 }
+
+// NewTopic creates a topic with a name of its own for the test, made from
+// the test's name, and returns the name. It fails the test on error. Tests
+// on a shared broker use it so that they can run more than once (-count)
+// and in any order.
+func (b *Broker) NewTopic(t testing.TB, partitions int32, configs map[string]*string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d", topicSafe.Replace(t.Name()), topicSeq.Add(1))
+	if len(name) > 200 {
+		name = name[len(name)-200:]
+	}
+	if err := b.CreateTopic(context.Background(), name, partitions, configs); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+var (
+	topicSeq atomic.Int64
+	// topicSafe maps the characters of test names that topic names may not
+	// hold; '.' and '_' are avoided too, as Kafka's metrics mix them up.
+	topicSafe = strings.NewReplacer("/", "-", " ", "-", ".", "-", "_", "-", "#", "-", "=", "-", ",", "-", ":", "-")
+)
