@@ -52,7 +52,7 @@ var shared struct {
 // if any, returning the exit code for TestMain. opts configure that server.
 // The server starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
-func Main(m *testing.M, opts Options) int {
+func Main(m interface{ Run() int }, opts Options) int {
 	shared.Lock()
 	shared.inMain, shared.opts = true, opts
 	shared.Unlock()
