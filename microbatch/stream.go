@@ -21,9 +21,13 @@ type nodeBase struct {
 	op      string
 	slide   uint64 // in batch intervals
 	parents []node
-	// rebuild marks nodes whose output feeds a window: only they run while
+	// rebuild marks nodes whose output feeds a window: they run while
 	// windows are rebuilt from recorded plans after a restart.
 	rebuild bool
+	// buffers marks nodes that keep a window's past batches: they run
+	// during a rebuild too, to refill their buffer, but emit only if they
+	// feed another window.
+	buffers bool
 	// windowSpan is how many past batches a windowed node buffers.
 	windowSpan uint64
 }
@@ -40,7 +44,7 @@ type Stream[T any] struct {
 }
 
 func (s *Stream[T]) step(r *batchRun) {
-	if r.rebuild && !s.rebuild {
+	if r.rebuild && !s.rebuild && !s.buffers {
 		s.out, s.has = nil, false
 		return
 	}

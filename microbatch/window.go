@@ -78,7 +78,7 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		if s.has {
 			buf.push(r.id, s.out)
 		}
-		if r.rebuild || r.id%slideB != 0 {
+		if r.id%slideB != 0 || (r.rebuild && !w.rebuild) {
 			return nil, false
 		}
 		parts := buf.between(r.id-min(r.id, lengthB), r.id)
@@ -93,6 +93,7 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		return out, true
 	}
 	w.windowSpan = lengthB
+	w.buffers = true
 	return w
 }
 
@@ -129,7 +130,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	lengthB, slideB := s.job.windowed("reduceByKeyAndWindow", perBatch, length, slide)
 	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
 	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
-	st.rebuild = true // runs during rebuilds to refill its buffer, never to update its state
+	st.buffers = true // runs during rebuilds to refill its buffer, never to update its state
 	st.windowSpan = lengthB + slideB
 	sub := newFolder[K](func(v V) V { return v }, f, f)
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {

@@ -1,0 +1,350 @@
+package microbatch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// recoveryBatches is how many batches the recovery tests run in all.
+const recoveryBatches = 12
+
+// recoveryInput is the input of the recovery tests: random pairs, a few
+// empty batches, then nothing.
+var recoveryInput = func() [][]Pair[string, int] {
+	rng := rand.New(rand.NewPCG(7, 11))
+	return randomBatches(rng, recoveryBatches-2)
+}()
+
+// recoveryGraph builds a job with every kind of state: incremental windows
+// (checkpointed), recomputed windows (rebuilt from plans), a window of a
+// window, updateStateByKey over a window, mapWithState with a timeout, and a
+// join of stateful with windowed streams. Every output is printed and
+// written to sink.
+func recoveryGraph(j *Job, sink Sink) {
+	const s = time.Second
+	in := QueueStream(j, recoveryInput)
+	keys := Map(in, func(p Pair[string, int]) string { return p.Key })
+	incremental := ReduceByKeyAndWindow(in, add, sub, 3*s, s, func(p Pair[string, int]) bool { return p.Value > 0 })
+	recomputed := ReduceByKeyAndWindow(in, add, nil, 4*s, 2*s, nil)
+	distinct := CountByValueAndWindow(keys, 2*s, 2*s)
+	nested := in.Window(2*s, 2*s).Window(4*s, 2*s).Count()
+	running := UpdateStateByKey(ReduceByKey(in.Window(2*s, s), add), sumUpdate)
+	totals := MapWithState(in, 3*s, runningTotal)
+	joined := LeftOuterJoin(incremental, running)
+	groups := GroupByKeyAndWindow(in, 3*s, 3*s)
+	out := func(name string) func(b BatchInfo, v string) Message {
+		return func(b BatchInfo, v string) Message {
+			return Message{Value: fmt.Appendf(nil, "%s@%d %s", name, b.ID, v)}
+		}
+	}
+	emit := func(name string, print func(int), s *Stream[string]) {
+		print(100)
+		Write(s, sink, out(name))
+	}
+	emit("incremental", incremental.Pprint, reprs(incremental))
+	emit("recomputed", recomputed.Pprint, reprs(recomputed))
+	emit("distinct", distinct.Pprint, reprs(distinct))
+	emit("nested", nested.Pprint, reprs(nested))
+	emit("running", running.Pprint, reprs(running))
+	emit("totals", totals.Pprint, totals)
+	emit("joined", joined.Pprint, reprs(joined))
+	emit("groups", groups.Pprint, reprs(groups))
+}
+
+// reprs maps every element to its repr.
+func reprs[T any](s *Stream[T]) *Stream[string] {
+	return Map(s, func(v T) string { return repr(v) })
+}
+
+// recoveryJob returns a job over the recovery graph that stops after batch
+// `until` is committed.
+func recoveryJob(store Store, w io.Writer, sink Sink, until uint64) *Job {
+	var j *Job
+	j = NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithStdout(w), WithListener(func(s BatchStats) {
+		if s.ID >= until {
+			j.Stop(true)
+		}
+	}))
+	j.Checkpoint(store)
+	recoveryGraph(j, sink)
+	return j
+}
+
+// uninterrupted runs the recovery graph without a crash.
+func uninterrupted(t *testing.T) (printed string, written []string) {
+	t.Helper()
+	var buf bytes.Buffer
+	sink := newTxnSink()
+	runJob(t, recoveryJob(NewMemoryStore(), &buf, sink, recoveryBatches))
+	if !strings.Contains(buf.String(), "Time: 1970-01-01 00:00:12") {
+		t.Fatalf("the run stopped before batch %d:\n%s", recoveryBatches, buf.String())
+	}
+	return buf.String(), sink.values()
+}
+
+// TestRecoveryAtEveryBatchBoundary stops the job after every batch k and
+// starts a new Job on the same Store: the output of both runs together must
+// be the output of one uninterrupted run, byte for byte.
+func TestRecoveryAtEveryBatchBoundary(t *testing.T) {
+	wantPrinted, wantWritten := uninterrupted(t)
+	for k := uint64(1); k < recoveryBatches; k++ {
+		t.Run(fmt.Sprintf("stop after batch %d", k), func(t *testing.T) {
+			store := NewMemoryStore()
+			sink := newTxnSink()
+			var buf bytes.Buffer
+			runJob(t, recoveryJob(store, &buf, sink, k))
+			runJob(t, recoveryJob(store, &buf, sink, recoveryBatches))
+			if got := buf.String(); got != wantPrinted {
+				t.Errorf("printed output differs from an uninterrupted run:\n%s", lineDiff(got, wantPrinted))
+			}
+			if got := sink.values(); !slices.Equal(got, wantWritten) {
+				t.Errorf("written output differs from an uninterrupted run:\n%s",
+					lineDiff(strings.Join(got, "\n"), strings.Join(wantWritten, "\n")))
+			}
+		})
+	}
+}
+
+// errCrash is the failure crashStore injects.
+var errCrash = errors.New("injected crash")
+
+// crashStore fails at one point of the commit protocol of one batch, as a
+// process killed there would: the step before the point is done, the rest
+// never happens.
+type crashStore struct {
+	Store
+	point string
+	batch uint64
+}
+
+// crashPoints are the points of the protocol where crashStore can fail.
+var crashPoints = []string{"before plan", "after plan", "after prepare", "before commit", "after commit"}
+
+func (c *crashStore) at(point string, batch uint64) bool { return c.point == point && c.batch == batch }
+
+func (c *crashStore) RecordPlan(ctx context.Context, p Plan) error {
+	if c.at("before plan", p.ID) {
+		return errCrash
+	}
+	if err := c.Store.RecordPlan(ctx, p); err != nil {
+		return err
+	}
+	if c.at("after plan", p.ID) {
+		return errCrash
+	}
+	return nil
+}
+
+func (c *crashStore) Prepare(ctx context.Context, batch uint64, changes []Change) error {
+	if err := c.Store.Prepare(ctx, batch, changes); err != nil {
+		return err
+	}
+	if c.at("after prepare", batch) {
+		return errCrash
+	}
+	return nil
+}
+
+func (c *crashStore) Commit(ctx context.Context, batch, keepFrom uint64) error {
+	if c.at("before commit", batch) { // the sink already holds the batch
+		return errCrash
+	}
+	if err := c.Store.Commit(ctx, batch, keepFrom); err != nil {
+		return err
+	}
+	if c.at("after commit", batch) {
+		return errCrash
+	}
+	return nil
+}
+
+// TestRecoveryFromCrashes crashes the job at every point of the commit
+// protocol of every batch, restarts it, and checks that the transactional
+// sink holds every batch exactly once with the content of an uninterrupted
+// run, and that a batch printed again after the crash prints the same.
+func TestRecoveryFromCrashes(t *testing.T) {
+	wantPrinted, wantWritten := uninterrupted(t)
+	wantBatches := splitBatches(wantPrinted)
+	for k := uint64(1); k < recoveryBatches; k++ {
+		for _, point := range crashPoints {
+			t.Run(fmt.Sprintf("batch %d %s", k, point), func(t *testing.T) {
+				store := NewMemoryStore()
+				sink := newTxnSink()
+				var first, second bytes.Buffer
+				err := recoveryJob(&crashStore{Store: store, point: point, batch: k}, &first, sink, recoveryBatches).Run(context.Background())
+				if !errors.Is(err, errCrash) {
+					t.Fatalf("the crashing run returned %v", err)
+				}
+				runJob(t, recoveryJob(store, &second, sink, recoveryBatches))
+				if got := sink.values(); !slices.Equal(got, wantWritten) {
+					t.Errorf("written output differs from an uninterrupted run:\n%s",
+						lineDiff(strings.Join(got, "\n"), strings.Join(wantWritten, "\n")))
+				}
+				// Pprint is at-least-once: a batch may print in both runs,
+				// but every print of a batch is the print of the
+				// uninterrupted run.
+				printed := map[string]string{}
+				for _, run := range []string{first.String(), second.String()} {
+					for tm, b := range splitBatches(run) {
+						if want := wantBatches[tm]; b != want {
+							t.Errorf("batch %s printed\n%s\nwant\n%s", tm, b, want)
+						}
+						printed[tm] = b
+					}
+				}
+				if len(printed) != len(wantBatches) {
+					t.Errorf("%d batch times printed, want %d", len(printed), len(wantBatches))
+				}
+			})
+		}
+	}
+}
+
+// TestRecoveryFromRepeatedCrashes crashes one job after another at random
+// points until the last batch is committed: the sink must still hold the
+// output of an uninterrupted run.
+func TestRecoveryFromRepeatedCrashes(t *testing.T) {
+	_, wantWritten := uninterrupted(t)
+	rng := rand.New(rand.NewPCG(3, 5))
+	for round := range 8 {
+		store := NewMemoryStore()
+		sink := newTxnSink()
+		var schedule []string
+		for batch := uint64(0); ; {
+			batch += 1 + uint64(rng.IntN(2))
+			if batch >= recoveryBatches {
+				break
+			}
+			point := crashPoints[rng.IntN(len(crashPoints))]
+			schedule = append(schedule, fmt.Sprintf("%d %s", batch, point))
+			err := recoveryJob(&crashStore{Store: store, point: point, batch: batch}, io.Discard, sink, recoveryBatches).Run(context.Background())
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("round %d, crash at %s: run returned %v", round, schedule[len(schedule)-1], err)
+			}
+		}
+		runJob(t, recoveryJob(store, io.Discard, sink, recoveryBatches))
+		if got := sink.values(); !slices.Equal(got, wantWritten) {
+			t.Errorf("round %d, crashes %q: written output differs from an uninterrupted run:\n%s", round, schedule,
+				lineDiff(strings.Join(got, "\n"), strings.Join(wantWritten, "\n")))
+		}
+	}
+}
+
+// TestFencedHandleCannotWrite checks that once another holder acquires a
+// MemoryStore, every write of the previous holder fails with ErrFenced.
+func TestFencedHandleCannotWrite(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemoryStore()
+	old := store.Handle()
+	if _, err := old.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plan := Plan{ID: 1, Time: epoch.Add(time.Second)}
+	if err := old.RecordPlan(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Prepare(ctx, 1, []Change{{Op: "op", Key: []byte("k"), Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := store.Handle().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Committed != 0 || meta.Planned != 1 || meta.Prepared != 1 {
+		t.Errorf("the new holder sees %+v, want planned 1, prepared 1, committed 0", meta)
+	}
+	for _, test := range []struct {
+		name string
+		call func() error
+	}{
+		{"Commit", func() error { return old.Commit(ctx, 1, 1) }},
+		{"Prepare", func() error { return old.Prepare(ctx, 1, nil) }},
+		{"Discard", func() error { return old.Discard(ctx, 1) }},
+		{"RecordPlan", func() error { return old.RecordPlan(ctx, Plan{ID: 2, Time: epoch.Add(2 * time.Second)}) }},
+		{"Renew", func() error { return old.Renew(ctx) }},
+	} {
+		if err := test.call(); !errors.Is(err, ErrFenced) {
+			t.Errorf("%s by the fenced handle: %v, want ErrFenced", test.name, err)
+		}
+	}
+	var state []string
+	if err := store.LoadState(ctx, "op", func(k, v []byte) error {
+		state = append(state, string(k))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(state) != 0 {
+		t.Errorf("the fenced holder's prepared change became visible: %q", state)
+	}
+}
+
+// fencingStore lets another holder take the job over right after batch
+// `at` is planned, as a standby would.
+type fencingStore struct {
+	*MemoryHandle
+	at uint64
+}
+
+func (f *fencingStore) RecordPlan(ctx context.Context, p Plan) error {
+	err := f.MemoryHandle.RecordPlan(ctx, p)
+	if err == nil && p.ID == f.at {
+		_, err = f.s.Handle().Acquire(ctx)
+	}
+	return err
+}
+
+// TestFencedJobStops checks that a job whose Store holder was fenced stops
+// with ErrFenced and commits nothing more.
+func TestFencedJobStops(t *testing.T) {
+	store := NewMemoryStore()
+	sink := newTxnSink()
+	j := recoveryJob(&fencingStore{MemoryHandle: store.Handle(), at: 3}, io.Discard, sink, recoveryBatches)
+	if err := j.Run(context.Background()); !errors.Is(err, ErrFenced) {
+		t.Fatalf("Run: %v, want ErrFenced", err)
+	}
+	if last, _ := sink.LastBatch(context.Background()); last != 2 {
+		t.Errorf("the sink holds batches up to %d, want 2", last)
+	}
+	meta, _ := store.Handle().Acquire(context.Background())
+	if meta.Committed != 2 {
+		t.Errorf("committed %d, want 2", meta.Committed)
+	}
+}
+
+// splitBatches splits pprint output into the text of each batch by time.
+func splitBatches(s string) map[string]string {
+	out := map[string]string{}
+	const rule = "-------------------------------------------\n"
+	for _, part := range strings.Split(s, rule+"Time: ")[1:] {
+		tm, _, _ := strings.Cut(part, "\n")
+		out[tm] += part
+	}
+	return out
+}
+
+// lineDiff shows the first line where got and want differ.
+func lineDiff(got, want string) string {
+	g, w := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for i := range max(len(g), len(w)) {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return fmt.Sprintf("line %d:\n got  %q\n want %q", i+1, gl, wl)
+		}
+	}
+	return "(no difference)"
+}
