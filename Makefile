@@ -1,0 +1,48 @@
+# dstream — make targets. `make test` installs what the tests need (redis-server,
+# the Kafka broker's jars) and runs unit and integration tests with -race.
+SHELL := /usr/bin/env bash
+GO ?= go
+PKGS ?= ./...
+TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 15m
+
+.PHONY: run demo test unit it bench lint packaging install build clean
+
+## run: the zero-setup demo (in-process Kafka and Redis, log generator)
+run demo:
+	$(GO) run ./cmd/dstream
+
+## build: both binaries into bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/dstream ./cmd/logsender
+
+## install: redis-server and the Kafka broker jars for integration tests
+install:
+	bash .ci/install
+
+## test: every test, unit and integration (real Kafka broker, real redis-server)
+test: install
+	DSTREAM_REQUIRE_IT=1 $(GO) test $(TESTFLAGS) $(PKGS)
+
+## unit: the tests that need nothing installed (integration tests skip)
+unit:
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+## it: the integration tests only
+it: install
+	DSTREAM_REQUIRE_IT=1 $(GO) test $(TESTFLAGS) ./internal/... ./state/... ./ingest/... ./sinks/...
+
+## bench: the benchmarks, with ratios against baselines measured in the same run
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/
+
+## lint: gofmt and go vet
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## packaging: Dockerfile, compose file and Helm chart, validated offline
+packaging:
+	bash .ci/check-packaging
+
+clean:
+	rm -rf bin
