@@ -85,6 +85,9 @@ type OffsetGapError struct {
 	Got       int64 // the first offset the broker still has
 }
 
+// Is makes an OffsetGapError permanent: retrying cannot bring records back.
+func (e *OffsetGapError) Is(target error) bool { return target == microbatch.ErrPermanent }
+
 func (e *OffsetGapError) Error() string {
 	return fmt.Sprintf("ingest: %s[%d]: offsets from %d are needed but the partition starts at %d "+
 		"(deleted by retention or truncation): the records are gone; reset the job's checkpoint to start over",

@@ -28,6 +28,7 @@ type Job struct {
 	renewEvery  time.Duration
 	retainPlans uint64
 	maxBatches  uint64
+	retryFor    time.Duration
 	remember    time.Duration
 	listeners   []func(BatchStats)
 
@@ -81,6 +82,11 @@ func WithLeaseRenewal(d time.Duration) Option { return func(j *Job) { j.renewEve
 // windows need are always kept.
 func WithPlanRetention(n uint64) Option { return func(j *Job) { j.retainPlans = n } }
 
+// WithRetry sets how long a failing Source, Store or Sink call is retried,
+// with backoff, before the job fails (default 2m; 0 fails at once). Fencing,
+// checkpoint conflicts and errors marked ErrPermanent are never retried.
+func WithRetry(d time.Duration) Option { return func(j *Job) { j.retryFor = d } }
+
 // WithBatchLimit stops the job after it ran n new batches (0: no limit).
 func WithBatchLimit(n uint64) Option { return func(j *Job) { j.maxBatches = n } }
 
@@ -100,6 +106,7 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 		parallelism: runtime.GOMAXPROCS(0),
 		renewEvery:  time.Second,
 		retainPlans: 8640,
+		retryFor:    2 * time.Minute,
 		stopping:    make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -364,13 +371,17 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		started := j.clock.Now()
 		plan := Plan{ID: last.ID + 1, Time: next}
 		for _, in := range j.inputs {
-			ranges, err := in.cut(ctx, rangesOf(last.Ranges, in.topic()))
+			var ranges []Range
+			err := j.retry(ctx, "cut", func() (err error) {
+				ranges, err = in.cut(ctx, rangesOf(last.Ranges, in.topic()))
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
 			}
 			plan.Ranges = append(plan.Ranges, ranges...)
 		}
-		if err := store.RecordPlan(ctx, plan); err != nil {
+		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plan) }); err != nil {
 			return fmt.Errorf("record plan %d: %w", plan.ID, err)
 		}
 		if err := j.runBatch(ctx, store, plan, started); err != nil {
@@ -492,7 +503,8 @@ func (j *Job) rebuild(ctx context.Context, p Plan) error {
 
 func (j *Job) load(ctx context.Context, r *batchRun) error {
 	for _, in := range j.inputs {
-		if err := in.load(ctx, rangesOf(r.plan.Ranges, in.topic())); err != nil {
+		err := j.retry(ctx, "read", func() error { return in.load(ctx, rangesOf(r.plan.Ranges, in.topic())) })
+		if err != nil {
 			return fmt.Errorf("read batch %d of %s: %w", r.id, in.topic(), err)
 		}
 	}
@@ -529,19 +541,19 @@ func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Ti
 		changes = st.changes(changes)
 	}
 	ckStart := time.Now()
-	if err := store.Prepare(ctx, p.ID, changes); err != nil {
+	if err := j.retry(ctx, "prepare", func() error { return store.Prepare(ctx, p.ID, changes) }); err != nil {
 		return fmt.Errorf("batch %d: prepare state: %w", p.ID, err)
 	}
 	ckTime := time.Since(ckStart)
 	messages := 0
 	for i, s := range j.sinks {
 		messages += len(r.messages[i])
-		if err := s.WriteBatch(ctx, BatchInfo{Plan: p}, r.messages[i]); err != nil {
+		if err := j.retry(ctx, "write sink", func() error { return j.writeOnce(ctx, s, p, r.messages[i]) }); err != nil {
 			return fmt.Errorf("batch %d: write sink: %w", p.ID, err)
 		}
 	}
 	ckStart = time.Now()
-	if err := store.Commit(ctx, p.ID, j.keepFrom(p.ID)); err != nil {
+	if err := j.retry(ctx, "commit", func() error { return store.Commit(ctx, p.ID, j.keepFrom(p.ID)) }); err != nil {
 		return fmt.Errorf("batch %d: commit: %w", p.ID, err)
 	}
 	ckTime += time.Since(ckStart)
@@ -561,4 +573,43 @@ func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Ti
 		l(stats)
 	}
 	return nil
+}
+
+// writeOnce writes a batch to a sink unless a transactional sink already
+// holds it: after an ambiguous failure (a commit whose answer was lost) the
+// retry must not write the batch twice.
+func (j *Job) writeOnce(ctx context.Context, s Sink, p Plan, msgs []Message) error {
+	if t, ok := s.(TransactionalSink); ok && len(msgs) > 0 {
+		last, err := t.LastBatch(ctx)
+		if err != nil {
+			return err
+		}
+		if last >= p.ID {
+			return nil
+		}
+	}
+	return s.WriteBatch(ctx, BatchInfo{Plan: p}, msgs)
+}
+
+// retry calls f until it succeeds, fails permanently, or the retry budget
+// is spent, backing off between attempts.
+func (j *Job) retry(ctx context.Context, what string, f func() error) error {
+	deadline := time.Now().Add(j.retryFor)
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil || errors.Is(err, ErrFenced) || errors.Is(err, ErrConflict) ||
+			errors.Is(err, ErrPermanent) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		j.log.Warn().Err(err).Str("op", what).Int("attempt", attempt).Dur("backoff", backoff).Msg("retrying")
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }

@@ -114,7 +114,7 @@ func TestRecoveryAtEveryBatchBoundary(t *testing.T) {
 }
 
 // errCrash is the failure crashStore injects.
-var errCrash = errors.New("injected crash")
+var errCrash = fmt.Errorf("injected crash: %w", ErrPermanent) // a crashed process does not retry
 
 // crashStore fails at one point of the commit protocol of one batch, as a
 // process killed there would: the step before the point is done, the rest

@@ -132,8 +132,9 @@ var (
 	// ErrConflict means a checkpoint write did not match the stored
 	// progress (wrong batch id).
 	ErrConflict = errors.New("checkpoint conflict")
-	// ErrStopped is returned by AwaitTermination after Stop.
-	ErrStopped = errors.New("job stopped")
+	// ErrPermanent marks errors that retrying cannot fix (errors.Is):
+	// the job stops at once instead of retrying.
+	ErrPermanent = errors.New("permanent error")
 )
 
 // StateLostError reports that the Store is behind a transactional sink: the
@@ -143,6 +144,9 @@ type StateLostError struct {
 	Committed uint64 // last batch the Store committed
 	SinkLast  uint64 // last batch the sink holds
 }
+
+// Is makes a StateLostError permanent.
+func (e *StateLostError) Is(target error) bool { return target == ErrPermanent }
 
 func (e *StateLostError) Error() string {
 	return fmt.Sprintf("state lost: the checkpoint is at batch %d but the output already holds batch %d; "+

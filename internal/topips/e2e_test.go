@@ -362,7 +362,8 @@ type crashingStore struct {
 	at    string
 }
 
-var errCrash = errors.New("injected crash")
+// errCrash is permanent: a crashed process does not retry.
+var errCrash = fmt.Errorf("injected crash: %w", microbatch.ErrPermanent)
 
 func (s *crashingStore) RecordPlan(ctx context.Context, p microbatch.Plan) error {
 	if p.ID == s.batch && s.at == "before-plan" {
