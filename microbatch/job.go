@@ -158,7 +158,7 @@ type batchRun struct {
 	messages [][]Message
 }
 
-func (j *Job) validate() error {
+func (j *Job) validate(replay bool) error {
 	errs := slices.Clone(j.buildErr)
 	if len(j.outputs) == 0 {
 		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no output operations: add Pprint, ForeachBatch or Write")})
@@ -175,7 +175,7 @@ func (j *Job) validate() error {
 	if txn > 1 {
 		errs = append(errs, &BuildError{Op: "Write", Err: errors.New("a job writes to at most one transactional sink")})
 	}
-	if len(j.stateful) > 0 && j.store == nil {
+	if len(j.stateful) > 0 && j.store == nil && !replay {
 		errs = append(errs, &BuildError{Op: j.stateful[0].stateOp(), Err: errors.New("stateful operators need a checkpoint store: call Job.Checkpoint")})
 	}
 	statefulIDs := map[int]bool{}
@@ -210,7 +210,7 @@ func (j *Job) windowSpan() uint64 {
 
 // Start runs the job in the background; AwaitTermination waits for it.
 func (j *Job) Start(ctx context.Context) error {
-	if err := j.validate(); err != nil {
+	if err := j.validate(false); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -612,4 +612,54 @@ func (j *Job) retry(ctx context.Context, what string, f func() error) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// Replay recomputes the batches of plans, in order, without a Store and
+// without writing to any sink: for audits and debugging. Operator state
+// starts empty at the first plan, so stateful results equal the live ones
+// only when plans start at batch 1. emit receives, for every batch, the
+// messages each Write operation would have sent (by sink, in declaration
+// order). Pprint and ForeachBatch run as usual.
+func (j *Job) Replay(ctx context.Context, plans []Plan, emit func(b BatchInfo, messages []Message) error) error {
+	if err := j.validate(true); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	if j.mu.started {
+		j.mu.Unlock()
+		return errors.New("microbatch: job already started")
+	}
+	j.mu.started = true
+	j.mu.Unlock()
+	for i, p := range plans {
+		if i > 0 && p.ID != plans[i-1].ID+1 {
+			return fmt.Errorf("replay: plan %d follows plan %d: plans must be consecutive", p.ID, plans[i-1].ID)
+		}
+		r := &batchRun{job: j, id: p.ID, plan: p, messages: make([][]Message, len(j.sinks))}
+		if err := j.load(ctx, r); err != nil {
+			return err
+		}
+		for _, n := range j.nodes {
+			n.step(r)
+		}
+		for _, o := range j.outputs {
+			if err := o.run(ctx, r); err != nil {
+				return fmt.Errorf("replay batch %d: output: %w", p.ID, err)
+			}
+		}
+		for _, n := range j.nodes {
+			n.reset()
+		}
+		for _, st := range j.stateful {
+			st.committed()
+		}
+		var all []Message
+		for _, m := range r.messages {
+			all = append(all, m...)
+		}
+		if err := emit(BatchInfo{Plan: p}, all); err != nil {
+			return err
+		}
+	}
+	return nil
 }

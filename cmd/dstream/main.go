@@ -40,6 +40,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	case "replay":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return replayCommand(ctx, args[1:], stdout, stderr)
 	case "", "run":
 	default:
 		fmt.Fprintf(stderr, "dstream: unknown command %q\n\n", cmd)
@@ -69,6 +73,9 @@ Usage:
   dstream           run the job configured by DSTREAM_* variables
                     (with no DSTREAM_KAFKA_BROKERS: the in-process demo)
   dstream config    print the effective configuration, secrets masked
+  dstream replay --batch N | --from N --to M
+                    recompute batches from their recorded plans and print their output,
+                    without writing to Kafka or touching the checkpoint
   dstream help      print this help
 
 Settings (environment variables):

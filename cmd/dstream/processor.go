@@ -77,17 +77,11 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	}
 	defer sink.Close()
 
-	var countries *rdd.Table[string, string]
-	if cfg.CountriesFile != "" {
-		f, err := os.Open(cfg.CountriesFile)
-		if err != nil {
-			return fmt.Errorf("countries: %w", err)
-		}
-		countries, err = topips.LoadCountries(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	countries, err := loadCountries(cfg)
+	if err != nil {
+		return err
+	}
+	if countries != nil {
 		log.Info().Int("ips", countries.Len()).Str("file", cfg.CountriesFile).Msg("countries loaded")
 	}
 
@@ -240,4 +234,17 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		ev = ev.Interface(fmt.Sprint(keyvals[i]), keyvals[i+1])
 	}
 	ev.Msg(msg)
+}
+
+// loadCountries reads DSTREAM_COUNTRIES_FILE, if set.
+func loadCountries(cfg Config) (*rdd.Table[string, string], error) {
+	if cfg.CountriesFile == "" {
+		return nil, nil
+	}
+	f, err := os.Open(cfg.CountriesFile)
+	if err != nil {
+		return nil, fmt.Errorf("countries: %w", err)
+	}
+	defer f.Close()
+	return topips.LoadCountries(f)
 }

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/ingest"
+	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/microbatch"
+	"github.com/dstream-io/dstream/state"
+)
+
+// replayCommand parses `dstream replay` flags and runs the replay.
+func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	batch := fs.Uint64("batch", 0, "replay this batch")
+	from := fs.Uint64("from", 0, "first batch of a range")
+	to := fs.Uint64("to", 0, "last batch of a range")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dstream replay --batch N | --from N --to M\n\n"+
+			"Recomputes batches from their recorded plans and prints the records they wrote to the output topic,\n"+
+			"without writing to Kafka or touching the checkpoint. Reads DSTREAM_* settings like dstream itself.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *batch > 0 {
+		*from, *to = *batch, *batch
+	}
+	if *from == 0 || *to < *from {
+		fs.Usage()
+		return 2
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	if cfg.Demo() {
+		fmt.Fprintln(stderr, "dstream replay: set DSTREAM_KAFKA_BROKERS and DSTREAM_REDIS_ADDR: the demo keeps no plans to replay")
+		return 2
+	}
+	if err := replay(ctx, cfg, *from, *to, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "dstream replay:", err)
+		return 1
+	}
+	return 0
+}
+
+// replay recomputes batches from..to of the configured job from the plans in
+// Redis. State starts at the first retained plan, so replay starts there:
+// with every plan retained, running totals equal the live ones.
+func replay(ctx context.Context, cfg Config, from, to uint64, stdout, stderr io.Writer) error {
+	log := zerolog.New(stderr).Level(zerolog.WarnLevel)
+	base, err := kafkaOpts(cfg, log)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	rdb, err := redisClient(cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	// The store is only read: no Acquire, so a running instance is not disturbed.
+	store, err := state.NewRedis(rdb, state.Config{Job: cfg.JobID})
+	if err != nil {
+		return err
+	}
+	plans, err := store.Plans(ctx, 1, to)
+	if err != nil {
+		return err
+	}
+	if len(plans) == 0 || plans[len(plans)-1].ID != to {
+		return fmt.Errorf("batch %d has no recorded plan (not run yet, or trimmed)", to)
+	}
+	// Keep the consecutive run of plans that ends at to.
+	first := len(plans) - 1
+	for first > 0 && plans[first-1].ID == plans[first].ID-1 {
+		first--
+	}
+	plans = plans[first:]
+	if plans[0].ID > from {
+		return fmt.Errorf("batch %d's plan was trimmed: the oldest retained plan is %d", from, plans[0].ID)
+	}
+	if plans[0].ID > 1 {
+		fmt.Fprintf(stderr, "replay: plans before batch %d were trimmed: running totals count from batch %d\n", plans[0].ID, plans[0].ID)
+	}
+	countries, err := loadCountries(cfg)
+	if err != nil {
+		return err
+	}
+	src, err := ingest.New(cl, ingest.Config{Topic: cfg.InputTopic, BatchInterval: cfg.BatchInterval})
+	if err != nil {
+		return err
+	}
+	job := microbatch.NewJob(cfg.BatchInterval, microbatch.WithStdout(io.Discard))
+	topips.Build(job, src, discardSink{}, topips.Config{
+		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
+		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic, Countries: countries,
+	})
+	lastProgress := time.Now()
+	return job.Replay(ctx, plans, func(b microbatch.BatchInfo, msgs []microbatch.Message) error {
+		if time.Since(lastProgress) > time.Second || b.ID == to {
+			fmt.Fprintf(stderr, "replay: batch %d of %d-%d\n", b.ID, plans[0].ID, to)
+			lastProgress = time.Now()
+		}
+		if b.ID < from {
+			return nil
+		}
+		fmt.Fprintf(stdout, "# batch %d time %s offsets %s\n", b.ID, b.Time.UTC().Format(time.RFC3339Nano), b.OffsetsHeader())
+		for _, m := range msgs {
+			if m.Topic != "" {
+				fmt.Fprintf(stdout, "# dead letter to %s: %q\n", m.Topic, m.Value)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s\n", m.Value)
+		}
+		return nil
+	})
+}
+
+// discardSink stands in for the output topic during a replay; the job never
+// writes to it (Replay hands the messages to its callback instead).
+type discardSink struct{}
+
+func (discardSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error {
+	return errors.New("replay never writes")
+}
