@@ -25,6 +25,14 @@ type sourceInput[T any] struct {
 func (in *sourceInput[T]) topic() string    { return in.src.Topic() }
 func (in *sourceInput[T]) recordCount() int { return len(in.loaded) }
 
+// closeSource closes the source if it holds resources.
+func (in *sourceInput[T]) closeSource() error {
+	if c, ok := in.src.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, error) {
 	return in.src.Cut(ctx, after)
 }

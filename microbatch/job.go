@@ -300,6 +300,7 @@ func (j *Job) run(ctx context.Context) error {
 	}
 	j.log.Info().Uint64("committed", meta.Committed).Uint64("epoch", meta.Epoch).Msg("job acquired")
 
+	defer j.closeInputs()
 	runCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -662,4 +663,15 @@ func (j *Job) Replay(ctx context.Context, plans []Plan, emit func(b BatchInfo, m
 		}
 	}
 	return nil
+}
+
+// closeInputs closes the sources that hold resources (receivers).
+func (j *Job) closeInputs() {
+	for _, in := range j.inputs {
+		if c, ok := in.(interface{ closeSource() error }); ok {
+			if err := c.closeSource(); err != nil {
+				j.log.Warn().Err(err).Str("input", in.topic()).Msg("close input")
+			}
+		}
+	}
 }
