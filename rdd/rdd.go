@@ -49,9 +49,9 @@ func ZipWithIndex[T any](batch []T) []microbatch.Pair[T, int64] {
 	return out
 }
 
-// Take returns the first n elements.
+// Take returns the first n elements (none for n ≤ 0, as Spark's take).
 func Take[T any](batch []T, n int) []T {
-	return slices.Clone(batch[:min(n, len(batch))])
+	return slices.Clone(batch[:max(0, min(n, len(batch)))])
 }
 
 // Top returns the n largest elements by key, largest first; ties keep their
