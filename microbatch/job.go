@@ -549,7 +549,12 @@ func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Ti
 	messages := 0
 	for i, s := range j.sinks {
 		messages += len(r.messages[i])
-		if err := j.retry(ctx, "write sink", func() error { return j.writeOnce(ctx, s, p, r.messages[i]) }); err != nil {
+		attempt := 0
+		write := func() error {
+			attempt++
+			return j.writeOnce(ctx, s, p, r.messages[i], attempt > 1)
+		}
+		if err := j.retry(ctx, "write sink", write); err != nil {
 			return fmt.Errorf("batch %d: write sink: %w", p.ID, err)
 		}
 	}
@@ -576,11 +581,11 @@ func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Ti
 	return nil
 }
 
-// writeOnce writes a batch to a sink unless a transactional sink already
-// holds it: after an ambiguous failure (a commit whose answer was lost) the
-// retry must not write the batch twice.
-func (j *Job) writeOnce(ctx context.Context, s Sink, p Plan, msgs []Message) error {
-	if t, ok := s.(TransactionalSink); ok && len(msgs) > 0 {
+// writeOnce writes a batch to a sink. On a retry it first asks a
+// transactional sink whether it already holds the batch: after an ambiguous
+// failure (a commit whose answer was lost) the batch must not be written twice.
+func (j *Job) writeOnce(ctx context.Context, s Sink, p Plan, msgs []Message, retry bool) error {
+	if t, ok := s.(TransactionalSink); ok && retry && len(msgs) > 0 {
 		last, err := t.LastBatch(ctx)
 		if err != nil {
 			return err
