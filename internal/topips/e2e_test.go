@@ -191,10 +191,11 @@ func (f *fixture) run(t *testing.T, batches uint64, store microbatch.Store) erro
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	src, err := ingest.New(cl, ingest.Config{Topic: f.in, BatchInterval: time.Second, MaxRatePerPartition: capPerPart})
+	kafkaSrc, err := ingest.New(cl, ingest.Config{Topic: f.in, BatchInterval: time.Second, MaxRatePerPartition: capPerPart})
 	if err != nil {
 		t.Fatal(err)
 	}
+	src := &planCheckingSource{Source: kafkaSrc, t: t, plans: f.store(t)}
 	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: f.out, TransactionalID: "dstream-" + f.job}, []kgo.Opt{kgo.SeedBrokers(f.broker.Addr())})
 	if err != nil {
 		t.Fatal(err)
@@ -498,4 +499,26 @@ type discard struct{}
 
 func (discard) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error {
 	return errors.New("replay must not write")
+}
+
+// planCheckingSource fails the test if the engine reads ranges before their
+// plan is recorded in Redis.
+type planCheckingSource struct {
+	microbatch.Source
+	t     *testing.T
+	plans microbatch.Store // a second instance, only read
+}
+
+func (s *planCheckingSource) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
+	plans, err := s.plans.Plans(ctx, 1, 1000)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		if slices.Equal(p.Ranges, ranges) {
+			return s.Source.Read(ctx, ranges, emit)
+		}
+	}
+	s.t.Errorf("read of %v before its plan was recorded (recorded: %d plans)", ranges, len(plans))
+	return s.Source.Read(ctx, ranges, emit)
 }
