@@ -51,7 +51,7 @@ type Options struct {
 	// Properties add to or override the broker's server.properties, e.g.
 	// "transaction.max.timeout.ms".
 	Properties map[string]string
-	// JVMFlags replace the default JVM flags (DefaultJVMFlags).
+	// JVMFlags replace the default JVM flags (DefaultJVMFlags()).
 	JVMFlags []string
 	// NoClassSharing turns off the class-data-sharing archive that the
 	// broker otherwise writes to <Home>/cds/ on its first clean stop and maps
@@ -74,16 +74,18 @@ type SCRAM struct {
 	Password string
 }
 
-// DefaultJVMFlags start the broker quickly with a small heap: a test broker
-// serves little data, and C1-only compilation and the serial collector cut
-// startup time on small machines.
-var DefaultJVMFlags = []string{
-	"-Xms128m", "-Xmx512m",
-	"-XX:+UseSerialGC",
-	"-XX:TieredStopAtLevel=1",
-	"-Xshare:auto",
-	"-XX:-UsePerfData",
-	"-Djava.awt.headless=true",
+// DefaultJVMFlags returns the flags that start the broker quickly with a
+// small heap: a test broker serves little data, and C1-only compilation and
+// the serial collector cut startup time on small machines.
+func DefaultJVMFlags() []string {
+	return []string{
+		"-Xms128m", "-Xmx512m",
+		"-XX:+UseSerialGC",
+		"-XX:TieredStopAtLevel=1",
+		"-Xshare:auto",
+		"-XX:-UsePerfData",
+		"-Djava.awt.headless=true",
+	}
 }
 
 func (o Options) withDefaults() Options {
@@ -97,7 +99,7 @@ func (o Options) withDefaults() Options {
 		o.Home = os.Getenv("DSTREAM_KAFKA_HOME")
 	}
 	if o.JVMFlags == nil {
-		o.JVMFlags = DefaultJVMFlags
+		o.JVMFlags = DefaultJVMFlags()
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 90 * time.Second

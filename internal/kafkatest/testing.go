@@ -25,6 +25,9 @@ func Require(t testing.TB, opts Options) *Broker {
 		skipOrFatal(t, err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kafkatest: broker logs:%s", b.logTail())
+		}
 		if err := b.Close(); err != nil {
 			t.Errorf("kafkatest: close broker: %v", err)
 		}
@@ -66,6 +69,9 @@ func Main(m interface{ Run() int }, opts Options) int {
 	defer shared.Unlock()
 	shared.inMain = false
 	if shared.b != nil {
+		if code != 0 {
+			fmt.Fprintf(os.Stderr, "kafkatest: shared broker logs:%s\n", shared.b.logTail())
+		}
 		if err := shared.b.Close(); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			if code == 0 {

@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -22,6 +23,9 @@ func Require(t testing.TB, opts Options) *Server {
 		skipOrFatal(t, err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("redistest: server logs:%s", s.logTail())
+		}
 		if err := s.Close(); err != nil {
 			t.Errorf("redistest: close server: %v", err)
 		}
@@ -63,6 +67,9 @@ func Main(m interface{ Run() int }, opts Options) int {
 	defer shared.Unlock()
 	shared.inMain = false
 	if shared.s != nil {
+		if code != 0 {
+			fmt.Fprintf(os.Stderr, "redistest: shared server logs:%s\n", shared.s.logTail())
+		}
 		if err := shared.s.Close(); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			if code == 0 {
