@@ -52,8 +52,10 @@ var shared struct {
 	err     error
 }
 
-// Main runs the tests of m and then closes the server that Shared started,
-// if any, returning the exit code for TestMain. opts configure that server.
+// Main runs the tests with m.Run (m is TestMain's *testing.M, or a func
+// that runs another harness's Main around it) and then closes the server that
+// Shared started, if any, returning the exit code for TestMain. opts
+// configure that server.
 // The server starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
 func Main(m interface{ Run() int }, opts Options) int {
