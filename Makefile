@@ -15,9 +15,10 @@ run demo:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/dstream ./cmd/logsender
 
-## install: redis-server and the Kafka broker jars for integration tests
+## install: redis-server, the Kafka broker jars and headless Chromium for integration tests
 install:
 	bash .ci/install
+	bash .ci/install-browser
 
 ## test: every test, unit and integration (real Kafka broker, real redis-server)
 test: install

@@ -108,7 +108,24 @@ type Source struct {
 		sync.Mutex
 		topicID [16]byte
 		leaders map[int32]int32
+		lastCut []CutPosition
 	}
+}
+
+// CutPosition is where the last Cut left one partition.
+type CutPosition struct {
+	Partition int32
+	Until     int64 // the end of the planned batch: the next batch starts here
+	End       int64 // the partition's last stable offset when it was cut
+}
+
+// LastCut returns the positions of the last Cut, in partition order (nil
+// before the first). End-Until records were left for later batches by a
+// rate cap or backpressure; records produced since the cut add to the lag.
+func (s *Source) LastCut() []CutPosition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.mu.lastCut)
 }
 
 // Option configures a Source.
@@ -184,6 +201,7 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 		}
 	}
 	out := make([]microbatch.Range, 0, len(partitions))
+	cut := make([]CutPosition, 0, len(partitions))
 	for _, p := range partitions {
 		end, _ := ends.Lookup(s.cfg.Topic, p)
 		start, _ := starts.Lookup(s.cfg.Topic, p)
@@ -204,12 +222,16 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 			until = min(until, from+capPerPartition)
 		}
 		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: until})
+		cut = append(cut, CutPosition{Partition: p, Until: until, End: end.Offset})
 	}
 	for _, r := range after {
 		if _, ok := ends.Lookup(s.cfg.Topic, r.Partition); !ok {
 			return nil, fmt.Errorf("ingest: %s[%d] disappeared: partitions cannot be removed from a running job", s.cfg.Topic, r.Partition)
 		}
 	}
+	s.mu.Lock()
+	s.mu.lastCut = cut
+	s.mu.Unlock()
 	return out, nil
 }
 

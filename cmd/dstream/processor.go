@@ -45,10 +45,12 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		cfg.KafkaBrokers, cfg.RedisAddr = d.Brokers(), d.RedisAddr()
 	}
 
+	m := newMetrics()
 	base, err := kafkaOpts(cfg, log)
 	if err != nil {
 		return err
 	}
+	base = append(base, kgo.WithHooks(m.kafka))
 	srcClient, err := kgo.NewClient(append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
@@ -60,6 +62,9 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		return err
 	}
 	defer rdb.Close()
+	if err := preflight(ctx, cfg, srcClient, rdb, log); err != nil {
+		return err
+	}
 	store, err := state.NewRedis(rdb, state.Config{Job: cfg.JobID, LeaseTTL: cfg.LeaseTTL}, state.WithLogger(log))
 	if err != nil {
 		return err
@@ -85,7 +90,6 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		log.Info().Int("ips", countries.Len()).Str("file", cfg.CountriesFile).Msg("countries loaded")
 	}
 
-	m := newMetrics()
 	status := newStatus(cfg, 60)
 	var estimator *ingest.RateEstimator
 	srcOpts := []ingest.Option{ingest.WithLogger(log)}
@@ -100,6 +104,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	if err != nil {
 		return err
 	}
+	m.watchLag(src, srcClient)
 
 	malformedLog := log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})
 	job := microbatch.NewJob(cfg.BatchInterval,
@@ -114,7 +119,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 			}
 		}))
 	job.Checkpoint(store)
-	results := topips.Build(job, src, sink, topips.Config{
+	results := topips.Build(job, src, m.countAborts(sink), topips.Config{
 		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
 		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Countries: countries, Pprint: true,

@@ -15,18 +15,23 @@ import (
 // status keeps what the HTTP endpoints report: the recent batches, the
 // latest results and whether this instance is active.
 type status struct {
-	cfg  Config
-	keep int
-	mu   struct {
+	cfg     Config
+	keep    int
+	started time.Time
+	mu      struct {
 		sync.Mutex
-		batches   []microbatch.BatchStats
-		results   []topips.Result
-		lastAt    time.Time
-		lastBatch uint64
+		batches     []microbatch.BatchStats
+		results     []topips.Result
+		resultsTime time.Time // batch time of results
+		lastAt      time.Time
+		lastBatch   uint64
+		committed   uint64 // batches committed by this process
 	}
 }
 
-func newStatus(cfg Config, keep int) *status { return &status{cfg: cfg, keep: keep} }
+func newStatus(cfg Config, keep int) *status {
+	return &status{cfg: cfg, keep: keep, started: time.Now()}
+}
 
 func (s *status) observe(b microbatch.BatchStats) {
 	s.mu.Lock()
@@ -36,12 +41,40 @@ func (s *status) observe(b microbatch.BatchStats) {
 		s.mu.batches = s.mu.batches[len(s.mu.batches)-s.keep:]
 	}
 	s.mu.lastAt, s.mu.lastBatch = time.Now(), b.ID
+	s.mu.committed++
 }
 
-func (s *status) results(_ microbatch.BatchInfo, rs []topips.Result) {
+func (s *status) results(b microbatch.BatchInfo, rs []topips.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mu.results = append(s.mu.results[:0], rs...)
+	s.mu.resultsTime = b.Time
+}
+
+// snapshot is a consistent copy of the status, for rendering.
+type snapshot struct {
+	Batches     []microbatch.BatchStats // oldest first
+	Results     []topips.Result
+	ResultsTime time.Time
+	LastBatch   uint64
+	Committed   uint64
+	Ready       bool
+	ReadyWhy    string
+}
+
+func (s *status) snapshot() snapshot {
+	ready, why := s.ready()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return snapshot{
+		Batches:     append([]microbatch.BatchStats(nil), s.mu.batches...),
+		Results:     append([]topips.Result(nil), s.mu.results...),
+		ResultsTime: s.mu.resultsTime,
+		LastBatch:   s.mu.lastBatch,
+		Committed:   s.mu.committed,
+		Ready:       ready,
+		ReadyWhy:    why,
+	}
 }
 
 // ready: this instance holds the job and committed a batch recently.
@@ -59,6 +92,7 @@ func (s *status) ready() (bool, string) {
 
 func newHandler(m *metrics, s *status) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", pageHandler(s))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -71,13 +105,12 @@ func newHandler(m *metrics, s *status) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
+		snap := s.snapshot()
 		body := struct {
 			LastBatch uint64                  `json:"last_batch"`
 			Batches   []microbatch.BatchStats `json:"batches"`
 			Results   []topips.Result         `json:"results"`
-		}{s.mu.lastBatch, append([]microbatch.BatchStats(nil), s.mu.batches...), append([]topips.Result(nil), s.mu.results...)}
-		s.mu.Unlock()
+		}{snap.LastBatch, snap.Batches, snap.Results}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(body)
 	})
