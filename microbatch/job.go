@@ -291,7 +291,11 @@ func (j *Job) run(ctx context.Context) error {
 	if store == nil {
 		store = NewMemoryStore()
 	}
-	meta, err := store.Acquire(ctx)
+	var meta Meta
+	err := j.retry(ctx, "acquire", func() (err error) {
+		meta, err = store.Acquire(ctx)
+		return err
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -318,9 +322,17 @@ func (j *Job) run(ctx context.Context) error {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
-				if err := store.Renew(runCtx); err != nil && runCtx.Err() == nil {
+				err := store.Renew(runCtx)
+				switch {
+				case err == nil || runCtx.Err() != nil:
+				case errors.Is(err, ErrFenced) || errors.Is(err, ErrPermanent):
 					cancel(fmt.Errorf("renew lease: %w", err))
 					return
+				default:
+					// The store is unreachable for now (a Redis restart): keep
+					// going and try again. If another instance takes the job
+					// meanwhile, its epoch fences every later write of ours.
+					j.log.Warn().Err(err).Msg("renew lease failed; retrying")
 				}
 			}
 		}
@@ -414,7 +426,11 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 	for _, s := range j.sinks {
 		if t, ok := s.(TransactionalSink); ok {
 			txn = t
-			if sinkLast, err = t.LastBatch(ctx); err != nil {
+			err := j.retry(ctx, "last batch", func() (err error) {
+				sinkLast, err = t.LastBatch(ctx)
+				return err
+			})
+			if err != nil {
 				return last, nil, fmt.Errorf("recover: read last batch of sink: %w", err)
 			}
 		}
@@ -424,13 +440,13 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 		return last, nil, &StateLostError{Committed: c, SinkLast: sinkLast}
 	case meta.Prepared == c+1 && txn != nil && sinkLast == c+1:
 		// The output of the prepared batch is committed: complete it.
-		if err := store.Commit(ctx, c+1, j.keepFrom(c+1)); err != nil {
+		if err := j.retry(ctx, "commit", func() error { return store.Commit(ctx, c+1, j.keepFrom(c+1)) }); err != nil {
 			return last, nil, fmt.Errorf("recover: complete prepared batch %d: %w", c+1, err)
 		}
 		j.log.Info().Uint64("batch", c+1).Msg("completed prepared batch whose output was committed")
 		c++
 	case meta.Prepared == c+1:
-		if err := store.Discard(ctx, c+1); err != nil {
+		if err := j.retry(ctx, "discard", func() error { return store.Discard(ctx, c+1) }); err != nil {
 			return last, nil, fmt.Errorf("recover: discard prepared batch %d: %w", c+1, err)
 		}
 		j.log.Info().Uint64("batch", c+1).Msg("discarded prepared batch whose output was not committed")
@@ -438,8 +454,11 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 		return last, nil, &StateLostError{Committed: c, SinkLast: sinkLast}
 	}
 	for _, st := range j.stateful {
-		st.clearState()
-		if err := store.LoadState(ctx, st.stateOp(), st.restore); err != nil {
+		err := j.retry(ctx, "load state", func() error {
+			st.clearState()
+			return store.LoadState(ctx, st.stateOp(), st.restore)
+		})
+		if err != nil {
 			return last, nil, fmt.Errorf("recover: load state: %w", err)
 		}
 		st.finishRestore()
@@ -447,7 +466,11 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 	if c > 0 {
 		span := j.windowSpan()
 		from := c - min(c-1, span)
-		plans, err := store.Plans(ctx, from, c)
+		var plans []Plan
+		err := j.retry(ctx, "load plans", func() (err error) {
+			plans, err = store.Plans(ctx, from, c)
+			return err
+		})
 		if err != nil {
 			return last, nil, fmt.Errorf("recover: load plans %d-%d: %w", from, c, err)
 		}
@@ -466,7 +489,11 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 		j.log.Info().Uint64("committed", c).Int("replayed", len(plans)).Msg("recovered")
 	}
 	if meta.Planned > c {
-		plans, err := store.Plans(ctx, c+1, c+1)
+		var plans []Plan
+		err := j.retry(ctx, "load plans", func() (err error) {
+			plans, err = store.Plans(ctx, c+1, c+1)
+			return err
+		})
 		if err != nil || len(plans) != 1 {
 			return last, nil, fmt.Errorf("recover: load plan of unfinished batch %d: %v", c+1, err)
 		}

@@ -165,9 +165,9 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 			return microbatch.Meta{}, fmt.Errorf("state: acquire %s: %w", r.cfg.Job, err)
 		}
 		if n, _ := res[0].(int64); n == -1 {
-			return microbatch.Meta{}, fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s: "+
+			return microbatch.Meta{}, permanentError{fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s: "+
 				"run the dstream version that wrote it, or reset the job by deleting its keys "+
-				"(redis-cli --scan --pattern '{dstream:%s}:*' | xargs redis-cli del)", r.cfg.Job, res[1], FormatVersion, r.cfg.Job)
+				"(redis-cli --scan --pattern '{dstream:%s}:*' | xargs redis-cli del)", r.cfg.Job, res[1], FormatVersion, r.cfg.Job)}
 		}
 		nums := make([]uint64, 4)
 		for i, v := range res {
@@ -182,6 +182,12 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 		return microbatch.Meta{Epoch: nums[0], Committed: nums[1], Planned: nums[2], Prepared: nums[3]}, nil
 	}
 }
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ error }
+
+func (e permanentError) Is(target error) bool { return target == microbatch.ErrPermanent }
+func (e permanentError) Unwrap() error        { return e.error }
 
 // fenced runs a write script whose first KEYS entry is meta and whose first
 // ARGV is the epoch; scripts return "fenced" or "conflict:…" on failure.
@@ -209,12 +215,15 @@ local committed, planned, prepared = tonumber(m[2] or '0'), tonumber(m[3] or '0'
 `
 
 var renewScript = redis.NewScript(epochCheck + `
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 'fenced' end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local cur = redis.call('GET', KEYS[2])
+if cur and cur ~= ARGV[2] then return 'fenced' end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 'ok'
 `)
 
-// Renew implements microbatch.Store.
+// Renew implements microbatch.Store. A lease that lapsed (renewals failed
+// while Redis restarted) is taken again if no other instance acquired the
+// job meanwhile: the epoch is still this instance's.
 func (r *Redis) Renew(ctx context.Context) error {
 	return r.write(ctx, "renew lease", renewScript, []string{r.keys.meta, r.keys.lease}, r.cfg.Owner, r.cfg.LeaseTTL.Milliseconds())
 }
