@@ -11,7 +11,15 @@ import (
 // RateEstimator is Spark's PID rate estimator for backpressure: from every
 // batch's size, processing time and scheduling delay it estimates how many
 // records per second the job can process, and Cut sizes batches to that
-// rate. The estimate never drops below MinRate.
+// rate. With err = rate − processing rate and hist = scheduling delay ×
+// processing rate / interval, each batch after the first sets
+//
+//	rate = max(minRate, rate − 1·err − 0.2·hist − 0·d(err)/dt)
+//
+// The first batch only primes the estimator with its processing rate, as in
+// Spark: there is no limit until the second. Batches without records or
+// processing time, or not later than the last one, are ignored. The
+// estimate never drops below the min rate.
 type RateEstimator struct {
 	interval     time.Duration
 	proportional float64
@@ -21,7 +29,8 @@ type RateEstimator struct {
 
 	mu struct {
 		sync.Mutex
-		init       bool
+		primed     bool // a batch was observed
+		estimated  bool // latestRate is an estimate, not the first batch's rate
 		latestTime time.Time
 		latestRate float64
 		latestErr  float64
@@ -29,9 +38,13 @@ type RateEstimator struct {
 }
 
 // NewRateEstimator returns an estimator with Spark's default gains
-// (proportional 1, integral 0.2, derivative 0) and minRate records/s.
+// (proportional 1, integral 0.2, derivative 0) and minRate records/s (at
+// least 1).
 func NewRateEstimator(interval time.Duration, minRate float64) *RateEstimator {
-	return &RateEstimator{interval: interval, proportional: 1, integral: 0.2, minRate: math.Max(1, minRate)}
+	if !(minRate >= 1) { // also NaN
+		minRate = 1
+	}
+	return &RateEstimator{interval: interval, proportional: 1, integral: 0.2, minRate: minRate}
 }
 
 // Observe feeds one completed batch.
@@ -43,8 +56,8 @@ func (e *RateEstimator) Observe(b microbatch.BatchStats) {
 	defer e.mu.Unlock()
 	now := b.Time
 	processingRate := float64(b.Records) / b.ProcessingTime.Seconds()
-	if !e.mu.init {
-		e.mu.init, e.mu.latestTime, e.mu.latestRate = true, now, processingRate
+	if !e.mu.primed {
+		e.mu.primed, e.mu.latestTime, e.mu.latestRate = true, now, processingRate
 		return
 	}
 	dt := now.Sub(e.mu.latestTime).Seconds()
@@ -56,12 +69,17 @@ func (e *RateEstimator) Observe(b microbatch.BatchStats) {
 	historicalErr := b.SchedulingDelay.Seconds() * processingRate / e.interval.Seconds()
 	dErr := (err - e.mu.latestErr) / dt
 	rate := math.Max(e.mu.latestRate-e.proportional*err-e.integral*historicalErr-e.derivative*dErr, e.minRate)
+	e.mu.estimated = true
 	e.mu.latestTime, e.mu.latestRate, e.mu.latestErr = now, rate, err
 }
 
-// Limit returns the current rate bound in records per second, if any.
+// Limit returns the current rate bound in records per second, if there is
+// one yet.
 func (e *RateEstimator) Limit() (float64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.mu.latestRate, e.mu.init
+	if !e.mu.estimated {
+		return 0, false
+	}
+	return e.mu.latestRate, true
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -38,10 +40,12 @@ type Config struct {
 	// batch sizes. Required with MaxRatePerPartition or Backpressure.
 	BatchInterval time.Duration
 	// MaxRatePerPartition caps every partition at this many records per
-	// second of batch interval (0: no cap), Spark's maxRatePerPartition.
+	// second of batch interval (0: no cap), Spark's maxRatePerPartition:
+	// a batch takes at most max(1, ⌊MaxRatePerPartition × interval⌋)
+	// offsets of each partition.
 	MaxRatePerPartition int64
 	// PartitionFetchBytes is the most a fetch returns per partition
-	// (default 8 MiB).
+	// (default 8 MiB). A record batch larger than this still comes whole.
 	PartitionFetchBytes int32
 }
 
@@ -71,13 +75,17 @@ func (c Config) Validate() error {
 	if c.MaxRatePerPartition > 0 && c.BatchInterval <= 0 {
 		errs = append(errs, errors.New("ingest: a max rate per partition needs the batch interval"))
 	}
+	if c.BatchInterval < 0 {
+		errs = append(errs, fmt.Errorf("ingest: batch interval %s: use a positive interval", c.BatchInterval))
+	}
 	if c.PartitionFetchBytes < 1024 {
 		errs = append(errs, fmt.Errorf("ingest: partition fetch bytes %d: use at least 1024", c.PartitionFetchBytes))
 	}
 	return errors.Join(errs...)
 }
 
-// OffsetGapError reports planned offsets the broker no longer has.
+// OffsetGapError reports planned offsets the broker no longer has: the
+// partition's log start moved past them (retention, DeleteRecords).
 type OffsetGapError struct {
 	Topic     string
 	Partition int32
@@ -138,6 +146,9 @@ func WithLogger(l zerolog.Logger) Option {
 
 // WithBackpressure lets the estimator bound every batch's size, like Spark's
 // spark.streaming.backpressure.enabled; feed it the job's batch statistics.
+// A batch then takes max(1, ⌊limit × interval⌋) offsets in all, shared
+// among the partitions in proportion to what each may take (its backlog,
+// within MaxRatePerPartition).
 func WithBackpressure(r *RateEstimator) Option { return func(s *Source) { s.rate = r } }
 
 // New returns a Source reading with cl, which must be configured for
@@ -161,10 +172,21 @@ func New(cl *kgo.Client, cfg Config, opts ...Option) (*Source, error) {
 func (s *Source) Topic() string { return s.cfg.Topic }
 
 // Cut implements microbatch.Source: it plans the next batch of every
-// partition from the end of after.
+// partition from the end of after, in partition order. A partition that
+// after does not name (the topic grew) starts at its earliest offset.
 func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatch.Range, error) {
-	if err := s.refreshMetadata(ctx); err != nil {
+	partitions, err := s.refreshMetadata(ctx)
+	if err != nil {
 		return nil, err
+	}
+	// Start offsets first: a log start listed after the ends could pass
+	// them (records deleted in between) and make a range run backwards.
+	starts, err := s.adm.ListStartOffsets(ctx, s.cfg.Topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ingest: list start offsets of %s: %w", s.cfg.Topic, err)
 	}
 	ends, err := s.adm.ListCommittedOffsets(ctx, s.cfg.Topic)
 	if err == nil {
@@ -173,61 +195,41 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	if err != nil {
 		return nil, fmt.Errorf("ingest: list end offsets of %s: %w", s.cfg.Topic, err)
 	}
-	starts, err := s.adm.ListStartOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ingest: list start offsets of %s: %w", s.cfg.Topic, err)
-	}
 	prev := make(map[int32]int64, len(after))
 	for _, r := range after {
+		if !slices.Contains(partitions, r.Partition) {
+			return nil, fmt.Errorf("ingest: %s[%d] disappeared: partitions cannot be removed from a running job", s.cfg.Topic, r.Partition)
+		}
 		prev[r.Partition] = r.Until
 	}
 	fresh := len(after) == 0
-	var capPerPartition int64 = -1
-	if s.cfg.MaxRatePerPartition > 0 {
-		capPerPartition = max(1, s.cfg.MaxRatePerPartition*int64(s.cfg.BatchInterval)/int64(time.Second))
-	}
-	var partitions []int32
-	ends.Each(func(o kadm.ListedOffset) { partitions = append(partitions, o.Partition) })
-	slices.Sort(partitions)
-	if s.rate != nil && len(partitions) > 0 {
-		if limit, ok := s.rate.Limit(); ok {
-			perPartition := max(1, int64(limit*s.cfg.BatchInterval.Seconds())/int64(len(partitions)))
-			if capPerPartition < 0 || perPartition < capPerPartition {
-				capPerPartition = perPartition
-			}
-		}
-	}
 	out := make([]microbatch.Range, 0, len(partitions))
 	cut := make([]CutPosition, 0, len(partitions))
 	for _, p := range partitions {
-		end, _ := ends.Lookup(s.cfg.Topic, p)
-		start, _ := starts.Lookup(s.cfg.Topic, p)
+		start, ok1 := starts.Lookup(s.cfg.Topic, p)
+		end, ok2 := ends.Lookup(s.cfg.Topic, p)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("ingest: %s[%d]: no offsets listed yet for the partition", s.cfg.Topic, p)
+		}
 		from, known := prev[p]
 		switch {
 		case known && from < start.Offset:
 			return nil, &OffsetGapError{Topic: s.cfg.Topic, Partition: p, Want: from, Got: start.Offset}
 		case known && from > end.Offset:
 			return nil, fmt.Errorf("ingest: %s[%d]: the checkpoint is at offset %d but the partition ends at %d: "+
-				"was the topic recreated? reset the job's checkpoint to start over", s.cfg.Topic, p, from, end.Offset)
+				"was the topic recreated or truncated? reset the job's checkpoint to start over (%w)",
+				s.cfg.Topic, p, from, end.Offset, microbatch.ErrPermanent)
 		case !known && fresh && s.cfg.StartOffset == Latest:
 			from = end.Offset
 		case !known:
 			from = start.Offset
 		}
-		until := end.Offset
-		if capPerPartition >= 0 {
-			until = min(until, from+capPerPartition)
-		}
-		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: until})
-		cut = append(cut, CutPosition{Partition: p, Until: until, End: end.Offset})
+		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: max(from, end.Offset)})
+		cut = append(cut, CutPosition{Partition: p, End: end.Offset})
 	}
-	for _, r := range after {
-		if _, ok := ends.Lookup(s.cfg.Topic, r.Partition); !ok {
-			return nil, fmt.Errorf("ingest: %s[%d] disappeared: partitions cannot be removed from a running job", s.cfg.Topic, r.Partition)
-		}
+	s.bound(out)
+	for i := range out {
+		cut[i].Until = out[i].Until
 	}
 	s.mu.Lock()
 	s.mu.lastCut = cut
@@ -235,174 +237,135 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	return out, nil
 }
 
-func (s *Source) refreshMetadata(ctx context.Context) error {
-	md, err := s.adm.Metadata(ctx, s.cfg.Topic)
-	if err != nil {
-		return fmt.Errorf("ingest: metadata of %s: %w", s.cfg.Topic, err)
-	}
-	td, ok := md.Topics[s.cfg.Topic]
-	if !ok || td.Err != nil {
-		if td.Err != nil {
-			err = td.Err
+// bound shortens the ranges, each running to its partition's end, to what
+// the rate cap and the backpressure limit allow.
+func (s *Source) bound(ranges []microbatch.Range) {
+	if s.cfg.MaxRatePerPartition > 0 {
+		c := capOf(s.cfg.MaxRatePerPartition, s.cfg.BatchInterval)
+		for i := range ranges {
+			ranges[i].Until = ranges[i].From + min(c, ranges[i].Until-ranges[i].From)
 		}
-		return fmt.Errorf("ingest: topic %s: %w (does it exist?)", s.cfg.Topic, errors.Join(err, kerr.UnknownTopicOrPartition))
+	}
+	if s.rate == nil {
+		return
+	}
+	limit, ok := s.rate.Limit()
+	if !ok {
+		return
+	}
+	lags := make([]int64, len(ranges))
+	for i, r := range ranges {
+		lags[i] = r.Until - r.From
+	}
+	for i, n := range share(budgetOf(limit, s.cfg.BatchInterval), lags) {
+		ranges[i].Until = ranges[i].From + n
+	}
+}
+
+// capOf is max(1, ⌊rate × interval⌋) records, computed exactly and
+// saturating at math.MaxInt64.
+func capOf(rate int64, interval time.Duration) int64 {
+	hi, lo := bits.Mul64(uint64(rate), uint64(interval))
+	if hi >= uint64(time.Second) {
+		return math.MaxInt64
+	}
+	q, _ := bits.Div64(hi, lo, uint64(time.Second))
+	if q > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return max(1, int64(q))
+}
+
+// budgetOf is max(1, ⌊limit × interval⌋) records, saturating.
+func budgetOf(limit float64, interval time.Duration) int64 {
+	n := math.Floor(limit * interval.Seconds())
+	if n >= math.MaxInt64 || math.IsNaN(n) {
+		return math.MaxInt64
+	}
+	return max(1, int64(n))
+}
+
+// share divides budget records among partitions in proportion to their
+// lags, Spark's backpressure split: each takes ⌊budget × lag / Σlags⌋, and
+// what the rounding leaves goes one record each to the largest remainders
+// (the lower partition first on a tie). The shares add up to
+// min(budget, Σlags) and none exceeds its lag.
+func share(budget int64, lags []int64) []int64 {
+	out := slices.Clone(lags)
+	var total uint64
+	for _, l := range lags {
+		total += uint64(l)
+	}
+	if total <= uint64(budget) {
+		return out
+	}
+	rems := make([]uint64, len(lags))
+	left := budget
+	for i, l := range lags {
+		// budget < total, so budget × l / total < l fits in 64 bits.
+		hi, lo := bits.Mul64(uint64(budget), uint64(l))
+		q, r := bits.Div64(hi, lo, total)
+		out[i], rems[i] = int64(q), r
+		left -= int64(q)
+	}
+	order := make([]int, len(lags))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		switch {
+		case rems[a] > rems[b]:
+			return -1
+		case rems[a] < rems[b]:
+			return 1
+		}
+		return 0
+	})
+	for _, i := range order[:left] {
+		out[i]++
+	}
+	return out
+}
+
+// refreshMetadata asks the broker (not the client's cache, which may be
+// seconds old) for the topic's partitions and their leaders, and returns
+// the partitions in order. It fails permanently if the topic's ID changed:
+// a topic deleted and recreated under the same name holds other records
+// under the offsets already planned.
+func (s *Source) refreshMetadata(ctx context.Context) ([]int32, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(s.cfg.Topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, s.cl)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: metadata of %s: %w", s.cfg.Topic, err)
+	}
+	var td *kmsg.MetadataResponseTopic
+	for i := range resp.Topics {
+		if t := resp.Topics[i].Topic; t != nil && *t == s.cfg.Topic {
+			td = &resp.Topics[i]
+		}
+	}
+	if td == nil {
+		return nil, fmt.Errorf("ingest: topic %s: %w (does it exist?)", s.cfg.Topic, kerr.UnknownTopicOrPartition)
+	}
+	if err := kerr.ErrorForCode(td.ErrorCode); err != nil {
+		return nil, fmt.Errorf("ingest: topic %s: %w (does it exist?)", s.cfg.Topic, err)
 	}
 	leaders := make(map[int32]int32, len(td.Partitions))
-	for p, d := range td.Partitions {
-		leaders[p] = d.Leader
+	partitions := make([]int32, 0, len(td.Partitions))
+	for _, p := range td.Partitions {
+		leaders[p.Partition] = p.Leader
+		partitions = append(partitions, p.Partition)
 	}
+	slices.Sort(partitions)
 	s.mu.Lock()
-	s.mu.topicID, s.mu.leaders = td.ID, leaders
-	s.mu.Unlock()
-	return nil
-}
-
-// Read implements microbatch.Source. Partitions are fetched concurrently and
-// emitted one after the other, in partition order, so the record order is
-// the same on every read of the same ranges.
-func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
-	ranges = slices.Clone(ranges)
-	slices.SortFunc(ranges, func(a, b microbatch.Range) int { return int(a.Partition) - int(b.Partition) })
-	s.mu.Lock()
-	needMeta := s.mu.leaders == nil
-	s.mu.Unlock()
-	if needMeta {
-		if err := s.refreshMetadata(ctx); err != nil {
-			return err
-		}
+	defer s.mu.Unlock()
+	if s.mu.topicID != ([16]byte{}) && td.TopicID != ([16]byte{}) && td.TopicID != s.mu.topicID {
+		return nil, fmt.Errorf("ingest: topic %s was deleted and created again (its id changed): "+
+			"its offsets name other records now; reset the job's checkpoint to start over (%w)", s.cfg.Topic, microbatch.ErrPermanent)
 	}
-	results := make([][]microbatch.Record, len(ranges))
-	errs := make([]error, len(ranges))
-	var wg sync.WaitGroup
-	for i, r := range ranges {
-		if r.From >= r.Until {
-			continue
-		}
-		wg.Go(func() { results[i], errs[i] = s.readRange(ctx, r) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	for _, recs := range results {
-		for _, rec := range recs {
-			emit(rec)
-		}
-	}
-	return nil
-}
-
-// readRange fetches the records of one partition in [r.From, r.Until).
-func (s *Source) readRange(ctx context.Context, r microbatch.Range) ([]microbatch.Record, error) {
-	recs := make([]microbatch.Record, 0, r.Until-r.From)
-	pos := r.From
-	stalls := 0
-	for pos < r.Until {
-		resp, err := s.fetch(ctx, r.Partition, pos)
-		if err != nil {
-			return nil, err
-		}
-		rp := findPartition(resp, r.Partition)
-		if rp == nil {
-			return nil, fmt.Errorf("ingest: fetch %s[%d]: no partition in response", s.cfg.Topic, r.Partition)
-		}
-		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-			Offset:         pos,
-			IsolationLevel: kgo.ReadCommitted(),
-			Topic:          s.cfg.Topic,
-			Partition:      r.Partition,
-		}, rp, s.decom, nil)
-		switch {
-		case errors.Is(fp.Err, kerr.OffsetOutOfRange):
-			return nil, &OffsetGapError{Topic: s.cfg.Topic, Partition: r.Partition, Want: pos, Got: fp.LogStartOffset}
-		case fp.Err != nil && kerr.IsRetriable(fp.Err):
-			s.log.Warn().Err(fp.Err).Int32("partition", r.Partition).Msg("retriable fetch error; refreshing metadata")
-			if err := s.backoff(ctx, &stalls); err != nil {
-				return nil, err
-			}
-			if err := s.refreshMetadata(ctx); err != nil {
-				s.log.Warn().Err(err).Msg("refresh metadata")
-			}
-			continue
-		case fp.Err != nil:
-			return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, r.Partition, pos, fp.Err)
-		}
-		for _, rec := range fp.Records {
-			if rec.Offset >= r.Until {
-				break
-			}
-			recs = append(recs, microbatch.Record{Partition: r.Partition, Offset: rec.Offset, Value: rec.Value})
-		}
-		if next <= pos {
-			// Nothing past pos yet: the range was planned below the last
-			// stable offset, so this only happens while a broker recovers.
-			if err := s.backoff(ctx, &stalls); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		stalls = 0
-		pos = next
-	}
-	return recs, nil
-}
-
-func (s *Source) backoff(ctx context.Context, stalls *int) error {
-	*stalls++
-	d := min(time.Duration(*stalls)*50*time.Millisecond, 2*time.Second)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func (s *Source) fetch(ctx context.Context, partition int32, offset int64) (*kmsg.FetchResponse, error) {
-	s.mu.Lock()
-	leader, ok := s.mu.leaders[partition]
-	topicID := s.mu.topicID
-	s.mu.Unlock()
-	if !ok || leader < 0 {
-		return nil, fmt.Errorf("ingest: %s[%d] has no leader", s.cfg.Topic, partition)
-	}
-	req := kmsg.NewPtrFetchRequest()
-	req.ReplicaID = -1
-	req.MaxWaitMillis = 250
-	req.MinBytes = 1
-	req.MaxBytes = s.cfg.PartitionFetchBytes
-	req.IsolationLevel = 1
-	req.SessionEpoch = -1 // no fetch session: every request is complete
-	t := kmsg.NewFetchRequestTopic()
-	t.Topic, t.TopicID = s.cfg.Topic, topicID
-	p := kmsg.NewFetchRequestTopicPartition()
-	p.Partition = partition
-	p.FetchOffset = offset
-	p.PartitionMaxBytes = s.cfg.PartitionFetchBytes
-	p.CurrentLeaderEpoch = -1
-	p.LogStartOffset = -1
-	t.Partitions = append(t.Partitions, p)
-	req.Topics = append(req.Topics, t)
-	resp, err := s.cl.Broker(int(leader)).RetriableRequest(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
-	}
-	fr := resp.(*kmsg.FetchResponse)
-	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
-	}
-	return fr, nil
-}
-
-func findPartition(resp *kmsg.FetchResponse, partition int32) *kmsg.FetchResponseTopicPartition {
-	for i := range resp.Topics {
-		for j := range resp.Topics[i].Partitions {
-			if resp.Topics[i].Partitions[j].Partition == partition {
-				return &resp.Topics[i].Partitions[j]
-			}
-		}
-	}
-	return nil
+	s.mu.topicID, s.mu.leaders = td.TopicID, leaders
+	return partitions, nil
 }

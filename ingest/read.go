@@ -1,0 +1,284 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/dstream-io/dstream/microbatch"
+)
+
+// readAhead is how many fetched chunks of a partition wait for the emitter
+// while it is still busy with the partitions before it.
+const readAhead = 4
+
+// maxStalls bounds the fetches in a row that make no progress (a broker
+// recovering, a leader moving) before Read gives up with a retriable error.
+const maxStalls = 40
+
+// Read implements microbatch.Source. Every partition is fetched by a
+// goroutine of its own, all at once, and its records are emitted as soon as
+// the partitions before it are done: partition by partition in partition
+// order, each in offset order, the same on every read of the same ranges.
+// The records' values share the fetched memory; nothing is copied.
+//
+// If Read fails, it may already have emitted some records of the ranges.
+func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
+	ranges, err := s.readable(ranges)
+	if err != nil || len(ranges) == 0 {
+		return err
+	}
+	s.mu.Lock()
+	needMeta := s.mu.leaders == nil
+	s.mu.Unlock()
+	if needMeta {
+		if _, err := s.refreshMetadata(ctx); err != nil {
+			return err
+		}
+	}
+
+	readCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	chunks := make([]chan []*kgo.Record, len(ranges))
+	errs := make([]error, len(ranges))
+	var wg sync.WaitGroup
+	for i, r := range ranges {
+		chunks[i] = make(chan []*kgo.Record, readAhead)
+		wg.Go(func() {
+			defer close(chunks[i])
+			if errs[i] = s.readRange(readCtx, r, chunks[i]); errs[i] != nil {
+				stop()
+			}
+		})
+	}
+	for i, r := range ranges {
+		for recs := range chunks[i] {
+			for _, rec := range recs {
+				emit(microbatch.Record{Partition: r.Partition, Offset: rec.Offset, Value: rec.Value})
+			}
+		}
+		if errs[i] != nil { // set before chunks[i] was closed
+			break
+		}
+	}
+	stop()
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A partition stopped because another one failed has nothing to say.
+	var failed []error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			failed = append(failed, err)
+		}
+	}
+	return errors.Join(failed...)
+}
+
+// readable returns the non-empty ranges in partition order, or an error
+// for ranges that this source cannot have cut.
+func (s *Source) readable(ranges []microbatch.Range) ([]microbatch.Range, error) {
+	out := make([]microbatch.Range, 0, len(ranges))
+	for _, r := range ranges {
+		switch {
+		case r.Topic != s.cfg.Topic:
+			return nil, fmt.Errorf("ingest: read %s[%d]: this source reads %s (%w)", r.Topic, r.Partition, s.cfg.Topic, microbatch.ErrPermanent)
+		case r.From > r.Until || r.From < 0:
+			return nil, fmt.Errorf("ingest: read %s[%d]: invalid range [%d, %d) (%w)", r.Topic, r.Partition, r.From, r.Until, microbatch.ErrPermanent)
+		case r.From < r.Until:
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b microbatch.Range) int { return int(a.Partition) - int(b.Partition) })
+	for i := 1; i < len(out); i++ {
+		if out[i].Partition == out[i-1].Partition {
+			return nil, fmt.Errorf("ingest: read %s[%d]: two ranges of one partition (%w)", s.cfg.Topic, out[i].Partition, microbatch.ErrPermanent)
+		}
+	}
+	return out, nil
+}
+
+// readRange fetches the records of one partition in [r.From, r.Until) and
+// sends them to out, one chunk per fetch.
+func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- []*kgo.Record) error {
+	pos, stalls := r.From, 0
+	stall := func(why string, err error, wait time.Duration) error {
+		stalls++
+		if stalls > maxStalls {
+			return fmt.Errorf("ingest: fetch %s[%d] at %d: no progress after %d tries: %s: %w", s.cfg.Topic, r.Partition, pos, stalls, why, err)
+		}
+		s.log.Debug().Err(err).Int32("partition", r.Partition).Int64("offset", pos).Str("why", why).Msg("fetch made no progress; retrying")
+		wait = max(wait, min(time.Duration(stalls)*50*time.Millisecond, 2*time.Second))
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	for pos < r.Until {
+		leader, ok := s.leader(r.Partition)
+		if !ok {
+			if err := stall("no leader known", kerr.LeaderNotAvailable, 0); err != nil {
+				return err
+			}
+			if _, err := s.refreshMetadata(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("refresh metadata")
+			}
+			continue
+		}
+		resp, err := s.fetch(ctx, leader, r.Partition, pos)
+		if err != nil {
+			return err
+		}
+		rp := findPartition(resp, r.Partition)
+		if rp == nil {
+			// A throttled broker answers without partitions.
+			if err := stall("no partition in the response", kerr.ThrottlingQuotaExceeded, time.Duration(resp.ThrottleMillis)*time.Millisecond); err != nil {
+				return err
+			}
+			continue
+		}
+		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			Offset:         pos,
+			IsolationLevel: kgo.ReadCommitted(),
+			Topic:          s.cfg.Topic,
+			Partition:      r.Partition,
+		}, rp, s.decom, nil)
+		switch {
+		case errors.Is(fp.Err, kerr.OffsetOutOfRange):
+			return s.outOfRange(ctx, r.Partition, pos)
+		case fp.Err != nil && kerr.IsRetriable(fp.Err):
+			if err := stall("retriable error; refreshing metadata", fp.Err, 0); err != nil {
+				return err
+			}
+			if _, err := s.refreshMetadata(ctx); err != nil {
+				s.log.Warn().Err(err).Msg("refresh metadata")
+			}
+			continue
+		case fp.Err != nil:
+			return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, r.Partition, pos, fp.Err)
+		}
+		recs := fp.Records
+		if n := len(recs); n > 0 && recs[n-1].Offset >= r.Until {
+			recs = recs[:sort.Search(n, func(i int) bool { return recs[i].Offset >= r.Until })]
+		}
+		if len(recs) > 0 {
+			select {
+			case out <- recs:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		switch {
+		case next > pos:
+			pos, stalls = next, 0
+		case len(rp.RecordBatches) == 0 && rp.LastStableOffset >= r.Until:
+			// The broker has nothing at or past pos below its last stable
+			// offset, which is at or past the range's end: the rest of
+			// the range was compacted away.
+			return nil
+		default:
+			// Nothing past pos yet: the range was planned below the last
+			// stable offset, so this only happens while a broker recovers.
+			if err := stall("empty fetch below the planned end", kerr.OffsetNotAvailable, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// outOfRange explains a fetch at pos that the broker refused as out of
+// range: pos is below the partition's log start (deleted) or past its end
+// (truncated).
+func (s *Source) outOfRange(ctx context.Context, partition int32, pos int64) error {
+	starts, err := s.adm.ListStartOffsets(ctx, s.cfg.Topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range; list start offsets: %w", s.cfg.Topic, partition, pos, err)
+	}
+	if start, ok := starts.Lookup(s.cfg.Topic, partition); ok && pos < start.Offset {
+		return &OffsetGapError{Topic: s.cfg.Topic, Partition: partition, Want: pos, Got: start.Offset}
+	}
+	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range; list end offsets: %w", s.cfg.Topic, partition, pos, err)
+	}
+	if end, ok := ends.Lookup(s.cfg.Topic, partition); ok && pos > end.Offset {
+		return fmt.Errorf("ingest: %s[%d]: offset %d is planned but the partition ends at %d: "+
+			"was the topic recreated or truncated? reset the job's checkpoint to start over (%w)",
+			s.cfg.Topic, partition, pos, end.Offset, microbatch.ErrPermanent)
+	}
+	// The partition changed between the fetch and the listing; the next
+	// read will tell.
+	return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, pos, kerr.OffsetOutOfRange)
+}
+
+func (s *Source) leader(partition int32) (int32, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.mu.leaders[partition]
+	return l, ok && l >= 0
+}
+
+// fetch sends one sessionless read_committed fetch request for one
+// partition to its leader.
+func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int64) (*kmsg.FetchResponse, error) {
+	s.mu.Lock()
+	topicID := s.mu.topicID
+	s.mu.Unlock()
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 250
+	req.MinBytes = 1
+	req.MaxBytes = s.cfg.PartitionFetchBytes
+	req.IsolationLevel = 1
+	req.SessionEpoch = -1 // no fetch session: every request is complete
+	t := kmsg.NewFetchRequestTopic()
+	t.Topic, t.TopicID = s.cfg.Topic, topicID
+	p := kmsg.NewFetchRequestTopicPartition()
+	p.Partition = partition
+	p.FetchOffset = offset
+	p.PartitionMaxBytes = s.cfg.PartitionFetchBytes
+	p.CurrentLeaderEpoch = -1
+	p.LogStartOffset = -1
+	t.Partitions = append(t.Partitions, p)
+	req.Topics = append(req.Topics, t)
+	resp, err := s.cl.Broker(int(leader)).RetriableRequest(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
+	}
+	fr := resp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
+		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
+	}
+	return fr, nil
+}
+
+func findPartition(resp *kmsg.FetchResponse, partition int32) *kmsg.FetchResponseTopicPartition {
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			if resp.Topics[i].Partitions[j].Partition == partition {
+				return &resp.Topics[i].Partitions[j]
+			}
+		}
+	}
+	return nil
+}
