@@ -55,7 +55,8 @@ func newMetrics() *metrics {
 		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.kafka = &kafkaHooks{Metrics: kprom.NewMetrics("dstream_kafka",
-		kprom.Registerer(m.reg), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E))}
+		kprom.Registerer(m.reg), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
+		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.UncompressedBytes))}
 	return m
 }
 

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/ingest"
+	"github.com/dstream-io/dstream/microbatch"
+)
+
+var sampleRe = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)`)
+
+// scrape parses Prometheus text exposition into "name{labels}" → value.
+func scrape(t testing.TB, text string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for line := range strings.Lines(text) {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		m := sampleRe.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			t.Fatalf("bad sample %q", line)
+		}
+		out[m[1]+m[2]] = v
+	}
+	return out
+}
+
+// family sums the samples of a metric name over its labels.
+func family(samples map[string]float64, name string) (sum float64, n int) {
+	for k, v := range samples {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			sum += v
+			n++
+		}
+	}
+	return sum, n
+}
+
+func TestMetricsFromDemo(t *testing.T) {
+	p := startProcessor(t, configFrom(t, demoEnv(200*time.Millisecond)))
+	p.waitBatches(t, 3, 2*time.Minute)
+	code, text := p.get(t, "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	samples := scrape(t, text)
+	for _, test := range []struct {
+		name     string
+		positive bool // the demo must have moved it
+	}{
+		{"dstream_batches_total", true},
+		{"dstream_records_in_total", true},
+		{"dstream_records_out_total", true},
+		{"dstream_state_changes_total", true},
+		{"dstream_malformed_records_total", false},
+		{"dstream_transaction_aborts_total", false},
+		{"dstream_batch_processing_seconds_count", true},
+		{"dstream_batch_processing_seconds_bucket", true},
+		{"dstream_batch_scheduling_delay_seconds_count", true},
+		{"dstream_batch_total_delay_seconds_count", true},
+		{"dstream_checkpoint_seconds_count", true},
+		{"dstream_last_committed_batch", true},
+		{"dstream_consumer_lag_records", false},
+		{"dstream_kafka_connects_total", true},
+		{"dstream_kafka_read_bytes_total", true},
+		{"dstream_kafka_write_bytes_total", true},
+		{"dstream_kafka_produce_records_total", true},
+		{"dstream_kafka_request_duration_e2e_seconds_count", true},
+		{"go_goroutines", true},
+		{"process_resident_memory_bytes", true},
+	} {
+		sum, n := family(samples, test.name)
+		if n == 0 {
+			t.Errorf("/metrics has no %s", test.name)
+		} else if test.positive && sum <= 0 {
+			t.Errorf("%s = %v, want > 0", test.name, sum)
+		}
+	}
+	if _, n := family(samples, "dstream_consumer_lag_records"); n != 4 {
+		t.Errorf("consumer lag has %d series, want one per input partition (4)", n)
+	}
+	for k := range samples {
+		if strings.HasPrefix(k, "dstream_consumer_lag_records") && !strings.Contains(k, `topic="logs"`) {
+			t.Errorf("lag series without the topic label: %s", k)
+		}
+	}
+}
+
+func TestConsumerLag(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "logs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic("logs"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	produce := func(partition int32, n int) {
+		t.Helper()
+		recs := make([]*kgo.Record, n)
+		for i := range recs {
+			recs[i] = &kgo.Record{Partition: partition, Value: []byte("x")}
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 100)
+	produce(1, 50)
+
+	src, err := ingest.New(cl, ingest.Config{Topic: "logs", BatchInterval: time.Second, MaxRatePerPartition: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics()
+	m.watchLag(src, cl)
+	lag := func() map[string]float64 {
+		t.Helper()
+		got := map[string]float64{}
+		for k, v := range gather(t, m) {
+			if strings.HasPrefix(k, "dstream_consumer_lag_records") {
+				got[k] = v
+			}
+		}
+		return got
+	}
+	if got := lag(); len(got) != 0 {
+		t.Errorf("lag before the first cut: %v, want none", got)
+	}
+	ranges, err := src.Cut(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		`dstream_consumer_lag_records{partition="0",topic="logs"}`: 90,
+		`dstream_consumer_lag_records{partition="1",topic="logs"}`: 40,
+	}
+	if got := lag(); !equalSamples(got, want) {
+		t.Errorf("lag after a capped cut: %v, want %v", got, want)
+	}
+	produce(0, 5) // arrives after the cut: still lag
+	want[`dstream_consumer_lag_records{partition="0",topic="logs"}`] = 95
+	if got := lag(); !equalSamples(got, want) {
+		t.Errorf("lag after more records: %v, want %v", got, want)
+	}
+	if _, err := src.Cut(ctx, ranges); err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]float64{
+		`dstream_consumer_lag_records{partition="0",topic="logs"}`: 85,
+		`dstream_consumer_lag_records{partition="1",topic="logs"}`: 30,
+	}
+	if got := lag(); !equalSamples(got, want) {
+		t.Errorf("lag after the next cut: %v, want %v", got, want)
+	}
+}
+
+func equalSamples(a, b map[string]float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// fakeSink is a transactional sink whose writes fail while fail is set.
+type fakeSink struct {
+	fail   error
+	writes int
+}
+
+func (f *fakeSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error {
+	f.writes++
+	return f.fail
+}
+
+func (f *fakeSink) LastBatch(context.Context) (uint64, error) { return 7, nil }
+
+func TestTransactionAborts(t *testing.T) {
+	m := newMetrics()
+	fake := &fakeSink{}
+	var sink microbatch.Sink = m.countAborts(fake)
+	if _, ok := sink.(microbatch.TransactionalSink); !ok {
+		t.Fatal("the counting sink hides TransactionalSink")
+	}
+	if last, _ := sink.(microbatch.TransactionalSink).LastBatch(context.Background()); last != 7 {
+		t.Errorf("LastBatch = %d, want the wrapped sink's 7", last)
+	}
+	ctx := context.Background()
+	_ = sink.WriteBatch(ctx, microbatch.BatchInfo{}, nil)
+	fake.fail = errors.New("sinks: end transaction of batch 1: broker gone")
+	err := sink.WriteBatch(ctx, microbatch.BatchInfo{}, nil)
+	if err != fake.fail {
+		t.Errorf("WriteBatch error %v, want the sink's", err)
+	}
+	_ = sink.WriteBatch(ctx, microbatch.BatchInfo{}, nil)
+	if got := gather(t, m)["dstream_transaction_aborts_total"]; got != 2 || fake.writes != 3 {
+		t.Errorf("aborts = %v after 2 failed of %d writes, want 2", got, fake.writes)
+	}
+}
+
+// gather scrapes the processor's registry as /metrics serves it.
+func gather(t testing.TB, m *metrics) map[string]float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.PanicOnError}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return scrape(t, rec.Body.String())
+}
