@@ -89,7 +89,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"short batches", func(c *Config) {
 			c.BatchInterval, c.Window, c.Slide, c.ShutdownGrace = 200*time.Millisecond, time.Second, 400*time.Millisecond, time.Second
 		}},
-		{"scram", func(c *Config) { c.KafkaSASLMechanism, c.KafkaSASLUser, c.KafkaSASLPassword = "SCRAM-SHA-512", "u", "p" }},
+		{"scram", func(c *Config) {
+			c.KafkaSASLMechanism, c.KafkaSASLUser, c.KafkaSASLPassword = "SCRAM-SHA-512", "u", "p"
+		}},
 		{"files that exist", func(c *Config) { c.CountriesFile, c.KafkaTLSCAFile, c.RedisTLSCAFile = countries, countries, countries }},
 		{"rate cap and backpressure", func(c *Config) { c.MaxRatePerPartition, c.Backpressure = 1000, true }},
 	} {
