@@ -9,7 +9,9 @@
 // offsets and transaction state topics have replication factor 1 and min ISR
 // 1, topics are never created automatically, and consumer groups rebalance
 // without the initial delay. Transactions and read_committed work; an
-// optional SASL_PLAINTEXT listener takes SCRAM-SHA-512.
+// optional SASL_PLAINTEXT listener takes SCRAM-SHA-512, and an optional SSL
+// listener serves a given certificate from a PEM keystore (NewTLS makes one
+// signed by a CA of its own).
 //
 // Stop (SIGTERM, then SIGKILL after a timeout) and Kill (SIGKILL) keep the
 // data directory, and Restart brings the broker back on the same ports with

@@ -46,8 +46,12 @@ type Options struct {
 	// SCRAM, if set, adds a SASL_PLAINTEXT listener (see Broker.SASLAddr) that
 	// takes SCRAM-SHA-512 only, and creates this user when the storage is
 	// formatted. The plain-text listener stays, for the broker's own use and
-	// for admin work in tests. (A TLS listener would be added the same way.)
+	// for admin work in tests.
 	SCRAM *SCRAM
+	// TLS, if set, adds an SSL listener (see Broker.TLSAddr) that serves
+	// this certificate; NewTLS makes one with a CA of its own. The
+	// plain-text listener stays, as with SCRAM.
+	TLS *TLS
 	// Properties add to or override the broker's server.properties, e.g.
 	// "transaction.max.timeout.ms".
 	Properties map[string]string
@@ -122,6 +126,9 @@ func (o Options) Validate() error {
 			}
 		}
 	}
+	if t := o.TLS; t != nil && (len(t.CertPEM) == 0 || len(t.KeyPEM) == 0) {
+		return errors.New("kafkatest: TLS needs both CertPEM and KeyPEM")
+	}
 	return nil
 }
 
@@ -134,7 +141,7 @@ type Broker struct {
 	home  string
 	cds   *cds   // nil without class-data sharing
 	dir   string // config, data and logs; removed by Close
-	ports struct{ plain, controller, sasl int }
+	ports struct{ plain, controller, sasl, tls int }
 
 	mu struct {
 		sync.Mutex
@@ -179,13 +186,17 @@ func start(ctx context.Context, opts Options, java, home string) (*Broker, error
 	if !opts.NoClassSharing {
 		b.cds = newCDS(java, home, opts.JVMFlags)
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
-	b.ports.plain, b.ports.controller, b.ports.sasl = ports[0], ports[1], ports[2]
+	b.ports.plain, b.ports.controller, b.ports.sasl, b.ports.tls = ports[0], ports[1], ports[2], ports[3]
 	if b.dir, err = os.MkdirTemp(opts.TempDir, "kafkatest-*"); err != nil {
 		return nil, fmt.Errorf("kafkatest: %w", err)
+	}
+	if err := b.writeKeystore(); err != nil {
+		os.RemoveAll(b.dir)
+		return nil, err
 	}
 	if err := b.format(ctx); err != nil {
 		os.RemoveAll(b.dir)
@@ -459,6 +470,9 @@ func (b *Broker) properties() string {
 		p["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
 		p["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
 		p["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+	}
+	if b.opts.TLS != nil {
+		b.tlsProperties(p)
 	}
 	maps.Copy(p, b.opts.Properties)
 	var sb strings.Builder
