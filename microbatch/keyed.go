@@ -29,19 +29,21 @@ func (j *Job) parallelChunks(n int, f func(lo, hi int)) {
 // folder folds the values of each key of a batch into a combiner, keeping the
 // keys in the order of their first occurrence in the batch. That order, unlike
 // a map's, is the same on every run and for every parallelism, which keeps
-// outputs byte-identical.
+// outputs byte-identical. Values are folded in batch order on every path, so
+// the parallel fold gives exactly what the sequential one gives.
 type folder[K comparable, V, C any] struct {
-	create  func(V) C
-	merge   func(C, V) C
-	combine func(C, C) C
-	seed    maphash.Seed
-	// scratch is reused from batch to batch so that steady-state batches
-	// do not grow maps from scratch.
+	create func(V) C
+	merge  func(C, V) C
+	seed   maphash.Seed
+	// The scratch space is reused from batch to batch, so that
+	// steady-state batches do not grow maps from scratch.
 	scratch map[K]int32
+	shardOf []uint8
+	shards  []map[K]int32
 }
 
-func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C, combine func(C, C) C) *folder[K, V, C] {
-	return &folder[K, V, C]{create: create, merge: merge, combine: combine, seed: maphash.MakeSeed()}
+func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {
+	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed()}
 }
 
 // shardEntry is a combiner with the batch index of its key's first occurrence.
@@ -51,8 +53,11 @@ type shardEntry[K comparable, C any] struct {
 	first int
 }
 
+// maxShards bounds the shards of a parallel fold (a shard number is a byte).
+const maxShards = 256
+
 func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V]) []Pair[K, C] {
-	p := j.parallelism
+	p := min(j.parallelism, maxShards)
 	if p <= 1 || len(in) < parallelMin {
 		return f.foldSequential(in)
 	}
@@ -77,49 +82,49 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V]) []Pair[K, C] {
 	return out
 }
 
-// foldParallel folds in two phases: p workers each fold a contiguous chunk
-// into p hash shards; then p workers each merge one shard across chunks, in
-// chunk order. A k-way merge on first occurrence restores the sequential
-// order.
+// foldParallel folds in two phases: p workers hash the keys of contiguous
+// chunks to p shards; then worker s folds, in batch order, the elements of
+// shard s, so every key is folded by one worker exactly as the sequential
+// fold would. A k-way merge on first occurrence restores the sequential
+// order of the keys.
 func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
-	local := make([][][]shardEntry[K, C], p) // [chunk][shard]
+	if cap(f.shardOf) < len(in) {
+		f.shardOf = make([]uint8, len(in))
+	}
+	shardOf := f.shardOf[:len(in)]
 	var wg sync.WaitGroup
 	for c := range p {
 		lo, hi := len(in)*c/p, len(in)*(c+1)/p
 		wg.Go(func() {
-			shards := make([][]shardEntry[K, C], p)
-			idx := make([]map[K]int32, p)
-			for s := range idx {
-				idx[s] = make(map[K]int32)
-			}
 			for i := lo; i < hi; i++ {
-				kv := in[i]
-				s := int(maphash.Comparable(f.seed, kv.Key) % uint64(p))
-				if e, ok := idx[s][kv.Key]; ok {
-					shards[s][e].val = f.merge(shards[s][e].val, kv.Value)
-					continue
-				}
-				idx[s][kv.Key] = int32(len(shards[s]))
-				shards[s] = append(shards[s], shardEntry[K, C]{kv.Key, f.create(kv.Value), i})
+				shardOf[i] = uint8(maphash.Comparable(f.seed, in[i].Key) % uint64(p))
 			}
-			local[c] = shards
 		})
 	}
 	wg.Wait()
+	if len(f.shards) != p {
+		f.shards = make([]map[K]int32, p)
+		for s := range f.shards {
+			f.shards[s] = make(map[K]int32)
+		}
+	}
 	merged := make([][]shardEntry[K, C], p)
 	for s := range p {
 		wg.Go(func() {
+			idx := f.shards[s]
+			defer clear(idx)
 			var out []shardEntry[K, C]
-			idx := make(map[K]int32)
-			for c := range p {
-				for _, e := range local[c][s] {
-					if i, ok := idx[e.key]; ok {
-						out[i].val = f.combine(out[i].val, e.val)
-						continue
-					}
-					idx[e.key] = int32(len(out))
-					out = append(out, e)
+			for i, sh := range shardOf {
+				if int(sh) != s {
+					continue
 				}
+				kv := &in[i]
+				if e, ok := idx[kv.Key]; ok {
+					out[e].val = f.merge(out[e].val, kv.Value)
+					continue
+				}
+				idx[kv.Key] = int32(len(out))
+				out = append(out, shardEntry[K, C]{kv.Key, f.create(kv.Value), i})
 			}
 			merged[s] = out
 		})
@@ -148,15 +153,16 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
 // ReduceByKey combines the values of each key of a batch with the associative
 // function f. Keys appear in the order of their first occurrence.
 func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *Stream[Pair[K, V]] {
-	fd := newFolder[K](func(v V) V { return v }, f, f)
+	fd := newFolder[K](func(v V) V { return v }, f)
 	return derive(s, "reduceByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, V] { return fd.fold(r.job, in) })
 }
 
 // CombineByKey folds the values of each key of a batch into a combiner:
 // create makes one from a key's first value, merge adds a value, combine
-// joins two partial combiners.
+// joins two partial combiners. Values are folded in batch order, even in
+// parallel, so combine is never needed: it is accepted for Spark programs.
 func CombineByKey[K comparable, V, C any](s *Stream[Pair[K, V]], create func(V) C, merge func(C, V) C, combine func(C, C) C) *Stream[Pair[K, C]] {
-	fd := newFolder[K](create, merge, combine)
+	fd := newFolder[K](create, merge)
 	return derive(s, "combineByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, C] { return fd.fold(r.job, in) })
 }
 

@@ -28,16 +28,18 @@ type stateful interface {
 // restores that order after a restart, so outputs do not depend on whether
 // the job crashed.
 type table[K comparable, S any] struct {
-	op       string
-	keys     Codec[K]
-	vals     Codec[S]
-	equal    func(a, b S) bool
-	index    map[K]int32
-	entries  []entry[K, S]
-	dead     int
-	nextSeq  uint64
-	dirty    []int32
-	encoding []byte
+	op      string
+	keys    Codec[K]
+	vals    Codec[S]
+	equal   func(a, b S) bool
+	index   map[K]int32
+	entries []entry[K, S]
+	dead    int
+	nextSeq uint64
+	dirty   []int32
+	// encoded is the size of the last batch's encoded changes: the next
+	// batch's buffer starts at that capacity.
+	encoded int
 }
 
 type entry[K comparable, S any] struct {
@@ -67,6 +69,24 @@ func (t *table[K, S]) get(k K) (S, bool) {
 	return zero, false
 }
 
+// update sets k's state to f of its current state (exists is false for a
+// key without state), with one lookup.
+func (t *table[K, S]) update(k K, f func(v S, exists bool) S) {
+	if i, ok := t.index[k]; ok {
+		t.set(i, f(t.entries[i].val, true), 0)
+		return
+	}
+	var zero S
+	t.insert(k, f(zero, false), 0)
+}
+
+// updateExisting sets k's state to f of its current state if k has state.
+func (t *table[K, S]) updateExisting(k K, f func(v S) S) {
+	if i, ok := t.index[k]; ok {
+		t.set(i, f(t.entries[i].val), 0)
+	}
+}
+
 func (t *table[K, S]) markDirty(i int32) {
 	if !t.entries[i].dirty {
 		t.entries[i].dirty = true
@@ -77,17 +97,27 @@ func (t *table[K, S]) markDirty(i int32) {
 // put sets k's state; touched ≠ 0 records the batch time of new values.
 func (t *table[K, S]) put(k K, v S, touched int64) {
 	if i, ok := t.index[k]; ok {
-		e := &t.entries[i]
-		changed := !t.equal(e.val, v) || (touched != 0 && touched != e.touched)
-		e.val = v
-		if touched != 0 {
-			e.touched = touched
-		}
-		if changed {
-			t.markDirty(i)
-		}
+		t.set(i, v, touched)
 		return
 	}
+	t.insert(k, v, touched)
+}
+
+// set sets the state of entry i.
+func (t *table[K, S]) set(i int32, v S, touched int64) {
+	e := &t.entries[i]
+	changed := !t.equal(e.val, v) || (touched != 0 && touched != e.touched)
+	e.val = v
+	if touched != 0 {
+		e.touched = touched
+	}
+	if changed {
+		t.markDirty(i)
+	}
+}
+
+// insert adds k, which has no state.
+func (t *table[K, S]) insert(k K, v S, touched int64) {
 	i := int32(len(t.entries))
 	t.index[k] = i
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: t.nextSeq, touched: touched, live: true})
@@ -122,17 +152,36 @@ func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
 func (t *table[K, S]) stateOp() string { return t.op }
 
 func (t *table[K, S]) changes(dst []Change) []Change {
+	if len(t.dirty) == 0 {
+		return dst
+	}
+	// All keys and values are encoded into one buffer, fresh for every
+	// batch (the Store may keep them), rather than two allocations per key.
+	buf := make([]byte, 0, t.encoded)
+	ends := make([]int, 0, 2*len(t.dirty))
 	for _, i := range t.dirty {
 		e := &t.entries[i]
-		key := t.keys.Append(nil, e.key)
-		if !e.live {
-			dst = append(dst, Change{Op: t.op, Key: key, Delete: true})
-			continue
+		buf = t.keys.Append(buf, e.key)
+		ends = append(ends, len(buf))
+		if e.live {
+			buf = binary.AppendUvarint(buf, e.seq)
+			buf = binary.AppendVarint(buf, e.touched)
+			buf = t.vals.Append(buf, e.val)
 		}
-		v := binary.AppendUvarint(nil, e.seq)
-		v = binary.AppendVarint(v, e.touched)
-		v = t.vals.Append(v, e.val)
-		dst = append(dst, Change{Op: t.op, Key: key, Value: v})
+		ends = append(ends, len(buf))
+	}
+	t.encoded = len(buf)
+	from := 0
+	for n, i := range t.dirty {
+		keyEnd, end := ends[2*n], ends[2*n+1]
+		c := Change{Op: t.op, Key: buf[from:keyEnd:keyEnd]}
+		if t.entries[i].live {
+			c.Value = buf[keyEnd:end:end]
+		} else {
+			c.Delete = true
+		}
+		dst = append(dst, c)
+		from = end
 	}
 	return dst
 }
@@ -231,8 +280,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
 	group := newFolder[K](
 		func(v V) []V { return []V{v} },
-		func(c []V, v V) []V { return append(c, v) },
-		func(a, b []V) []V { return append(a, b...) })
+		func(c []V, v V) []V { return append(c, v) })
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
 			return nil, false

@@ -132,7 +132,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
 	st.buffers = true // runs during rebuilds to refill its buffer, never to update its state
 	st.windowSpan = lengthB + slideB
-	sub := newFolder[K](func(v V) V { return v }, f, f)
+	sub := newFolder[K](func(v V) V { return v }, f)
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
 		if perBatch.has {
 			buf.push(r.id, perBatch.out)
@@ -143,11 +143,12 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 		prev := r.id - min(r.id, slideB)
 		for _, part := range buf.between(prev, r.id) {
 			for _, kv := range part {
-				if v, ok := st.get(kv.Key); ok {
-					st.put(kv.Key, f(v, kv.Value), 0)
-				} else {
-					st.put(kv.Key, kv.Value, 0)
-				}
+				st.update(kv.Key, func(v V, ok bool) V {
+					if ok {
+						return f(v, kv.Value)
+					}
+					return kv.Value
+				})
 			}
 		}
 		if r.id > lengthB {
@@ -156,9 +157,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 				leaving = append(leaving, part...)
 			}
 			for _, kv := range sub.fold(r.job, leaving) {
-				if v, ok := st.get(kv.Key); ok {
-					st.put(kv.Key, invF(v, kv.Value), 0)
-				}
+				st.updateExisting(kv.Key, func(v V) V { return invF(v, kv.Value) })
 			}
 		}
 		out := make([]Pair[K, V], 0, st.len())
