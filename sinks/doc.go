@@ -6,8 +6,9 @@
 // record carries its provenance: the headers dstream-batch-id,
 // dstream-batch-time (RFC 3339, UTC) and dstream-offsets
 // (partition:from-until,…). LastBatch reads the highest committed batch id
-// back from the topic's tail, which is how recovery learns whether a
-// prepared batch's output is already in the topic. Together with the engine's
+// back from the tails of the topic and of the other topics the sink writes
+// (dead letters), which is how recovery learns whether a prepared batch's
+// output is already committed. Together with the engine's
 // prepare/commit protocol (see package state) a read_committed reader sees
 // every batch exactly once.
 //

@@ -28,6 +28,11 @@ const (
 type KafkaConfig struct {
 	// Topic receives the messages. Required.
 	Topic string
+	// Topics lists the other topics that messages may name (Message.Topic),
+	// such as a dead-letter topic. LastBatch reads their tails too, so a
+	// batch whose transaction wrote to them alone is found as well. A
+	// message for a topic not listed fails the batch.
+	Topics []string
 	// TransactionalID names the producer; it must be stable for a job and
 	// unique across jobs. Required.
 	TransactionalID string
@@ -41,6 +46,9 @@ func (c KafkaConfig) Validate() error {
 	var errs []error
 	if c.Topic == "" {
 		errs = append(errs, errors.New("sinks: the output topic is empty: set it"))
+	}
+	if slices.Contains(c.Topics, "") {
+		errs = append(errs, errors.New("sinks: an empty name in the other topics: remove it"))
 	}
 	if c.TransactionalID == "" {
 		errs = append(errs, errors.New("sinks: the transactional id is empty: derive it from the job id"))
@@ -135,6 +143,12 @@ func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []m
 	if len(msgs) == 0 {
 		return nil
 	}
+	for _, m := range msgs {
+		if m.Topic != "" && m.Topic != k.cfg.Topic && !slices.Contains(k.cfg.Topics, m.Topic) {
+			return fmt.Errorf("sinks: batch %d: a message for topic %s, which KafkaConfig.Topics does not list "+
+				"(recovery would not see the batch there): %w", b.ID, m.Topic, microbatch.ErrPermanent)
+		}
+	}
 	cl, err := k.client(ctx)
 	if err != nil {
 		return err
@@ -205,14 +219,22 @@ func isFenced(err error) bool {
 }
 
 // LastBatch implements microbatch.TransactionalSink: the highest
-// dstream-batch-id committed to the topic, read from each partition's tail
-// with read_committed isolation. It fences older producers first, so no
-// transaction can commit behind its back.
+// dstream-batch-id committed to the topic and the other topics, read from
+// each partition's tail with read_committed isolation. It fences older
+// producers first, so no transaction can commit behind its back.
 func (k *Kafka) LastBatch(ctx context.Context) (uint64, error) {
 	if _, err := k.client(ctx); err != nil {
 		return 0, err
 	}
-	return LastBatchIn(ctx, k.opts, k.cfg.Topic)
+	var last uint64
+	for _, topic := range append([]string{k.cfg.Topic}, k.cfg.Topics...) {
+		id, err := LastBatchIn(ctx, k.opts, topic)
+		if err != nil {
+			return 0, err
+		}
+		last = max(last, id)
+	}
+	return last, nil
 }
 
 // LastBatchIn returns the highest dstream-batch-id committed to topic,

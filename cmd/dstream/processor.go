@@ -76,7 +76,11 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		log.Warn().Str("component", "state").Msg(w)
 	}
 
-	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: cfg.OutputTopic, TransactionalID: "dstream-" + cfg.JobID}, base, sinks.WithKafkaLogger(log))
+	sinkCfg := sinks.KafkaConfig{Topic: cfg.OutputTopic, TransactionalID: "dstream-" + cfg.JobID}
+	if cfg.DeadLetterTopic != "" {
+		sinkCfg.Topics = []string{cfg.DeadLetterTopic}
+	}
+	sink, err := sinks.NewKafka(sinkCfg, base, sinks.WithKafkaLogger(log))
 	if err != nil {
 		return err
 	}

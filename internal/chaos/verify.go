@@ -371,12 +371,11 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 	}
 
 	ids := slices.Sorted(maps.Keys(batches))
-	if len(ids) == 0 {
-		rep.problem(&rep.Lost, "no results at all in %s", spec.Output)
-		return rep
+	rep.Batches = len(ids)
+	if len(ids) > 0 {
+		rep.Last = ids[len(ids)-1]
+		rep.Until = batches[rep.Last].until
 	}
-	rep.Batches, rep.Last = len(ids), ids[len(ids)-1]
-	rep.Until = batches[rep.Last].until
 	dup := map[uint64]bool{}
 	for _, id := range ids {
 		for rank, n := range ranks[id] {

@@ -196,7 +196,7 @@ func (f *fixture) run(t *testing.T, batches uint64, store microbatch.Store) erro
 		t.Fatal(err)
 	}
 	src := &planCheckingSource{Source: kafkaSrc, t: t, plans: f.store(t)}
-	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: f.out, TransactionalID: "dstream-" + f.job}, []kgo.Opt{kgo.SeedBrokers(f.broker.Addr())})
+	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: f.out, Topics: []string{f.dlq}, TransactionalID: "dstream-" + f.job}, []kgo.Opt{kgo.SeedBrokers(f.broker.Addr())})
 	if err != nil {
 		t.Fatal(err)
 	}
