@@ -107,8 +107,9 @@ func TestChaos(t *testing.T) {
 			waitOrExit(p, moment())
 		}
 		if p.Exited() {
+			// Only a kill may stop it: it must ride out server restarts.
 			exits++
-			t.Logf("%s exited by itself: %s", p.Name, p.ExitError())
+			t.Errorf("%s exited by itself: %s%s", p.Name, p.ExitError(), p.LogTail(10))
 			continue
 		}
 		p.Kill()
