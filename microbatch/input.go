@@ -38,7 +38,9 @@ func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, erro
 }
 
 func (in *sourceInput[T]) load(ctx context.Context, ranges []Range) error {
-	in.loaded = in.loaded[:0:0]
+	// A fresh slice (windows may still hold the last one), sized like the
+	// last batch rather than grown from nothing.
+	in.loaded = make([]T, 0, len(in.loaded))
 	return in.src.Read(ctx, ranges, func(rec Record) {
 		in.loaded = append(in.loaded, in.convert(rec))
 	})
