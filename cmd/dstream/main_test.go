@@ -26,8 +26,12 @@ func mustTLS() (*kafkatest.TLS, []byte) {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(kafkatest.Main(m, kafkatest.Options{
+	code := kafkatest.Main(m, kafkatest.Options{
 		SCRAM: &kafkatest.SCRAM{User: scramUser, Password: scramPassword},
 		TLS:   kafkaTLS,
-	}))
+	})
+	for _, dir := range binaryDirs {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
