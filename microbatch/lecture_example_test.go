@@ -119,9 +119,10 @@ func Example_lectureTopIPs() {
 }
 
 // countriesCSV stands for the lecture's countries.csv: "ip,country" lines.
-// The golden outputs below were computed by hand and checked with an
-// independent model, testdata/lecture_model.py.
 // 178.22.148.122 has no line, so the inner join drops it.
+//
+// The golden outputs of the examples below were computed by hand and checked
+// with an independent model, testdata/lecture_model.py.
 const countriesCSV = "185.28.193.95,PT\n120.52.73.97,CN\n\n120.52.73.98,CN\n10.0.0.1,US\n"
 
 // The lecture's second program: the first program's top-3, joined with the
