@@ -19,7 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(kafkatest.Main(m, kafkatest.Options{Properties: map[string]string{
+	code := kafkatest.Main(m, kafkatest.Options{Properties: map[string]string{
 		// The log cleaner looks for dirty logs every 50 ms instead of every
 		// 15 s, so that compaction tests wait for it briefly; a small
 		// dedupe buffer suits the test broker's heap.
@@ -28,7 +28,9 @@ func TestMain(m *testing.M) {
 		"log.cleaner.io.buffer.size":        "65536",
 		"log.cleaner.threads":               "1",
 		"log.cleaner.min.compaction.lag.ms": "0",
-	}}))
+	}})
+	closeBenchBroker()
+	os.Exit(code)
 }
 
 // env is a topic of its own on the shared broker, with the clients a test

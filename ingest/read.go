@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -138,7 +140,7 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			}
 			continue
 		}
-		resp, err := s.fetch(ctx, leader, r.Partition, pos)
+		resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until))
 		if err != nil {
 			return err
 		}
@@ -150,6 +152,9 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			}
 			continue
 		}
+		scanned := scanBatches(rp.RecordBatches, r.Until)
+		rp.RecordBatches = scanned.raw
+		s.learn(pos, scanned)
 		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
 			Offset:         pos,
 			IsolationLevel: kgo.ReadCommitted(),
@@ -182,6 +187,8 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			}
 		}
 		switch {
+		case scanned.done:
+			return nil
 		case next > pos:
 			pos, stalls = next, 0
 		case len(rp.RecordBatches) == 0 && rp.LastStableOffset >= r.Until:
@@ -200,31 +207,85 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 	return nil
 }
 
+// batches is what scanBatches learned of a fetched partition's records.
+type batches struct {
+	raw  []byte // the batches that start before the range's end
+	done bool   // a batch at or past the range's end was dropped
+	// Of the complete v2 batches in raw: their bytes, the offset after
+	// the last one (0 if none) and the largest one's bytes.
+	bytes, next, largest int64
+}
+
+// scanBatches drops the record batches of a fetched partition that start
+// at or past until, so that nothing beyond the range is decompressed or
+// decoded, and measures the rest from their headers. Only v2 record
+// batches are dropped: the offset heading an older message set is its
+// last, not its first.
+func scanBatches(raw []byte, until int64) batches {
+	const headerLen = 8 + 4 + 4 + 1 + 4 + 2 + 4 // base offset, length, leader epoch, magic, crc, attributes, last offset delta
+	b := batches{raw: raw}
+	for at := 0; len(raw)-at >= headerLen; {
+		if raw[at+16] != 2 {
+			break
+		}
+		base := int64(binary.BigEndian.Uint64(raw[at:]))
+		if base >= until {
+			b.raw, b.done = raw[:at], true
+			break
+		}
+		size := 12 + int64(int32(binary.BigEndian.Uint32(raw[at+8:])))
+		if size < headerLen || int64(len(raw)-at) < size {
+			break // corrupt, or cut short by the fetch's size
+		}
+		b.bytes += size
+		b.next = base + int64(int32(binary.BigEndian.Uint32(raw[at+23:]))) + 1
+		b.largest = max(b.largest, size)
+		at += int(size)
+	}
+	return b
+}
+
+// fetchSize is what to ask for to read the offsets [pos, until) in one
+// fetch, from the bytes per offset of the last fetch: enough with a tenth
+// and a batch to spare, within [64 KiB, PartitionFetchBytes].
+func (s *Source) fetchSize(pos, until int64) int32 {
+	perOffset := math.Float64frombits(s.perOffset.Load())
+	if perOffset <= 0 {
+		return s.cfg.PartitionFetchBytes
+	}
+	want := perOffset*float64(until-pos)*1.1 + math.Float64frombits(s.largestBatch.Load())
+	return int32(min(max(want, 64<<10), float64(s.cfg.PartitionFetchBytes)))
+}
+
+// learn remembers the bytes per offset and the largest batch of a fetch
+// at pos.
+func (s *Source) learn(pos int64, b batches) {
+	if b.bytes == 0 || b.next <= pos {
+		return
+	}
+	s.perOffset.Store(math.Float64bits(float64(b.bytes) / float64(b.next-pos)))
+	s.largestBatch.Store(math.Float64bits(float64(b.largest)))
+}
+
 // outOfRange explains a fetch at pos that the broker refused as out of
 // range: pos is below the partition's log start (deleted) or past its end
 // (truncated).
 func (s *Source) outOfRange(ctx context.Context, partition int32, pos int64) error {
-	starts, err := s.adm.ListStartOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = starts.Error()
-	}
+	leaders, err := s.refreshMetadata(ctx)
 	if err != nil {
-		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range; list start offsets: %w", s.cfg.Topic, partition, pos, err)
+		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range: %w", s.cfg.Topic, partition, pos, err)
 	}
-	if start, ok := starts.Lookup(s.cfg.Topic, partition); ok && pos < start.Offset {
-		return &OffsetGapError{Topic: s.cfg.Topic, Partition: partition, Want: pos, Got: start.Offset}
-	}
-	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	starts, ends, err := s.partitionOffsets(ctx, leaders)
 	if err != nil {
-		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range; list end offsets: %w", s.cfg.Topic, partition, pos, err)
+		return fmt.Errorf("ingest: %s[%d]: offset %d is out of range: %w", s.cfg.Topic, partition, pos, err)
 	}
-	if end, ok := ends.Lookup(s.cfg.Topic, partition); ok && pos > end.Offset {
+	if start, ok := starts[partition]; ok && pos < start {
+		return &OffsetGapError{Topic: s.cfg.Topic, Partition: partition, Want: pos, Got: start}
+	}
+	if end, ok := ends[partition]; ok && pos > end {
 		return fmt.Errorf("ingest: %s[%d]: offset %d is planned but the partition ends at %d: "+
 			"was the topic recreated or truncated? reset the job's checkpoint to start over (%w)",
-			s.cfg.Topic, partition, pos, end.Offset, microbatch.ErrPermanent)
+			s.cfg.Topic, partition, pos, end, microbatch.ErrPermanent)
 	}
 	// The partition changed between the fetch and the listing; the next
 	// read will tell.
@@ -240,7 +301,7 @@ func (s *Source) leader(partition int32) (int32, bool) {
 
 // fetch sends one sessionless read_committed fetch request for one
 // partition to its leader.
-func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int64) (*kmsg.FetchResponse, error) {
+func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int64, size int32) (*kmsg.FetchResponse, error) {
 	s.mu.Lock()
 	topicID := s.mu.topicID
 	s.mu.Unlock()
@@ -248,7 +309,7 @@ func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int6
 	req.ReplicaID = -1
 	req.MaxWaitMillis = 250
 	req.MinBytes = 1
-	req.MaxBytes = s.cfg.PartitionFetchBytes
+	req.MaxBytes = size
 	req.IsolationLevel = 1
 	req.SessionEpoch = -1 // no fetch session: every request is complete
 	t := kmsg.NewFetchRequestTopic()
@@ -256,7 +317,7 @@ func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int6
 	p := kmsg.NewFetchRequestTopicPartition()
 	p.Partition = partition
 	p.FetchOffset = offset
-	p.PartitionMaxBytes = s.cfg.PartitionFetchBytes
+	p.PartitionMaxBytes = size
 	p.CurrentLeaderEpoch = -1
 	p.LogStartOffset = -1
 	t.Partitions = append(t.Partitions, p)

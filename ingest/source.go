@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -106,11 +107,14 @@ func (e *OffsetGapError) Error() string {
 // microbatch.Source.
 type Source struct {
 	cl    *kgo.Client
-	adm   *kadm.Client
 	cfg   Config
 	log   zerolog.Logger
 	decom kgo.Decompressor
 	rate  *RateEstimator
+
+	// The last fetch's bytes per offset and largest record batch
+	// (float64 bits), which size the next fetches.
+	perOffset, largestBatch atomic.Uint64
 
 	mu struct {
 		sync.Mutex
@@ -158,7 +162,7 @@ func New(cl *kgo.Client, cfg Config, opts ...Option) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cl: cl, adm: kadm.NewClient(cl), cfg: cfg, log: zerolog.Nop(), decom: kgo.DefaultDecompressor()}
+	s := &Source{cl: cl, cfg: cfg, log: zerolog.Nop(), decom: kgo.DefaultDecompressor()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -175,26 +179,11 @@ func (s *Source) Topic() string { return s.cfg.Topic }
 // partition from the end of after, in partition order. A partition that
 // after does not name (the topic grew) starts at its earliest offset.
 func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatch.Range, error) {
-	partitions, err := s.refreshMetadata(ctx)
+	leaders, starts, ends, err := s.offsets(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// Start offsets first: a log start listed after the ends could pass
-	// them (records deleted in between) and make a range run backwards.
-	starts, err := s.adm.ListStartOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ingest: list start offsets of %s: %w", s.cfg.Topic, err)
-	}
-	ends, err := s.adm.ListCommittedOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ingest: list end offsets of %s: %w", s.cfg.Topic, err)
-	}
+	partitions := slices.Sorted(maps.Keys(leaders))
 	prev := make(map[int32]int64, len(after))
 	for _, r := range after {
 		if !slices.Contains(partitions, r.Partition) {
@@ -206,26 +195,24 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	out := make([]microbatch.Range, 0, len(partitions))
 	cut := make([]CutPosition, 0, len(partitions))
 	for _, p := range partitions {
-		start, ok1 := starts.Lookup(s.cfg.Topic, p)
-		end, ok2 := ends.Lookup(s.cfg.Topic, p)
-		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("ingest: %s[%d]: no offsets listed yet for the partition", s.cfg.Topic, p)
-		}
+		start, end := starts[p], ends[p]
 		from, known := prev[p]
 		switch {
-		case known && from < start.Offset:
-			return nil, &OffsetGapError{Topic: s.cfg.Topic, Partition: p, Want: from, Got: start.Offset}
-		case known && from > end.Offset:
+		case known && from < start:
+			return nil, &OffsetGapError{Topic: s.cfg.Topic, Partition: p, Want: from, Got: start}
+		case known && from > end:
 			return nil, fmt.Errorf("ingest: %s[%d]: the checkpoint is at offset %d but the partition ends at %d: "+
 				"was the topic recreated or truncated? reset the job's checkpoint to start over (%w)",
-				s.cfg.Topic, p, from, end.Offset, microbatch.ErrPermanent)
+				s.cfg.Topic, p, from, end, microbatch.ErrPermanent)
 		case !known && fresh && s.cfg.StartOffset == Latest:
-			from = end.Offset
+			from = end
 		case !known:
-			from = start.Offset
+			from = start
 		}
-		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: max(from, end.Offset)})
-		cut = append(cut, CutPosition{Partition: p, End: end.Offset})
+		// A log start listed after the end (records deleted in between)
+		// may pass it: the range is empty then.
+		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: max(from, end)})
+		cut = append(cut, CutPosition{Partition: p, End: end})
 	}
 	s.bound(out)
 	for i := range out {
@@ -235,6 +222,33 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	s.mu.lastCut = cut
 	s.mu.Unlock()
 	return out, nil
+}
+
+// offsets returns the topic's partitions with their leaders, log starts and
+// last stable offsets. It asks for the offsets from the leaders it knows
+// while it asks for metadata, and asks again only if the metadata shows
+// other partitions or leaders: one round trip, mostly, yet a partition
+// added to the topic is in the answer as soon as the broker knows of it.
+func (s *Source) offsets(ctx context.Context) (leaders map[int32]int32, starts, ends map[int32]int64, err error) {
+	s.mu.Lock()
+	known := s.mu.leaders
+	s.mu.Unlock()
+	var offErr error
+	if known != nil {
+		var wg sync.WaitGroup
+		wg.Go(func() { starts, ends, offErr = s.partitionOffsets(ctx, known) })
+		leaders, err = s.refreshMetadata(ctx)
+		wg.Wait()
+	} else {
+		leaders, err = s.refreshMetadata(ctx)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if known == nil || offErr != nil || !maps.Equal(known, leaders) {
+		starts, ends, err = s.partitionOffsets(ctx, leaders)
+	}
+	return leaders, starts, ends, err
 }
 
 // bound shortens the ranges, each running to its partition's end, to what
@@ -328,11 +342,10 @@ func share(budget int64, lags []int64) []int64 {
 }
 
 // refreshMetadata asks the broker (not the client's cache, which may be
-// seconds old) for the topic's partitions and their leaders, and returns
-// the partitions in order. It fails permanently if the topic's ID changed:
+// seconds old) for the topic's partitions and returns their leaders. It fails permanently if the topic's ID changed:
 // a topic deleted and recreated under the same name holds other records
 // under the offsets already planned.
-func (s *Source) refreshMetadata(ctx context.Context) ([]int32, error) {
+func (s *Source) refreshMetadata(ctx context.Context) (map[int32]int32, error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(s.cfg.Topic)
@@ -354,18 +367,15 @@ func (s *Source) refreshMetadata(ctx context.Context) ([]int32, error) {
 		return nil, fmt.Errorf("ingest: topic %s: %w (does it exist?)", s.cfg.Topic, err)
 	}
 	leaders := make(map[int32]int32, len(td.Partitions))
-	partitions := make([]int32, 0, len(td.Partitions))
 	for _, p := range td.Partitions {
 		leaders[p.Partition] = p.Leader
-		partitions = append(partitions, p.Partition)
 	}
-	slices.Sort(partitions)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.topicID != ([16]byte{}) && td.TopicID != ([16]byte{}) && td.TopicID != s.mu.topicID {
 		return nil, fmt.Errorf("ingest: topic %s was deleted and created again (its id changed): "+
 			"its offsets name other records now; reset the job's checkpoint to start over (%w)", s.cfg.Topic, microbatch.ErrPermanent)
 	}
-	s.mu.topicID, s.mu.leaders = td.TopicID, leaders
-	return partitions, nil
+	s.mu.topicID, s.mu.leaders = td.TopicID, leaders // never changed once published
+	return leaders, nil
 }
