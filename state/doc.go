@@ -36,7 +36,8 @@
 // completes the commit without writing again. The state thus reflects each
 // batch once and the topic holds each batch once. If the topic holds a batch
 // beyond committed+1, Redis lost data (no persistence, a flush): the engine
-// refuses to run rather than count from zero.
+// refuses to run rather than count from zero. An instance running when the
+// checkpoint vanishes stops at its next write with ErrCheckpointLost.
 //
 // Redis must keep its data: run it with AOF (appendonly yes) and
 // maxmemory-policy noeviction. Check warns loudly when it is not so.

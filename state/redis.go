@@ -183,6 +183,13 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 	}
 }
 
+// ErrCheckpointLost means the job's checkpoint vanished from Redis while
+// this instance held the job: Redis was flushed, evicted the keys or
+// restarted without persistence. Going on would count from zero, so it is
+// permanent (errors.Is(err, microbatch.ErrPermanent)).
+var ErrCheckpointLost error = permanentError{errors.New("the checkpoint vanished from Redis (flushed, evicted, or restarted without persistence): " +
+	"refusing to continue; run Redis with appendonly yes and maxmemory-policy noeviction, and reset the job's checkpoint and output topic to start over")}
+
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ error }
 
@@ -201,6 +208,8 @@ func (r *Redis) write(ctx context.Context, what string, s *redis.Script, keys []
 		return nil
 	case res == "fenced":
 		return fmt.Errorf("state: %s: %w (epoch %d)", what, microbatch.ErrFenced, r.epoch)
+	case res == "lost":
+		return fmt.Errorf("state: %s: job %s: %w", what, r.cfg.Job, ErrCheckpointLost)
 	case strings.HasPrefix(res, "conflict"):
 		return fmt.Errorf("state: %s: %w: %s", what, microbatch.ErrConflict, res)
 	}
@@ -210,6 +219,7 @@ func (r *Redis) write(ctx context.Context, what string, s *redis.Script, keys []
 // epochCheck starts every write script.
 const epochCheck = `
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'committed', 'planned', 'prepared')
+if not m[1] then return 'lost' end
 if m[1] ~= ARGV[1] then return 'fenced' end
 local committed, planned, prepared = tonumber(m[2] or '0'), tonumber(m[3] or '0'), tonumber(m[4] or '0')
 `
