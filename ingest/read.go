@@ -135,8 +135,8 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			if err := stall("no leader known", kerr.LeaderNotAvailable, 0); err != nil {
 				return err
 			}
-			if _, err := s.refreshMetadata(ctx); err != nil {
-				s.log.Warn().Err(err).Msg("refresh metadata")
+			if err := s.refresh(ctx); err != nil {
+				return err
 			}
 			continue
 		}
@@ -168,8 +168,8 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			if err := stall("retriable error; refreshing metadata", fp.Err, 0); err != nil {
 				return err
 			}
-			if _, err := s.refreshMetadata(ctx); err != nil {
-				s.log.Warn().Err(err).Msg("refresh metadata")
+			if err := s.refresh(ctx); err != nil {
+				return err
 			}
 			continue
 		case fp.Err != nil:
@@ -290,6 +290,19 @@ func (s *Source) outOfRange(ctx context.Context, partition int32, pos int64) err
 	// The partition changed between the fetch and the listing; the next
 	// read will tell.
 	return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, pos, kerr.OffsetOutOfRange)
+}
+
+// refresh refreshes the metadata while a read retries, failing only if it
+// fails for good (the topic was recreated).
+func (s *Source) refresh(ctx context.Context) error {
+	_, err := s.refreshMetadata(ctx)
+	if errors.Is(err, microbatch.ErrPermanent) {
+		return err
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("refresh metadata")
+	}
+	return nil
 }
 
 func (s *Source) leader(partition int32) (int32, bool) {
