@@ -76,6 +76,14 @@ func TestOffsetGap(t *testing.T) {
 		})
 	}
 
+	// Both partitions of b1 have a gap: Read reports a gap, not the
+	// cancellation of the partition it stopped.
+	_, err := read(src, b1)
+	var gap *ingest.OffsetGapError
+	if !errors.As(err, &gap) || !errors.Is(err, microbatch.ErrPermanent) || errors.Is(err, context.Canceled) {
+		t.Fatalf("read of %v: %v, want only offset gaps", b1, err)
+	}
+
 	// What the broker still has reads as before.
 	got := mustRead(t, src, []microbatch.Range{e.span(0, 12, 14), e.span(1, 3, 5)})
 	if want := []rec{{0, 12, "a12"}, {0, 13, "a13"}, {1, 3, "b3"}, {1, 4, "b4"}}; !equalRecs(recs(got), want) {

@@ -61,8 +61,12 @@ func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(
 			}
 		})
 	}
+emitting:
 	for i, r := range ranges {
 		for recs := range chunks[i] {
+			if ctx.Err() != nil {
+				break emitting
+			}
 			for _, rec := range recs {
 				emit(microbatch.Record{Partition: r.Partition, Offset: rec.Offset, Value: rec.Value})
 			}

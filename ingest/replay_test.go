@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -139,4 +140,28 @@ func sortedByPartition(in []rec) []rec {
 		return int(a.Offset - b.Offset)
 	})
 	return out
+}
+
+// TestReadCanceled cancels a read from its emit callback: Read stops with
+// the context's error instead of reading on.
+func TestReadCanceled(t *testing.T) {
+	e := newEnv(t, 2, nil)
+	for p := range int32(2) {
+		e.produce(p, values("v", 500)...)
+	}
+	src := e.source(ingest.Config{PartitionFetchBytes: 1024}) // many fetches
+	plan := cut(t, src, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	emitted := 0
+	err := src.Read(ctx, plan, func(microbatch.Record) {
+		emitted++
+		cancel()
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("read canceled after the first record: %v, want context.Canceled", err)
+	}
+	if emitted >= 1000 {
+		t.Fatalf("read canceled after the first record emitted all %d", emitted)
+	}
 }
