@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -91,6 +92,12 @@ func TestCutSizesFirstBatches(t *testing.T) {
 		if !slices.Equal(got, w) {
 			t.Fatalf("batch %d: cut %v, want %v", i+1, got, w)
 		}
+		if i == 0 {
+			pos := []ingest.CutPosition{{Partition: 0, Until: 10, End: 25}, {Partition: 1, Until: 7, End: 7}, {Partition: 2, Until: 0, End: 0}}
+			if got := src.LastCut(); !slices.Equal(got, pos) {
+				t.Fatalf("LastCut after batch 1 = %v, want %v", got, pos)
+			}
+		}
 		after = got
 	}
 }
@@ -155,17 +162,18 @@ func TestCutErrors(t *testing.T) {
 	e.produce(0, values("a", 3)...)
 	src := e.source(ingest.Config{})
 	for _, test := range []struct {
-		name  string
-		after []microbatch.Range
-		want  string
+		name      string
+		after     []microbatch.Range
+		want      string
+		permanent bool
 	}{
-		{"checkpoint past the end", []microbatch.Range{e.span(0, 0, 9), e.span(1, 0, 0)}, "ends at 3"},
-		{"partition removed", []microbatch.Range{e.span(0, 0, 3), e.span(1, 0, 0), e.span(7, 0, 0)}, "disappeared"},
+		{"checkpoint past the end", []microbatch.Range{e.span(0, 0, 9), e.span(1, 0, 0)}, "ends at 3", true},
+		{"partition removed", []microbatch.Range{e.span(0, 0, 3), e.span(1, 0, 0), e.span(7, 0, 0)}, "disappeared", false},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			_, err := src.Cut(context.Background(), test.after)
-			if err == nil || !strings.Contains(err.Error(), test.want) {
-				t.Fatalf("cut after %v: %v, want an error saying %q", test.after, err, test.want)
+			if err == nil || !strings.Contains(err.Error(), test.want) || errors.Is(err, microbatch.ErrPermanent) != test.permanent {
+				t.Fatalf("cut after %v: %v, want an error saying %q, permanent %v", test.after, err, test.want, test.permanent)
 			}
 		})
 	}

@@ -309,6 +309,7 @@ func (s *Source) refresh(ctx context.Context) error {
 	return nil
 }
 
+// leader returns the partition's leader, if the metadata names one.
 func (s *Source) leader(partition int32) (int32, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -350,6 +351,7 @@ func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int6
 	return fr, nil
 }
 
+// findPartition returns the response's data of partition, or nil.
 func findPartition(resp *kmsg.FetchResponse, partition int32) *kmsg.FetchResponseTopicPartition {
 	for i := range resp.Topics {
 		for j := range resp.Topics[i].Partitions {

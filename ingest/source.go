@@ -46,7 +46,9 @@ type Config struct {
 	// offsets of each partition.
 	MaxRatePerPartition int64
 	// PartitionFetchBytes is the most a fetch returns per partition
-	// (default 8 MiB). A record batch larger than this still comes whole.
+	// (default 8 MiB). Fetches ask for about the bytes a range still needs,
+	// learnt from the fetches before, up to this; a record batch larger
+	// than this still comes whole.
 	PartitionFetchBytes int32
 }
 
