@@ -14,14 +14,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/dstream-io/dstream/internal/servertest"
 )
 
 // DefaultVersion is the broker version that .ci/install fetches and Start
@@ -142,19 +142,7 @@ type Broker struct {
 	cds   *cds   // nil without class-data sharing
 	dir   string // config, data and logs; removed by Close
 	ports struct{ plain, controller, sasl, tls int }
-
-	mu struct {
-		sync.Mutex
-		proc *process // nil while stopped
-	}
-}
-
-// process is one run of the broker's JVM.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait returns
-	err  error         // cmd.Wait's result, set before done closes
-	dump string        // class-data-sharing archive it writes at exit, or ""
+	proc  *servertest.Process
 }
 
 // Start formats a fresh data directory and starts a broker in it, returning
@@ -168,27 +156,17 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Free ports are picked by asking the kernel and closing the socket again,
-	// so another process may take one before the broker binds it: try anew.
-	const attempts = 3
-	for attempt := 1; ; attempt++ {
-		b, err := start(ctx, opts, java, home)
-		if err == nil || attempt == attempts || !errors.Is(err, errPortTaken) {
-			return b, err
-		}
-	}
+	return servertest.Retry(func() (*Broker, error) { return start(ctx, opts, java, home) })
 }
-
-var errPortTaken = errors.New("port taken")
 
 func start(ctx context.Context, opts Options, java, home string) (*Broker, error) {
 	b := &Broker{opts: opts, java: java, home: home}
 	if !opts.NoClassSharing {
 		b.cds = newCDS(java, home, opts.JVMFlags)
 	}
-	ports, err := freePorts(4)
+	ports, err := servertest.FreePorts(4)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("kafkatest: %w", err)
 	}
 	b.ports.plain, b.ports.controller, b.ports.sasl, b.ports.tls = ports[0], ports[1], ports[2], ports[3]
 	if b.dir, err = os.MkdirTemp(opts.TempDir, "kafkatest-*"); err != nil {
@@ -202,8 +180,19 @@ func start(ctx context.Context, opts Options, java, home string) (*Broker, error
 		os.RemoveAll(b.dir)
 		return nil, err
 	}
-	if err := b.Restart(ctx); err != nil {
-		_ = b.Close()
+	logs := filepath.Join(b.dir, "logs")
+	b.proc, err = servertest.Start(ctx, servertest.Config{
+		Name:         "kafkatest: broker",
+		Addr:         b.Addr(),
+		Dir:          b.dir,
+		Command:      b.command,
+		Output:       filepath.Join(logs, "stdout.log"),
+		Logs:         []string{filepath.Join(logs, "server.log"), filepath.Join(logs, "stdout.log")},
+		Ready:        b.ready,
+		StartTimeout: opts.StartTimeout,
+		StopTimeout:  opts.StopTimeout,
+	})
+	if err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -261,110 +250,35 @@ func (b *Broker) CreateTopic(ctx context.Context, name string, partitions int32,
 // Restart stops the broker if it runs (as Stop does) and starts it again on
 // the same ports and data directory, returning once it answers a metadata
 // request. After Kill, it recovers from the crash.
-func (b *Broker) Restart(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.stopLocked(syscall.SIGTERM)
-	p, err := b.spawn()
-	if err != nil {
-		return err
-	}
-	b.mu.proc = p
-	if err := b.waitReady(ctx, p); err != nil {
-		b.stopLocked(syscall.SIGKILL)
-		return err
-	}
-	return nil
-}
+func (b *Broker) Restart(ctx context.Context) error { return b.proc.Restart(ctx) }
 
 // Stop sends SIGTERM to the broker, waits for it to exit and, after
 // Options.StopTimeout, kills it. The data directory stays for Restart.
-func (b *Broker) Stop() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.stopLocked(syscall.SIGTERM)
-	return nil
-}
+func (b *Broker) Stop() error { b.proc.Stop(); return nil }
 
 // Kill stops the broker with SIGKILL, as a crash would, and waits for it to
 // exit. The data directory stays for Restart.
-func (b *Broker) Kill() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.stopLocked(syscall.SIGKILL)
-	return nil
-}
+func (b *Broker) Kill() error { b.proc.Kill(); return nil }
 
 // Close stops the broker and removes its directory.
-func (b *Broker) Close() error {
-	err := b.Stop()
-	if rmErr := os.RemoveAll(b.dir); rmErr != nil && err == nil {
-		err = fmt.Errorf("kafkatest: %w", rmErr)
-	}
-	return err
-}
+func (b *Broker) Close() error { return b.proc.Close() }
 
-// stopLocked signals the process group and waits for the JVM to exit,
-// escalating to SIGKILL after the stop timeout.
-func (b *Broker) stopLocked(sig syscall.Signal) {
-	p := b.mu.proc
-	if p == nil {
-		return
-	}
-	b.mu.proc = nil
-	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
-	clean := sig == syscall.SIGTERM
-	select {
-	case <-p.done:
-	case <-time.After(b.opts.StopTimeout):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		clean = false
-	}
-	if p.dump != "" {
-		if clean {
-			b.cds.keep(p.dump)
-		} else {
-			os.Remove(p.dump) // may be cut short
-		}
-	}
-}
-
-// spawn starts the JVM; its output goes to logs/stdout.log.
-func (b *Broker) spawn() (*process, error) {
-	logs := filepath.Join(b.dir, "logs")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return nil, fmt.Errorf("kafkatest: %w", err)
-	}
-	out, err := os.OpenFile(filepath.Join(logs, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("kafkatest: %w", err)
-	}
-	defer out.Close()
-	// Not exec.CommandContext: the broker outlives the ctx it started under.
+// command is the broker's JVM; its output goes to logs/stdout.log. A run that
+// writes the class-data-sharing archive keeps it only if it exits cleanly,
+// since an archive cut short is no good.
+func (b *Broker) command() (*exec.Cmd, func(clean bool)) {
 	cdsFlags, dump := b.cds.flags(true)
 	cmd := exec.Command(b.java, b.javaArgs(cdsFlags, "kafka.Kafka", filepath.Join(b.dir, "server.properties"))...)
-	cmd.Dir = b.dir
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// A test binary that dies (a panic, a -timeout) takes its broker with
-		// it instead of leaving a JVM behind. (The signal follows the thread
-		// that forked, which Go keeps unless a goroutine locked to it exits.)
-		Pdeathsig: syscall.SIGKILL,
+	if dump == "" {
+		return cmd, nil
 	}
-	if err := cmd.Start(); err != nil {
-		if dump != "" {
+	return cmd, func(clean bool) {
+		if clean {
+			b.cds.keep(dump)
+		} else {
 			os.Remove(dump)
 		}
-		return nil, fmt.Errorf("kafkatest: start broker: %w", err)
 	}
-	p := &process{cmd: cmd, done: make(chan struct{}), dump: dump}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
 }
 
 // javaArgs are java's arguments to run class with args.
@@ -378,37 +292,23 @@ func (b *Broker) javaArgs(cdsFlags []string, class string, args ...string) []str
 	return append(argv, args...)
 }
 
-// waitReady polls the broker with metadata requests until it lists itself,
-// the process exits, ctx ends or the start timeout passes.
-func (b *Broker) waitReady(ctx context.Context, p *process) error {
-	ctx, cancel := context.WithTimeout(ctx, b.opts.StartTimeout)
-	defer cancel()
+// ready polls the broker with metadata requests until it lists itself or
+// ctx ends.
+func (b *Broker) ready(ctx context.Context) error {
 	cl, err := b.Client(kgo.RetryTimeout(time.Second), kgo.DialTimeout(time.Second))
 	if err != nil {
-		return fmt.Errorf("kafkatest: %w", err)
+		return err
 	}
 	defer cl.Close()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		attempt, cancelAttempt := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(attempt, cl)
-		cancelAttempt()
-		if err == nil && len(resp.Brokers) > 0 {
-			return nil
+	return servertest.Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		resp, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+		if err == nil && len(resp.Brokers) == 0 {
+			err = errors.New("metadata lists no brokers")
 		}
-		select {
-		case <-p.done:
-			err := fmt.Errorf("kafkatest: broker exited while starting (%v)%s", p.err, b.logTail())
-			if strings.Contains(err.Error(), "Address already in use") {
-				err = fmt.Errorf("%w: %w", errPortTaken, err)
-			}
-			return err
-		case <-ctx.Done():
-			return fmt.Errorf("kafkatest: broker at %s not ready after %v: %w%s", b.Addr(), b.opts.StartTimeout, ctx.Err(), b.logTail())
-		case <-tick.C:
-		}
-	}
+		return err
+	})
 }
 
 // format writes server.properties and formats the KRaft storage.
@@ -426,7 +326,7 @@ func (b *Broker) format(ctx context.Context) error {
 	cmd.Dir = b.dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("kafkatest: format storage: %w\n%s", err, tail(string(out), 20))
+		return fmt.Errorf("kafkatest: format storage: %w\n%s", err, servertest.Tail(string(out), 20))
 	}
 	return nil
 }
@@ -483,19 +383,6 @@ func (b *Broker) properties() string {
 	return sb.String()
 }
 
-// logTail returns the last lines of the broker's logs, for error messages.
-func (b *Broker) logTail() string {
-	var sb strings.Builder
-	for _, name := range []string{"server.log", "stdout.log"} {
-		data, err := os.ReadFile(filepath.Join(b.dir, "logs", name))
-		if err != nil || len(data) == 0 {
-			continue
-		}
-		fmt.Fprintf(&sb, "\n--- tail of %s ---\n%s", filepath.Join(b.dir, "logs", name), tail(string(data), 30))
-	}
-	return sb.String()
-}
-
 // locate finds java and the broker's home, or reports ErrNotInstalled.
 func locate(opts Options) (java, home string, err error) {
 	java = "java"
@@ -539,34 +426,11 @@ func repoRoot() (string, error) {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("kafkatest: pick a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // clusterID returns a random KRaft cluster id: 16 bytes, URL-safe base64.
 func clusterID() string {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id) // never fails
 	return base64.RawURLEncoding.EncodeToString(id)
-}
-
-func tail(s string, lines int) string {
-	s = strings.TrimRight(s, "\n")
-	all := strings.Split(s, "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
-	}
-	return strings.Join(all, "\n")
 }
 
 func fileExists(path string) bool {

@@ -2,14 +2,22 @@ package kafkatest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/dstream-io/dstream/internal/servertest"
 )
+
+// harness hands out brokers to tests.
+var harness = servertest.Harness[*Broker, Options]{
+	Name:         "kafkatest",
+	Server:       "broker",
+	Start:        Start,
+	NotInstalled: ErrNotInstalled,
+	Logs:         func(b *Broker) string { return b.proc.LogTail() },
+}
 
 // Require starts a broker of its own for the test and closes it when the test
 // ends. Without java or the broker's jars it skips the test, saying to run
@@ -20,38 +28,7 @@ import (
 // should share one with Shared.
 func Require(t testing.TB, opts Options) *Broker {
 	t.Helper()
-	b, err := Start(context.Background(), opts)
-	if err != nil {
-		skipOrFatal(t, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kafkatest: broker logs:%s", b.logTail())
-		}
-		if err := b.Close(); err != nil {
-			t.Errorf("kafkatest: close broker: %v", err)
-		}
-	})
-	return b
-}
-
-func skipOrFatal(t testing.TB, err error) {
-	t.Helper()
-	if errors.Is(err, ErrNotInstalled) && os.Getenv("DSTREAM_REQUIRE_IT") != "1" {
-		t.Skipf("%v (set DSTREAM_REQUIRE_IT=1 to fail instead of skipping)", err)
-	}
-	t.Fatal(err)
-}
-
-// shared is the broker of Main and Shared: one per test binary, started by
-// the first test that asks for it.
-var shared struct {
-	sync.Mutex
-	inMain  bool    // Main is running the tests
-	opts    Options // Main's options
-	started bool    // a start was tried; b and err hold its result
-	b       *Broker
-	err     error
+	return harness.Require(t, opts)
 }
 
 // Main runs the tests with m.Run (m is TestMain's *testing.M, or a func
@@ -61,28 +38,7 @@ var shared struct {
 // The broker starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
 func Main(m interface{ Run() int }, opts Options) int {
-	shared.Lock()
-	shared.inMain, shared.opts = true, opts
-	shared.Unlock()
-
-	code := m.Run()
-
-	shared.Lock()
-	defer shared.Unlock()
-	shared.inMain = false
-	if shared.b != nil {
-		if code != 0 {
-			fmt.Fprintf(os.Stderr, "kafkatest: shared broker logs:%s\n", shared.b.logTail())
-		}
-		if err := shared.b.Close(); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			if code == 0 {
-				code = 1
-			}
-		}
-		shared.b = nil
-	}
-	return code
+	return harness.Main(m, opts)
 }
 
 // Shared returns the test binary's shared broker, starting it on first use
@@ -92,19 +48,7 @@ func Main(m interface{ Run() int }, opts Options) int {
 // use topic names of their own. Shared needs TestMain to call Main.
 func Shared(t testing.TB) *Broker {
 	t.Helper()
-	shared.Lock()
-	defer shared.Unlock()
-	if !shared.inMain {
-		t.Fatal("kafkatest: Shared needs TestMain to call kafkatest.Main")
-	}
-	if !shared.started {
-		shared.started = true
-		shared.b, shared.err = Start(context.Background(), shared.opts)
-	}
-	if shared.err != nil {
-		skipOrFatal(t, shared.err)
-	}
-	return shared.b
+	return harness.Shared(t)
 }
 
 // NewTopic creates a topic with a name of its own for the test, made from

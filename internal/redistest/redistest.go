@@ -12,12 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/dstream-io/dstream/internal/servertest"
 )
 
 // ErrNotInstalled reports that redis-server is missing; run .ci/install.
@@ -110,18 +110,7 @@ type Server struct {
 	binary string
 	dir    string // redis.conf, data and log; removed by Close
 	port   int
-
-	mu struct {
-		sync.Mutex
-		proc *process // nil while stopped
-	}
-}
-
-// process is one run of redis-server.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd.Wait returns
-	err  error         // cmd.Wait's result, set before done closes
+	proc   *servertest.Process
 }
 
 // Start starts a server in a fresh directory, returning once it answers
@@ -135,25 +124,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotInstalled, err)
 	}
-	// A free port is picked by asking the kernel and closing the socket
-	// again, so another process may take it before redis binds it: try anew.
-	const attempts = 3
-	for attempt := 1; ; attempt++ {
-		s, err := start(ctx, opts, binary)
-		if err == nil || attempt == attempts || !errors.Is(err, errPortTaken) {
-			return s, err
-		}
-	}
+	return servertest.Retry(func() (*Server, error) { return start(ctx, opts, binary) })
 }
-
-var errPortTaken = errors.New("port taken")
 
 func start(ctx context.Context, opts Options, binary string) (*Server, error) {
 	s := &Server{opts: opts, binary: binary}
-	var err error
-	if s.port, err = freePort(); err != nil {
-		return nil, err
+	ports, err := servertest.FreePorts(1)
+	if err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
 	}
+	s.port = ports[0]
 	if s.dir, err = os.MkdirTemp(opts.TempDir, "redistest-*"); err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}
@@ -161,8 +141,18 @@ func start(ctx context.Context, opts Options, binary string) (*Server, error) {
 		os.RemoveAll(s.dir)
 		return nil, fmt.Errorf("redistest: %w", err)
 	}
-	if err := s.Restart(ctx); err != nil {
-		_ = s.Close()
+	s.proc, err = servertest.Start(ctx, servertest.Config{
+		Name:         "redistest: redis-server",
+		Addr:         s.Addr(),
+		Dir:          s.dir,
+		Output:       filepath.Join(s.dir, "stdout.log"),
+		Logs:         []string{filepath.Join(s.dir, "redis.log"), filepath.Join(s.dir, "stdout.log")},
+		Command:      s.command,
+		Ready:        s.ready,
+		StartTimeout: opts.StartTimeout,
+		StopTimeout:  opts.StopTimeout,
+	})
+	if err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -198,122 +188,36 @@ func (s *Server) Client() *redis.Client { return redis.NewClient(s.ClientOptions
 // Restart stops the server if it runs (as Stop does) and starts it again on
 // the same port and directory, so that with AOF on its data survives. It
 // returns once the server answers PING, having loaded its data.
-func (s *Server) Restart(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(syscall.SIGTERM)
-	p, err := s.spawn()
-	if err != nil {
-		return err
-	}
-	s.mu.proc = p
-	if err := s.waitReady(ctx, p); err != nil {
-		s.stopLocked(syscall.SIGKILL)
-		return err
-	}
-	return nil
-}
+func (s *Server) Restart(ctx context.Context) error { return s.proc.Restart(ctx) }
 
 // Stop sends SIGTERM to the server, which writes out its AOF and exits, waits
 // for it and, after Options.StopTimeout, kills it. The directory stays for
 // Restart.
-func (s *Server) Stop() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(syscall.SIGTERM)
-	return nil
-}
+func (s *Server) Stop() error { s.proc.Stop(); return nil }
 
 // Kill stops the server with SIGKILL, as a crash would, and waits for it to
 // exit. The directory stays for Restart.
-func (s *Server) Kill() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked(syscall.SIGKILL)
-	return nil
-}
+func (s *Server) Kill() error { s.proc.Kill(); return nil }
 
 // Close stops the server and removes its directory.
-func (s *Server) Close() error {
-	_ = s.Stop()
-	if err := os.RemoveAll(s.dir); err != nil {
-		return fmt.Errorf("redistest: %w", err)
-	}
-	return nil
-}
+func (s *Server) Close() error { return s.proc.Close() }
 
-func (s *Server) stopLocked(sig syscall.Signal) {
-	p := s.mu.proc
-	if p == nil {
-		return
-	}
-	s.mu.proc = nil
-	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
-	select {
-	case <-p.done:
-	case <-time.After(s.opts.StopTimeout):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-// spawn starts redis-server in the foreground; it logs to redis.log, and
+// command runs redis-server in the foreground; it logs to redis.log, and
 // anything it prints before that opens goes to stdout.log.
-func (s *Server) spawn() (*process, error) {
-	out, err := os.OpenFile(filepath.Join(s.dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("redistest: %w", err)
-	}
-	defer out.Close()
-	cmd := exec.Command(s.binary, filepath.Join(s.dir, "redis.conf"))
-	cmd.Dir = s.dir
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// A test binary that dies takes its server with it.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("redistest: start redis-server: %w", err)
-	}
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+func (s *Server) command() (*exec.Cmd, func(clean bool)) {
+	return exec.Command(s.binary, filepath.Join(s.dir, "redis.conf")), nil
 }
 
-// waitReady pings the server until it answers PONG (not LOADING), the
-// process exits, ctx ends or the start timeout passes.
-func (s *Server) waitReady(ctx context.Context, p *process) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
-	defer cancel()
+// ready pings the server until it answers PONG (not LOADING) or ctx ends.
+func (s *Server) ready(ctx context.Context) error {
 	o := s.ClientOptions()
 	o.MaxRetries = -1
 	o.DialTimeout = time.Second
 	cl := redis.NewClient(o)
 	defer cl.Close()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cl.Ping(ctx).Err()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.done:
-			err := fmt.Errorf("redistest: redis-server exited while starting (%v)%s", p.err, s.logTail())
-			if strings.Contains(err.Error(), "Address already in use") {
-				err = fmt.Errorf("%w: %w", errPortTaken, err)
-			}
-			return err
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: redis-server at %s not ready after %v: %w (last: %v)%s",
-				s.Addr(), s.opts.StartTimeout, ctx.Err(), err, s.logTail())
-		case <-tick.C:
-		}
-	}
+	return servertest.Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+		return cl.Ping(ctx).Err()
+	})
 }
 
 // config renders redis.conf.
@@ -351,28 +255,4 @@ func (s *Server) config() string {
 		fmt.Fprintf(&sb, "%s %s\n", k, c[k])
 	}
 	return sb.String()
-}
-
-// logTail returns the last lines of the server's logs, for error messages.
-func (s *Server) logTail() string {
-	var sb strings.Builder
-	for _, name := range []string{"redis.log", "stdout.log"} {
-		data, err := os.ReadFile(filepath.Join(s.dir, name))
-		if err != nil || len(data) == 0 {
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		lines = lines[max(0, len(lines)-20):]
-		fmt.Fprintf(&sb, "\n--- tail of %s ---\n%s", filepath.Join(s.dir, name), strings.Join(lines, "\n"))
-	}
-	return sb.String()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

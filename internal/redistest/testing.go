@@ -1,13 +1,19 @@
 package redistest
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"sync"
 	"testing"
+
+	"github.com/dstream-io/dstream/internal/servertest"
 )
+
+// harness hands out servers to tests.
+var harness = servertest.Harness[*Server, Options]{
+	Name:         "redistest",
+	Server:       "server",
+	Start:        Start,
+	NotInstalled: ErrNotInstalled,
+	Logs:         func(s *Server) string { return s.proc.LogTail() },
+}
 
 // Require starts a server of its own for the test and closes it when the test
 // ends. Without redis-server it skips the test, saying to run .ci/install,
@@ -18,38 +24,7 @@ import (
 // should share one with Shared.
 func Require(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s, err := Start(context.Background(), opts)
-	if err != nil {
-		skipOrFatal(t, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("redistest: server logs:%s", s.logTail())
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("redistest: close server: %v", err)
-		}
-	})
-	return s
-}
-
-func skipOrFatal(t testing.TB, err error) {
-	t.Helper()
-	if errors.Is(err, ErrNotInstalled) && os.Getenv("DSTREAM_REQUIRE_IT") != "1" {
-		t.Skipf("%v (set DSTREAM_REQUIRE_IT=1 to fail instead of skipping)", err)
-	}
-	t.Fatal(err)
-}
-
-// shared is the server of Main and Shared: one per test binary, started by
-// the first test that asks for it.
-var shared struct {
-	sync.Mutex
-	inMain  bool    // Main is running the tests
-	opts    Options // Main's options
-	started bool    // a start was tried; s and err hold its result
-	s       *Server
-	err     error
+	return harness.Require(t, opts)
 }
 
 // Main runs the tests with m.Run (m is TestMain's *testing.M, or a func
@@ -59,28 +34,7 @@ var shared struct {
 // The server starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
 func Main(m interface{ Run() int }, opts Options) int {
-	shared.Lock()
-	shared.inMain, shared.opts = true, opts
-	shared.Unlock()
-
-	code := m.Run()
-
-	shared.Lock()
-	defer shared.Unlock()
-	shared.inMain = false
-	if shared.s != nil {
-		if code != 0 {
-			fmt.Fprintf(os.Stderr, "redistest: shared server logs:%s\n", shared.s.logTail())
-		}
-		if err := shared.s.Close(); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			if code == 0 {
-				code = 1
-			}
-		}
-		shared.s = nil
-	}
-	return code
+	return harness.Main(m, opts)
 }
 
 // Shared returns the test binary's shared server, starting it on first use
@@ -91,17 +45,5 @@ func Main(m interface{ Run() int }, opts Options) int {
 // Main.
 func Shared(t testing.TB) *Server {
 	t.Helper()
-	shared.Lock()
-	defer shared.Unlock()
-	if !shared.inMain {
-		t.Fatal("redistest: Shared needs TestMain to call redistest.Main")
-	}
-	if !shared.started {
-		shared.started = true
-		shared.s, shared.err = Start(context.Background(), shared.opts)
-	}
-	if shared.err != nil {
-		skipOrFatal(t, shared.err)
-	}
-	return shared.s
+	return harness.Shared(t)
 }
