@@ -5,7 +5,7 @@ GO ?= go
 PKGS ?= ./...
 TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 15m
 
-.PHONY: run demo test unit it chaos bench lint packaging install build clean
+.PHONY: run demo test unit it chaos bench bench-engine lint packaging install build clean
 
 ## run: the zero-setup demo (in-process Kafka and Redis, log generator)
 run demo:
@@ -38,8 +38,15 @@ it: install
 chaos: install
 	DSTREAM_CHAOS=1 DSTREAM_REQUIRE_IT=1 $(GO) test -run 'TestChaos$$' -v -count=1 -timeout 60m ./internal/chaos/
 
-## bench: the benchmarks, with ratios against baselines measured in the same run
-bench:
+## bench: dstream against the hardware limit, Spark and Kafka Streams on one pre-loaded topic, with
+## latency, state size and the engine's micro-benchmarks; prints BENCH lines, writes BENCHMARKS.md.
+## Not part of CI. BENCH_LINES=2000000 make bench for a quick run (see bench/cmd/harness for the knobs).
+bench: install
+	$(GO) build -o .cache/bench/bin/harness ./bench/cmd/harness
+	.cache/bench/bin/harness
+
+## bench-engine: the Go micro-benchmarks of the engine and the parser
+bench-engine:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/
 
 ## lint: gofmt and go vet

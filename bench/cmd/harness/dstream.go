@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/ingest"
+	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/microbatch"
+	"github.com/dstream-io/dstream/rdd"
+	"github.com/dstream-io/dstream/sinks"
+	"github.com/dstream-io/dstream/state"
+)
+
+// childDstream runs the reference job in this process, as cmd/dstream wires
+// it (ingest from Kafka, Redis checkpoints, transactional Kafka output).
+//
+// mode "catchup" drains a pre-loaded topic: batch times come from a virtual
+// clock and batch sizes from the rate cap, so the batches are exactly the
+// plans the harness expects, and run back to back. mode "latency" runs on
+// the wall clock until SIGTERM.
+func childDstream(args []string) error {
+	fs := flag.NewFlagSet("dstream", flag.ContinueOnError)
+	mode := fs.String("mode", "catchup", "catchup or latency")
+	brokers := fs.String("brokers", "", "")
+	redisAddr := fs.String("redis", "", "")
+	topic := fs.String("topic", "", "")
+	out := fs.String("out", "", "output topic")
+	dlq := fs.String("dlq", "", "dead-letter topic")
+	job := fs.String("job", "", "job id")
+	countriesPath := fs.String("countries", "", "")
+	batches := fs.Uint64("batches", 0, "batches to run (catchup)")
+	rate := fs.Int64("rate", 0, "max rate per partition, records/s (catchup)")
+	intervalFlag := fs.Duration("interval", interval, "")
+	windowFlag := fs.Duration("window", window, "")
+	slideFlag := fs.Duration("slide", interval, "")
+	cpuProfile := fs.String("cpuprofile", "", "")
+	totalsPath := fs.String("totals", "", "write the checkpointed running totals here")
+	reportPath := fs.String("report", "", "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	var countries *rdd.Table[string, string]
+	if *countriesPath != "" {
+		f, err := os.Open(*countriesPath)
+		if err != nil {
+			return err
+		}
+		countries, err = topips.LoadCountries(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(*brokers), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	icfg := ingest.Config{Topic: *topic, BatchInterval: *intervalFlag}
+	if *mode == "catchup" {
+		icfg.MaxRatePerPartition = *rate
+	}
+	src, err := ingest.New(cl, icfg)
+	if err != nil {
+		return err
+	}
+	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: *out, TransactionalID: "dstream-" + *job},
+		[]kgo.Opt{kgo.SeedBrokers(*brokers)})
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer rdb.Close()
+	store, err := state.NewRedis(rdb, state.Config{Job: *job})
+	if err != nil {
+		return err
+	}
+
+	var (
+		mu     sync.Mutex
+		report childReport
+		ready  sync.Once
+	)
+	opts := []microbatch.Option{microbatch.WithStdout(io.Discard),
+		microbatch.WithListener(func(s microbatch.BatchStats) {
+			mu.Lock()
+			report.Lines += int64(s.Records)
+			report.Batches++
+			report.ProcessingMS = append(report.ProcessingMS, float64(s.ProcessingTime.Microseconds())/1000)
+			report.CheckpointMS = append(report.CheckpointMS, float64(s.CheckpointTime.Microseconds())/1000)
+			mu.Unlock()
+			ready.Do(func() { fmt.Println("READY") })
+		})}
+	if *mode == "catchup" {
+		// Half an interval before the first batch time epoch+interval.
+		opts = append(opts, microbatch.WithClock(microbatch.NewVirtualClock(epoch.Add(*intervalFlag/2))),
+			microbatch.WithBatchLimit(*batches))
+	}
+	tm := newTimings()
+	j := microbatch.NewJob(*intervalFlag, opts...)
+	j.Checkpoint(timedStore{store, tm})
+	topips.Build(j, timedSource{src, tm}, timedSink{sink, tm}, topips.Config{Window: *windowFlag, Slide: *slideFlag, TopN: topN,
+		InputTopic: *topic, DeadLetterTopic: *dlq, Countries: countries})
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	start := time.Now()
+	err = j.Run(ctx)
+	elapsed := time.Since(start)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return fmt.Errorf("job: %w", err)
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	runtime.KeepAlive(j)
+
+	mu.Lock()
+	report.Seconds = elapsed.Seconds()
+	report.HeapInuse = ms.HeapInuse
+	report.Timings = tm.summary(elapsed)
+	mu.Unlock()
+	fmt.Printf("dstream: %d lines in %d batches, %v\n", report.Lines, report.Batches, elapsed)
+	if *totalsPath != "" {
+		totals, err := checkpointedTotals(context.Background(), rdb, store, *job)
+		if err != nil {
+			return err
+		}
+		if err := writeTotals(*totalsPath, totals); err != nil {
+			return err
+		}
+	}
+	return writeReport(*reportPath, report)
+}
+
+// checkpointedTotals reads the running totals (the updateStateByKey
+// operator's state) back from the job's checkpoint in Redis: what a restart
+// would resume from.
+func checkpointedTotals(ctx context.Context, rdb *redis.Client, store *state.Redis, job string) (map[string]int64, error) {
+	prefix := "{dstream:" + job + "}:state:"
+	keys, err := rdb.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		return nil, err
+	}
+	op := ""
+	for _, k := range keys {
+		if name := strings.TrimPrefix(k, prefix); strings.HasPrefix(name, "updateStateByKey") {
+			op = name
+		}
+	}
+	if op == "" {
+		return nil, fmt.Errorf("no updateStateByKey state among %v", keys)
+	}
+	totals := map[string]int64{}
+	err = store.LoadState(ctx, op, func(key, value []byte) error {
+		// The engine's encoding: uvarint sequence, varint batch time, then
+		// the int64 state as a varint.
+		_, n := binary.Uvarint(value)
+		if n <= 0 {
+			return errors.New("bad sequence")
+		}
+		_, m := binary.Varint(value[n:])
+		if m <= 0 {
+			return errors.New("bad time")
+		}
+		v, k := binary.Varint(value[n+m:])
+		if k <= 0 || n+m+k != len(value) {
+			return fmt.Errorf("state value of %q: %x is not seq, time, int64", key, value)
+		}
+		totals[string(key)] = v
+		return nil
+	})
+	return totals, err
+}

@@ -1,0 +1,351 @@
+// Command harness is `make bench`: it measures dstream against the hardware
+// limit, Spark and Kafka Streams on one pre-loaded topic, in one run, on a
+// real Kafka broker and redis-server started on loopback ports.
+//
+// Stages, one after the other on the same topic of BENCH_LINES lines from
+// the weblog generator (4 partitions):
+//
+//   - limit: a plain franz-go consumer counting IPs in a map;
+//   - dstream: the reference job (internal/topips) catching up on the topic
+//     in deterministic batches (virtual clock, rate cap), with Redis
+//     checkpoints and transactional output;
+//   - spark: the lecture's PySpark DStream program, fed the same batches;
+//   - kstreams: the same job in Kafka Streams (bench/kstreams);
+//   - latency: dstream at 100 ms batches under a fixed-rate producer;
+//   - state: dstream with 10k and 1M distinct IPs;
+//   - engine: the Go micro-benchmarks.
+//
+// Every contender's answer is checked against the input; a wrong answer
+// voids its figure. The harness prints a table and `BENCH name value` lines
+// and writes BENCHMARKS.md.
+//
+// Environment: BENCH_LINES (20000000), BENCH_IPS (10000), BENCH_BATCHES
+// (40), BENCH_STATE_LINES (min(BENCH_LINES, 4000000)), BENCH_LATENCY_SECONDS
+// (20), BENCH_LATENCY_RATE (5000 lines/s), BENCH_SPARK_MASTER (local[*]),
+// BENCH_ONLY (comma-separated stages), BENCH_OUT (BENCHMARKS.md; "-" for
+// none).
+//
+// The harness runs its Go contenders as child processes of its own binary
+// (`harness child-limit …`), so that each one's memory is its own.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dstream-io/dstream/internal/kafkatest"
+	"github.com/dstream-io/dstream/internal/redistest"
+)
+
+func main() {
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "child-") {
+		var err error
+		switch os.Args[1] {
+		case "child-limit":
+			err = childLimit(os.Args[2:])
+		case "child-dstream":
+			err = childDstream(os.Args[2:])
+		default:
+			err = fmt.Errorf("unknown child %q", os.Args[1])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, os.Args[1]+":", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	lines          int64
+	ips            int
+	batches        int
+	stateLines     int64
+	latencySeconds int
+	latencyRate    int
+	sparkMaster    string
+	only           map[string]bool
+	out            string
+}
+
+var stages = []string{"limit", "dstream", "spark", "kstreams", "latency", "state", "engine"}
+
+func envInt(name string, def int64) int64 {
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 10, 64)
+		if err == nil && n > 0 {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "bench: ignoring %s=%q: want a positive integer\n", name, v)
+	}
+	return def
+}
+
+func loadConfig() (config, error) {
+	c := config{
+		lines:          envInt("BENCH_LINES", 20_000_000),
+		ips:            int(envInt("BENCH_IPS", 10_000)),
+		batches:        int(envInt("BENCH_BATCHES", 40)),
+		latencySeconds: int(envInt("BENCH_LATENCY_SECONDS", 20)),
+		latencyRate:    int(envInt("BENCH_LATENCY_RATE", 5000)),
+		sparkMaster:    cmpOr(os.Getenv("BENCH_SPARK_MASTER"), "local[*]"),
+		out:            cmpOr(os.Getenv("BENCH_OUT"), "BENCHMARKS.md"),
+		only:           map[string]bool{},
+	}
+	c.stateLines = envInt("BENCH_STATE_LINES", min(c.lines, 4_000_000))
+	if v := os.Getenv("BENCH_ONLY"); v != "" {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(stages, s) {
+				return c, fmt.Errorf("BENCH_ONLY: unknown stage %q (stages: %s)", s, strings.Join(stages, ","))
+			}
+			c.only[s] = true
+		}
+	} else {
+		for _, s := range stages {
+			c.only[s] = true
+		}
+	}
+	return c, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// bench holds what the stages share.
+type bench struct {
+	cfg     config
+	root    string // repository root
+	dir     string // this run's scratch directory
+	self    string // this binary, for child processes
+	broker  *kafkatest.Broker
+	redis   *redistest.Server
+	main    *dataset
+	want    [][]result
+	rows    []row
+	figures []figure
+	notes   []string
+	prof    string // dstream's CPU profile highlights
+	engineOut string
+	latency   string // latency details
+	started time.Time
+	timings []string
+}
+
+// row is one contender's throughput run.
+type row struct {
+	name    string
+	lines   int64
+	seconds float64
+	rss     int64
+	correct bool
+	detail  string
+}
+
+func (r row) rate() float64 {
+	if r.seconds <= 0 {
+		return 0
+	}
+	return float64(r.lines) / r.seconds
+}
+
+// figure is one `BENCH name value` line.
+type figure struct {
+	name  string
+	value float64
+	unit  string
+}
+
+func (b *bench) figure(name string, v float64, unit string) {
+	b.figures = append(b.figures, figure{name, v, unit})
+}
+
+func (b *bench) say(format string, args ...any) {
+	fmt.Printf("bench %6.1fs  %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func run() error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return errors.New("run the harness from the repository root (make bench)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, root: root, self: self, started: time.Now()}
+	b.dir = filepath.Join(root, ".cache", "bench", "run", time.Now().UTC().Format("20060102T150405"))
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return err
+	}
+	b.say("lines %d, distinct IPs %d, batches %d; scratch %s", cfg.lines, cfg.ips, cfg.batches, b.dir)
+	ctx := context.Background()
+
+	if cfg.only["spark"] || cfg.only["kstreams"] {
+		if err := b.timed("setup peers", func() error { return b.setupPeers(ctx) }); err != nil {
+			return err
+		}
+	}
+	if err := b.timed("start broker and redis", func() error { return b.startServers(ctx) }); err != nil {
+		return err
+	}
+	defer b.stopServers()
+
+	needMain := cfg.only["limit"] || cfg.only["dstream"] || cfg.only["spark"] || cfg.only["kstreams"]
+	if needMain {
+		err := b.timed("pre-load", func() error {
+			ds, err := preload(ctx, b.broker.Addr(), "logs", cfg.lines, cfg.batches,
+				generatorLines{newGenerator(cfg.ips)}, true, b.dir)
+			if err != nil {
+				return err
+			}
+			b.main = ds
+			b.want = ds.expected()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		b.say("topic logs: %d lines, %d distinct IPs, %d batches of %d lines per partition",
+			b.main.lines, len(b.main.ips), b.main.batches, b.main.perPart)
+	}
+	type stage struct {
+		name string
+		run  func(context.Context) error
+	}
+	for _, s := range []stage{
+		{"limit", b.runLimit},
+		{"dstream", b.runDstream},
+		{"spark", b.runSpark},
+		{"kstreams", b.runKStreams},
+		{"latency", b.runLatency},
+		{"state", b.runState},
+		{"engine", b.runEngine},
+	} {
+		if !cfg.only[s.name] {
+			continue
+		}
+		if err := b.timed(s.name, func() error { return s.run(ctx) }); err != nil {
+			// A failed stage is reported; the others still run.
+			b.notes = append(b.notes, fmt.Sprintf("stage %s failed: %v", s.name, err))
+			b.say("stage %s FAILED: %v", s.name, err)
+		}
+	}
+	b.stopServers()
+	b.report()
+	if cfg.out != "-" {
+		if err := b.writeMarkdown(filepath.Join(root, cfg.out)); err != nil {
+			return err
+		}
+		b.say("wrote %s", cfg.out)
+	}
+	return nil
+}
+
+func (b *bench) timed(what string, f func() error) error {
+	b.say("%s ...", what)
+	t := time.Now()
+	err := f()
+	d := time.Since(t).Round(100 * time.Millisecond)
+	b.timings = append(b.timings, fmt.Sprintf("%s %v", what, d))
+	b.say("%s: %v", what, d)
+	return err
+}
+
+func (b *bench) setupPeers(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(b.root, "bench", "setup-peers"))
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Dir = b.root
+	return cmd.Run()
+}
+
+// brokerFlags give the benchmark's broker a full JIT and a heap of 1 GiB:
+// the test defaults (C1 only, 512 MiB) favour start-up over throughput.
+var brokerFlags = []string{"-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:-UsePerfData", "-Djava.awt.headless=true"}
+
+func (b *bench) startServers(ctx context.Context) error {
+	var err error
+	b.broker, err = kafkatest.Start(ctx, kafkatest.Options{JVMFlags: brokerFlags, NoClassSharing: true, TempDir: b.dir,
+		// The pre-loaded lines carry event times in the past (see epoch).
+		Properties: map[string]string{"log.retention.ms": "-1"}})
+	if err != nil {
+		return err
+	}
+	b.redis, err = redistest.Start(ctx, redistest.Options{AOF: true, MaxMemoryPolicy: "noeviction", TempDir: b.dir})
+	if err != nil {
+		return err
+	}
+	b.say("broker %s, redis %s", b.broker.Addr(), b.redis.Addr())
+	return nil
+}
+
+func (b *bench) stopServers() {
+	if b.broker != nil {
+		if err := b.broker.Close(); err != nil {
+			b.say("close broker: %v", err)
+		}
+		b.broker = nil
+	}
+	if b.redis != nil {
+		if err := b.redis.Close(); err != nil {
+			b.say("close redis: %v", err)
+		}
+		b.redis = nil
+	}
+}
+
+func endsFlag(ends []int64) string {
+	s := make([]string, len(ends))
+	for i, e := range ends {
+		s[i] = strconv.FormatInt(e, 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func (b *bench) runLimit(ctx context.Context) error {
+	totals := filepath.Join(b.dir, "limit-totals.txt")
+	report := filepath.Join(b.dir, "limit-report.json")
+	p, err := start(b.dir, "limit", exec.CommandContext(ctx, b.self, "child-limit",
+		"-brokers", b.broker.Addr(), "-topic", b.main.topic, "-ends", endsFlag(b.main.ends),
+		"-totals", totals, "-report", report), false)
+	if err != nil {
+		return err
+	}
+	if err := p.wait(30 * time.Minute); err != nil {
+		return err
+	}
+	r, err := readReport(report)
+	if err != nil {
+		return err
+	}
+	got, err := readTotals(totals)
+	if err != nil {
+		return err
+	}
+	ok, detail := b.main.checkTotals(got)
+	b.rows = append(b.rows, row{name: "limit", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail})
+	return nil
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// runSpark runs bench/spark/topips.py: the lecture's program on PySpark
+// DStreams, fed dstream's batches of the topic (see the program's doc).
+func (b *bench) runSpark(ctx context.Context) error {
+	dir := filepath.Join(b.dir, "spark")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	python := filepath.Join(b.root, ".cache", "bench", "venv", "bin", "python")
+	cmd := exec.CommandContext(ctx, python, filepath.Join(b.root, "bench", "spark", "topips.py"),
+		"--brokers", b.broker.Addr(), "--topic", b.main.topic, "--ends", endsFlag(b.main.ends),
+		"--per-partition", strconv.FormatInt(b.main.perPart, 10), "--batches", strconv.Itoa(b.main.batches),
+		"--countries", b.main.countriesFile, "--jars", filepath.Join(b.root, ".cache", "bench", "spark-jars"),
+		"--checkpoint", filepath.Join(dir, "checkpoint"), "--out", dir, "--master", b.cfg.sparkMaster)
+	cmd.Env = append(os.Environ(), "PYSPARK_PYTHON="+python, "PYSPARK_DRIVER_PYTHON="+python)
+	p, err := start(b.dir, "spark", cmd, false)
+	if err != nil {
+		return err
+	}
+	if err := p.wait(60 * time.Minute); err != nil {
+		return err
+	}
+	var stats struct {
+		Seconds         float64 `json:"seconds"`
+		PlanningSeconds float64 `json:"planning_seconds"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "stats.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, &stats); err != nil {
+		return err
+	}
+	totals, err := readTotals(filepath.Join(dir, "totals.txt"))
+	if err != nil {
+		return err
+	}
+	got := map[int][]result{}
+	f, err := os.Open(filepath.Join(dir, "results.jsonl"))
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			f.Close()
+			return err
+		}
+		got[r.Batch] = append(got[r.Batch], r)
+	}
+	f.Close()
+	ok, detail := b.main.checkTotals(totals)
+	ok2, detail2 := checkResults(b.want, got, b.main.batches, true)
+	var lines int64
+	for _, n := range totals {
+		lines += n
+	}
+	b.rows = append(b.rows, row{name: "spark", lines: lines, seconds: stats.Seconds, rss: p.peakRSS(),
+		correct: ok && ok2, detail: detail + "; " + detail2 + " (with totals and countries)"})
+	return nil
+}
+
+// kstreamsGrace is how late a record may be for its hopping window: the
+// four input partitions are processed by independent tasks whose event
+// times drift apart while catching up, so event time reaches the windowed
+// count out of order, by up to the whole backlog.
+const kstreamsGrace = time.Hour
+
+// runKStreams runs bench/kstreams (TopIps.java) from its RUNNING state until
+// its consumer group has consumed and committed everything, input and
+// repartition topics alike.
+func (b *bench) runKStreams(ctx context.Context) error {
+	dir := filepath.Join(b.dir, "kstreams")
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
+		return err
+	}
+	countries, out, appID := "ks-countries", "ks-out", "ks-top-ips"
+	compact := "compact"
+	if err := b.broker.CreateTopic(ctx, countries, partitions, map[string]*string{"cleanup.policy": &compact}); err != nil {
+		return err
+	}
+	if err := b.broker.CreateTopic(ctx, out, 2, nil); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.broker.Addr()), kgo.DefaultProduceTopic(countries))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for ip, c := range b.main.countries {
+		recs = append(recs, &kgo.Record{Key: []byte(ip), Value: []byte(c)})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return err
+	}
+
+	ks := filepath.Join(b.root, ".cache", "bench", "kstreams")
+	cmd := exec.CommandContext(ctx, "java", "-Xms256m", "-Xmx2g",
+		"-cp", filepath.Join(ks, "classes")+":"+filepath.Join(ks, "lib", "*"), "io.dstream.bench.TopIps",
+		"--bootstrap", b.broker.Addr(), "--input", b.main.topic, "--countries", countries, "--output", out,
+		"--app-id", appID, "--state-dir", filepath.Join(dir, "state"), "--out-dir", dir,
+		"--threads", "2", "--commit-ms", "100", "--grace-ms", strconv.FormatInt(kstreamsGrace.Milliseconds(), 10))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	p, err := start(b.dir, "kstreams", cmd, true)
+	if err != nil {
+		return err
+	}
+	defer p.kill()
+	if _, err := p.waitFor("RUNNING", 3*time.Minute); err != nil {
+		return err
+	}
+	began := time.Now()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(60 * time.Minute)
+	for {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kstreams: not caught up after 60 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+		lags, err := adm.Lag(ctx, appID)
+		if err != nil {
+			continue
+		}
+		l, ok := lags[appID]
+		if !ok || l.Error() != nil {
+			continue
+		}
+		input := true
+		for part, end := range b.main.ends {
+			m, ok := l.Lag.Lookup(b.main.topic, int32(part))
+			if !ok || m.Commit.At < end {
+				input = false
+			}
+		}
+		if input && l.Lag.Total() == 0 {
+			break
+		}
+	}
+	elapsed := time.Since(began)
+	if _, err := fmt.Fprintln(stdin, "dump"); err != nil {
+		return err
+	}
+	if _, err := p.waitFor("DUMPED", 5*time.Minute); err != nil {
+		return err
+	}
+	stdin.Close()
+	if err := p.wait(2 * time.Minute); err != nil {
+		return err
+	}
+	totals, err := readTotals(filepath.Join(dir, "kstreams-totals.txt"))
+	if err != nil {
+		return err
+	}
+	got, err := readKStreamsTop(filepath.Join(dir, "kstreams-top.txt"))
+	if err != nil {
+		return err
+	}
+	ok, detail := b.main.checkTotals(totals)
+	ok2, detail2 := checkResults(b.want, got, b.main.batches, false)
+	var lines int64
+	for _, n := range totals {
+		lines += n
+	}
+	b.rows = append(b.rows, row{name: "kstreams", lines: lines, seconds: elapsed.Seconds(), rss: p.peakRSS(),
+		correct: ok && ok2, detail: detail + "; " + detail2 + " (counts)"})
+	return nil
+}
+
+// readKStreamsTop reads "windowEndMillis rank ip count" lines.
+func readKStreamsTop(path string) (map[int][]result, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	got := map[int][]result{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fl := strings.Fields(sc.Text())
+		if len(fl) != 4 {
+			continue
+		}
+		end, _ := strconv.ParseInt(fl[0], 10, 64)
+		rank, _ := strconv.Atoi(fl[1])
+		n, _ := strconv.ParseInt(fl[3], 10, 64)
+		batch := int(time.UnixMilli(end).Sub(epoch) / interval)
+		got[batch] = append(got[batch], result{Batch: batch, Rank: rank, IP: fl[2], Count: n})
+	}
+	return got, sc.Err()
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/dstream-io/dstream/internal/kafkatest"
+)
+
+func (b *bench) rowNamed(name string) (row, bool) {
+	for _, r := range b.rows {
+		if r.name == name {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// derive adds the per-contender figures and the ratios. A ratio involving a
+// wrong answer is not computed: a benchmark of a wrong answer is void.
+func (b *bench) derive() {
+	var head []figure
+	for _, r := range b.rows {
+		if strings.Contains(r.name, ",") {
+			continue // state runs have their own figures
+		}
+		head = append(head, figure{r.name + "_lines_per_s", r.rate(), "lines/s"},
+			figure{r.name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
+			figure{r.name + "_correct", boolFloat(r.correct), ""})
+	}
+	ds, okD := b.rowNamed("dstream")
+	for _, other := range []string{"limit", "spark", "kstreams"} {
+		o, ok := b.rowNamed(other)
+		if !ok || !okD || !o.correct || !ds.correct || o.rate() == 0 {
+			continue
+		}
+		head = append(head, figure{"ratio_dstream_vs_" + other, ds.rate() / o.rate(), "x"})
+	}
+	b.figures = append(head, b.figures...)
+}
+
+func boolFloat(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func (b *bench) figureValue(name string) (float64, bool) {
+	for _, f := range b.figures {
+		if f.name == name {
+			return f.value, true
+		}
+	}
+	return 0, false
+}
+
+func (b *bench) table() string {
+	var sb strings.Builder
+	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | answer |\n")
+	sb.WriteString("|---|---:|---:|---:|---:|---:|---|\n")
+	limit, hasLimit := b.rowNamed("limit")
+	for _, r := range b.rows {
+		vs := "–"
+		if hasLimit && limit.rate() > 0 {
+			vs = fmt.Sprintf("%.2f×", r.rate()/limit.rate())
+		}
+		answer := "right"
+		if !r.correct {
+			answer = "**WRONG** (figure void)"
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %s | %s | %.0f MiB | %s: %s |\n",
+			r.name, r.lines, r.seconds, human3(r.rate()), vs, float64(r.rss)/(1<<20), answer, r.detail)
+	}
+	return sb.String()
+}
+
+func human3(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func (b *bench) benchLines() string {
+	var sb strings.Builder
+	for _, f := range b.figures {
+		v := fmt.Sprintf("%.3g", f.value)
+		if f.value >= 1000 || f.value == float64(int64(f.value)) {
+			v = fmt.Sprintf("%.0f", f.value)
+		}
+		if f.value < 1000 && f.value != float64(int64(f.value)) {
+			v = fmt.Sprintf("%.2f", f.value)
+		}
+		fmt.Fprintf(&sb, "BENCH %s %s\n", f.name, v)
+	}
+	return sb.String()
+}
+
+// report prints the table and the BENCH lines.
+func (b *bench) report() {
+	b.derive()
+	fmt.Println()
+	fmt.Print(b.table())
+	fmt.Println()
+	if b.latency != "" {
+		fmt.Println("latency:", b.latency)
+	}
+	for _, n := range b.notes {
+		fmt.Println("note:", n)
+	}
+	fmt.Println()
+	fmt.Print(b.benchLines())
+}
+
+type goal struct {
+	what, figure string
+	ok           func(float64) bool
+	target       string
+}
+
+var goals = []goal{
+	{"dstream vs the hardware limit", "ratio_dstream_vs_limit", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
+	{"dstream vs Spark", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
+	{"dstream vs Kafka Streams", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 3 }, "≥ 3×"},
+	{"p99 latency at 100 ms batches", "latency_p99_ms", func(v float64) bool { return v <= 200 }, "≤ 200 ms (2 intervals)"},
+	{"memory per distinct key of state", "state_bytes_per_key", func(v float64) bool { return v <= 100 }, "≤ 100 B"},
+}
+
+func machine() string {
+	var sb strings.Builder
+	cpu := "?"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	mem := "?"
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "MemTotal:") {
+				var kb int64
+				fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(l, "MemTotal:")), "%d", &kb)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	version := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			return "?"
+		}
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	fmt.Fprintf(&sb, "| | |\n|---|---|\n")
+	fmt.Fprintf(&sb, "| cores (nproc) | %d |\n| memory | %s |\n| CPU | %s |\n| kernel | %s |\n",
+		runtime.NumCPU(), mem, cpu, strings.TrimSpace(string(kernel)))
+	fmt.Fprintf(&sb, "| Go | %s |\n| Java | %s |\n| Python | %s |\n", runtime.Version(), version("java", "-version"), version("python3", "--version"))
+	fmt.Fprintf(&sb, "| Kafka broker | %s (KRaft, one node, from Maven Central jars; JVM %s) |\n", kafkatest.DefaultVersion, strings.Join(brokerFlags, " "))
+	fmt.Fprintf(&sb, "| Redis | %s (AOF, appendfsync always, noeviction) |\n", version("redis-server", "--version"))
+	fmt.Fprintf(&sb, "| Spark | pyspark %s from PyPI, spark-sql-kafka %s from Maven Central |\n", sparkVersion, sparkVersion)
+	fmt.Fprintf(&sb, "| Kafka Streams | %s (EOS v2, 2 stream threads, commit interval 100 ms, RocksDB stores) |\n", kafkatest.DefaultVersion)
+	return sb.String()
+}
+
+const sparkVersion = "4.2.0" // bench/setup-peers
+
+const analysisStart, analysisEnd = "<!-- analysis: kept by the harness -->", "<!-- /analysis -->"
+
+// writeMarkdown writes BENCHMARKS.md, keeping the hand-written analysis
+// section of the previous one.
+func (b *bench) writeMarkdown(path string) error {
+	analysis := analysisStart + "\n" + analysisEnd
+	if old, err := os.ReadFile(path); err == nil {
+		s := string(old)
+		if i := strings.Index(s, analysisStart); i >= 0 {
+			if j := strings.Index(s[i:], analysisEnd); j >= 0 {
+				analysis = s[i : i+j+len(analysisEnd)]
+			}
+		}
+	}
+	var sb strings.Builder
+	size := "the default size"
+	if b.cfg.lines != 20_000_000 {
+		size = "a reduced size (the default is 20M lines)"
+	}
+	fmt.Fprintf(&sb, "# Benchmarks\n\n")
+	fmt.Fprintf(&sb, "Written by `make bench` (`bench/cmd/harness`) on %s from a run of **%d lines** (%s), %d distinct IPs, %d batches; the whole run took %s (%s).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.cfg.lines, size, b.cfg.ips, b.cfg.batches,
+		time.Since(b.started).Round(time.Second), strings.Join(b.timings, ", "))
+	sb.WriteString("The machine is shared and noisy: compare the ratios, which come from one run, not absolute figures across runs.\n\n")
+	sb.WriteString("## Throughput: catching up on one pre-loaded topic\n\n")
+	sb.WriteString(b.table())
+	sb.WriteString("\n## Goals\n\n| goal | target | measured | reached |\n|---|---|---:|---|\n")
+	for _, g := range goals {
+		v, ok := b.figureValue(g.figure)
+		if !ok {
+			fmt.Fprintf(&sb, "| %s | %s | – | not measured |\n", g.what, g.target)
+			continue
+		}
+		reached := "no"
+		if g.ok(v) {
+			reached = "yes"
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %.2f | %s |\n", g.what, g.target, v, reached)
+	}
+	if b.latency != "" {
+		fmt.Fprintf(&sb, "\n## Latency at 100 ms batches\n\n%s.\n", b.latency)
+	}
+	if len(b.notes) > 0 {
+		sb.WriteString("\n## Notes from this run\n\n")
+		for _, n := range b.notes {
+			fmt.Fprintf(&sb, "- %s\n", n)
+		}
+	}
+	sb.WriteString("\n## Figures\n\n```\n" + b.benchLines() + "```\n")
+	sb.WriteString("\n" + analysis + "\n")
+	if b.prof != "" {
+		sb.WriteString("\n## Where dstream's time goes: CPU profile of the catch-up run\n\n```\n" + strings.TrimSpace(b.prof) + "\n```\n")
+	}
+	if b.engineOut != "" {
+		sb.WriteString("\n## Engine micro-benchmarks (`make bench-engine`)\n\n```\n" + strings.TrimSpace(b.engineOut) + "\n```\n")
+	}
+	sb.WriteString("\n## Machine\n\n" + machine())
+	sb.WriteString("\n" + method)
+	return os.WriteFile(path, []byte(sb.String()), 0o644)
+}
+
+const method = `## Method
+
+` + "`make bench`" + ` builds the harness and runs it from the repository root. The harness installs what the
+peers need into the git-ignored ` + "`.cache/bench/`" + ` (` + "`bench/setup-peers`" + `: pyspark from PyPI in a venv,
+spark-sql-kafka from Maven Central, the Kafka Streams peer built with Maven), starts a real single-node
+Kafka broker and a real redis-server on loopback ports (` + "`internal/kafkatest`, `internal/redistest`" + `),
+and pre-loads topic ` + "`logs`" + ` (4 partitions) with BENCH_LINES lines from the weblog generator
+(` + "`internal/weblog`" + `, Zipf-distributed over BENCH_IPS addresses), line i to partition i mod 4, each
+stamped with an event time such that BENCH_BATCHES batches of 10 s drain the topic. While loading it
+records every line's IP, so each contender's answer is checked against the input, not against another
+contender. The contenders then run one after the other, each as a process of its own whose peak RSS is
+the sampled sum over its process tree (a JVM and its Python workers count together):
+
+1. **limit** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
+   no state store, no output. Checked: every per-IP count.
+2. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
+   incremental window, country join, running totals, Redis checkpoints, transactional Kafka output), in
+   process as ` + "`cmd/dstream`" + ` wires it, catching up on the topic with batch times from a virtual clock and
+   batch sizes from the rate cap (` + "`MaxRatePerPartition`" + `), so the batches are deterministic.
+   Checked: every window's top-3 with counts, running totals and countries, read back from the output
+   topic with read_committed, and every running total read back from the checkpoint in Redis.
+3. **spark** — the lecture's third program on PySpark DStreams (` + "`bench/spark/topips.py`" + `), local[*],
+   with the same batches: each batch's offset ranges read by Spark's Kafka source and queued with
+   queueStream; the window is the lecture's incremental ` + "`reduceByKeyAndWindow`" + ` with an inverse,
+   running totals by ` + "`updateStateByKey`" + `, checkpoints to local disk. The streaming context runs on
+   Spark's ManualClock, advanced one interval as soon as a batch is done, so Spark too runs batches back to
+   back; the time counts from the first batch to the last (the JVM's start is not counted). Checked like
+   dstream (every window, totals, countries).
+4. **kstreams** — the same job written for Kafka Streams (` + "`bench/kstreams`" + `): a hopping-window count per IP
+   (30 s / 10 s, event time), each window's final counts released by suppress, a top-3 aggregate per
+   window, running totals as a KTable count, KTable joins for totals and countries, exactly-once v2, two
+   stream threads. Timed from its RUNNING state until its group has committed the end of the input and
+   of every repartition topic. Checked: every running total, and the top-3 counts of every window that
+   closed (windows close 30 s of event time after their end: the grace that out-of-order event time
+   across the four input tasks needs).
+
+**latency** — dstream at a 100 ms batch interval on the wall clock (window 300 ms, slide 100 ms: the
+same job's shape, so that every batch emits its ranking) while a logsender-style producer (franz-go,
+5 ms linger) sends BENCH_LATENCY_RATE lines/s; a read_committed consumer notes when each batch's
+results become visible, and the latency of every line is that instant minus the instant it was
+produced (the dstream-offsets header of the output names the input offsets of the batch).
+
+**state** — dstream on two topics of BENCH_STATE_LINES lines whose IPs cycle through 10k and 1M
+distinct addresses; bytes per key = difference of the Go heap in use after a final GC (job and state
+still reachable) divided by the difference in distinct keys, and the same with peak RSS.
+
+**engine** — ` + "`go test -bench . ./microbatch/ ./internal/weblog/`" + ` (also ` + "`make bench-engine`" + `).
+`

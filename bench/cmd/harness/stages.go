@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/weblog"
+	"github.com/dstream-io/dstream/sinks"
+)
+
+func newGenerator(ips int) *weblog.Generator { return weblog.NewGenerator(1, ips) }
+
+// dstreamRun is one catch-up run of the reference job on a dataset.
+type dstreamRun struct {
+	report  childReport
+	rss     int64
+	totals  map[string]int64
+	out     string // output topic
+	profile string
+}
+
+func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, name string, profile bool) (*dstreamRun, error) {
+	out, dlq := name+"-out", name+"-dlq"
+	for _, t := range []struct {
+		name string
+		n    int32
+	}{{out, 2}, {dlq, 1}} {
+		if err := b.broker.CreateTopic(ctx, t.name, t.n, nil); err != nil {
+			return nil, err
+		}
+	}
+	r := &dstreamRun{out: out}
+	totals := filepath.Join(b.dir, name+"-totals.txt")
+	report := filepath.Join(b.dir, name+"-report.json")
+	args := []string{"child-dstream", "-mode", "catchup",
+		"-brokers", b.broker.Addr(), "-redis", b.redis.Addr(),
+		"-topic", d.topic, "-out", out, "-dlq", dlq, "-job", name, "-countries", d.countriesFile,
+		"-batches", strconv.Itoa(d.batches), "-rate", strconv.FormatInt(d.ratePerPartition(), 10),
+		"-totals", totals, "-report", report}
+	if profile {
+		r.profile = filepath.Join(b.dir, name+".cpu.pprof")
+		args = append(args, "-cpuprofile", r.profile)
+	}
+	p, err := start(b.dir, name, exec.CommandContext(ctx, b.self, args...), false)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.wait(30 * time.Minute); err != nil {
+		return nil, err
+	}
+	r.rss = p.peakRSS()
+	if r.report, err = readReport(report); err != nil {
+		return nil, err
+	}
+	if r.totals, err = readTotals(totals); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (b *bench) runDstream(ctx context.Context) error {
+	r, err := b.dstreamCatchUp(ctx, b.main, "dstream", true)
+	if err != nil {
+		return err
+	}
+	ok, detail := b.main.checkTotals(r.totals)
+	got, err := b.readResults(ctx, r.out)
+	if err != nil {
+		return err
+	}
+	ok2, detail2 := checkResults(b.want, got, b.main.batches, true)
+	b.rows = append(b.rows, row{name: "dstream", lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss,
+		correct: ok && ok2, detail: detail + "; " + detail2 + " (with totals and countries, read back from the output topic)"})
+	pm := percentiles(r.report.ProcessingMS)
+	cm := percentiles(r.report.CheckpointMS)
+	b.notes = append(b.notes, fmt.Sprintf("dstream catch-up: %d batches; processing per batch p50 %.0f ms, max %.0f ms; of which Redis checkpoint p50 %.1f ms",
+		r.report.Batches, pm.p50, pm.max, cm.p50))
+	b.notes = append(b.notes, "dstream catch-up, wall time in I/O calls (share of the run): "+r.report.Timings)
+	b.prof = profileHighlights(ctx, b.self, r.profile)
+	return nil
+}
+
+// readResults reads every committed result of a dstream output topic, by
+// batch id (batch ids of a fresh job count from 1, so batch id = window).
+func (b *bench) readResults(ctx context.Context, topic string) (map[int][]result, error) {
+	recs, err := readAll(ctx, b.broker.Addr(), topic)
+	if err != nil {
+		return nil, err
+	}
+	got := map[int][]result{}
+	for _, r := range recs {
+		var id int
+		for _, h := range r.Headers {
+			if h.Key == sinks.HeaderBatchID {
+				id, _ = strconv.Atoi(string(h.Value))
+			}
+		}
+		var res topips.Result
+		if err := json.Unmarshal(r.Value, &res); err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", topic, r.Value, err)
+		}
+		got[id] = append(got[id], result{Batch: id, Rank: res.Rank, IP: res.IP, Count: res.Count, Total: res.Total, Country: res.Country})
+	}
+	return got, nil
+}
+
+// readAll reads every committed record of topic.
+func readAll(ctx context.Context, brokers, topic string) ([]*kgo.Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return nil, err
+	}
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	cl.Close()
+	if err != nil {
+		return nil, err
+	}
+	offsets := map[int32]kgo.Offset{}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		offsets[o.Partition] = kgo.NewOffset().AtStart()
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}))
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	var out []*kgo.Record
+	for len(remaining) > 0 {
+		fs := rd.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("reading %s: %w (still waiting for %v)", topic, err, remaining)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if end, ok := remaining[r.Partition]; ok && r.Offset >= end-1 {
+				delete(remaining, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
+		})
+	}
+	return out, nil
+}
+
+type dist struct{ p50, p99, max float64 }
+
+func percentiles(v []float64) dist {
+	if len(v) == 0 {
+		return dist{}
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	at := func(q float64) float64 { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return dist{p50: at(0.50), p99: at(0.99), max: s[len(s)-1]}
+}
+
+// profileHighlights summarises a CPU profile with go tool pprof: the
+// functions with the most flat time, and cumulative time by package.
+func profileHighlights(ctx context.Context, binary, profile string) string {
+	if profile == "" {
+		return ""
+	}
+	var sb strings.Builder
+	for _, args := range [][]string{
+		{"-top", "-nodecount=25"},
+		{"-top", "-cum", "-nodecount=40"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, args...), binary, profile)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("pprof failed: %v\n%s", err, out)
+		}
+		sb.WriteString("$ go tool pprof " + strings.Join(args, " ") + "\n")
+		sb.Write(trimPprof(out))
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
+// trimPprof drops pprof's preamble lines about files and build ids.
+func trimPprof(out []byte) []byte {
+	var keep [][]byte
+	for _, l := range bytes.Split(out, []byte("\n")) {
+		if bytes.HasPrefix(l, []byte("File:")) || bytes.HasPrefix(l, []byte("Build ID:")) || bytes.HasPrefix(l, []byte("Type:")) || bytes.HasPrefix(l, []byte("Time:")) {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return bytes.Join(keep, []byte("\n"))
+}
+
+// runState runs dstream on two topics that differ only in their number of
+// distinct IPs, and attributes the difference in heap (after a final GC)
+// and in peak RSS to the extra keys.
+func (b *bench) runState(ctx context.Context) error {
+	type point struct {
+		keys int
+		run  *dstreamRun
+		d    *dataset
+	}
+	var pts []point
+	for _, keys := range []int{10_000, 1_000_000} {
+		name := fmt.Sprintf("state-%d", keys)
+		var d *dataset
+		err := b.timed("pre-load "+name, func() error {
+			var err error
+			d, err = preload(ctx, b.broker.Addr(), name, b.cfg.stateLines, b.cfg.batches, &cyclingLines{n: keys}, false, b.dir)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		r, err := b.dstreamCatchUp(ctx, d, name+"-job", false)
+		if err != nil {
+			return err
+		}
+		ok, detail := d.checkTotals(r.totals)
+		b.rows = append(b.rows, row{name: fmt.Sprintf("dstream, %s distinct IPs", human(float64(len(d.ips)))),
+			lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, correct: ok, detail: detail})
+		pts = append(pts, point{len(d.ips), r, d})
+		b.figure(fmt.Sprintf("state_%s_lines_per_s", shortKeys(keys)), float64(r.report.Lines)/r.report.Seconds, "lines/s")
+		b.figure(fmt.Sprintf("state_%s_heap_mb", shortKeys(keys)), float64(r.report.HeapInuse)/(1<<20), "MiB")
+	}
+	lo, hi := pts[0], pts[1]
+	dk := float64(hi.keys - lo.keys)
+	b.figure("state_bytes_per_key", (float64(hi.run.report.HeapInuse)-float64(lo.run.report.HeapInuse))/dk, "B")
+	b.figure("state_rss_bytes_per_key", float64(hi.run.rss-lo.run.rss)/dk, "B")
+	b.figure("ratio_state_1m_vs_10k", (float64(hi.run.report.Lines)/hi.run.report.Seconds)/(float64(lo.run.report.Lines)/lo.run.report.Seconds), "x")
+	return nil
+}
+
+func shortKeys(n int) string {
+	if n >= 1_000_000 {
+		return strconv.Itoa(n/1_000_000) + "m"
+	}
+	return strconv.Itoa(n/1000) + "k"
+}
+
+func human(v float64) string {
+	switch {
+	case v >= 1e6:
+		return strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
+	case v >= 1e3:
+		return strconv.FormatFloat(v/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
+
+// runEngine runs the Go micro-benchmarks of the engine and the parser.
+func (b *bench) runEngine(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "3x",
+		"./microbatch/", "./internal/weblog/")
+	cmd.Dir = b.root
+	out, err := cmd.CombinedOutput()
+	if err2 := os.WriteFile(filepath.Join(b.dir, "engine.txt"), out, 0o644); err2 != nil {
+		return err2
+	}
+	if err != nil {
+		return fmt.Errorf("go test -bench: %v\n%s", err, out)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name := strings.ToLower(strings.NewReplacer("/", "_", "-", "_", "=", "_", ".", "_").Replace(m[1]))
+		f := strings.Fields(m[4])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			unit := f[i+1]
+			switch unit {
+			case "lines/s", "x-hand", "B/key", "ns/op", "ns/slide":
+				b.figure("engine_"+name+"_"+strings.NewReplacer("/", "_per_", "-", "_").Replace(unit), v, unit)
+			}
+		}
+	}
+	b.engineOut = string(out)
+	return nil
+}

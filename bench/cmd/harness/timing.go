@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dstream-io/dstream/microbatch"
+)
+
+// timings adds up the wall time the engine spends in each call to its
+// Source, Store and Sink: where a batch's time goes besides computing.
+type timings struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+	n  map[string]int
+}
+
+func newTimings() *timings {
+	return &timings{d: map[string]time.Duration{}, n: map[string]int{}}
+}
+
+func (t *timings) time(name string, start time.Time) {
+	d := time.Since(start)
+	t.mu.Lock()
+	t.d[name] += d
+	t.n[name]++
+	t.mu.Unlock()
+}
+
+// summary lists the calls by total time, with their count and mean.
+func (t *timings) summary(total time.Duration) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names := make([]string, 0, len(t.d))
+	for k := range t.d {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return t.d[names[i]] > t.d[names[j]] })
+	var parts []string
+	for _, k := range names {
+		parts = append(parts, fmt.Sprintf("%s %.0f%% (%d× %.1f ms)", k, 100*t.d[k].Seconds()/total.Seconds(), t.n[k],
+			t.d[k].Seconds()*1000/float64(t.n[k])))
+	}
+	return strings.Join(parts, ", ")
+}
+
+type timedSource struct {
+	microbatch.Source
+	t *timings
+}
+
+func (s timedSource) Cut(ctx context.Context, after []microbatch.Range) ([]microbatch.Range, error) {
+	defer s.t.time("source.Cut", time.Now())
+	return s.Source.Cut(ctx, after)
+}
+
+func (s timedSource) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
+	defer s.t.time("source.Read", time.Now())
+	return s.Source.Read(ctx, ranges, emit)
+}
+
+// timedSink keeps the sink transactional: the engine treats a
+// TransactionalSink differently.
+type timedSink struct {
+	sink interface {
+		microbatch.TransactionalSink
+	}
+	t *timings
+}
+
+func (s timedSink) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
+	defer s.t.time("sink.WriteBatch", time.Now())
+	return s.sink.WriteBatch(ctx, b, msgs)
+}
+
+func (s timedSink) LastBatch(ctx context.Context) (uint64, error) {
+	defer s.t.time("sink.LastBatch", time.Now())
+	return s.sink.LastBatch(ctx)
+}
+
+type timedStore struct {
+	microbatch.Store
+	t *timings
+}
+
+func (s timedStore) RecordPlan(ctx context.Context, p microbatch.Plan) error {
+	defer s.t.time("store.RecordPlan", time.Now())
+	return s.Store.RecordPlan(ctx, p)
+}
+
+func (s timedStore) Prepare(ctx context.Context, batch uint64, changes []microbatch.Change) error {
+	defer s.t.time("store.Prepare", time.Now())
+	return s.Store.Prepare(ctx, batch, changes)
+}
+
+func (s timedStore) Commit(ctx context.Context, batch, keepFrom uint64) error {
+	defer s.t.time("store.Commit", time.Now())
+	return s.Store.Commit(ctx, batch, keepFrom)
+}
+
+func (s timedStore) Renew(ctx context.Context) error {
+	defer s.t.time("store.Renew", time.Now())
+	return s.Store.Renew(ctx)
+}
