@@ -37,7 +37,7 @@ func (b *bench) runLatency(ctx context.Context) error {
 	report := filepath.Join(b.dir, "latency-report.json")
 	p, err := start(b.dir, "latency-dstream", exec.CommandContext(ctx, b.self, "child-dstream", "-mode", "latency",
 		"-brokers", b.broker.Addr(), "-redis", b.redis.Addr(), "-topic", in, "-out", out, "-dlq", dlq,
-		"-job", "latency", "-interval", latencyInterval.String(), "-window", (3 * latencyInterval).String(),
+		"-job", "latency", "-interval", latencyInterval.String(), "-window", (3*latencyInterval).String(),
 		"-slide", latencyInterval.String(), "-report", report), true)
 	if err != nil {
 		return err

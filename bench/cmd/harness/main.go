@@ -130,22 +130,22 @@ func cmpOr(a, b string) string {
 
 // bench holds what the stages share.
 type bench struct {
-	cfg     config
-	root    string // repository root
-	dir     string // this run's scratch directory
-	self    string // this binary, for child processes
-	broker  *kafkatest.Broker
-	redis   *redistest.Server
-	main    *dataset
-	want    [][]result
-	rows    []row
-	figures []figure
-	notes   []string
-	prof    string // dstream's CPU profile highlights
+	cfg       config
+	root      string // repository root
+	dir       string // this run's scratch directory
+	self      string // this binary, for child processes
+	broker    *kafkatest.Broker
+	redis     *redistest.Server
+	main      *dataset
+	want      [][]result
+	rows      []row
+	figures   []figure
+	notes     []string
+	prof      string // dstream's CPU profile highlights
 	engineOut string
 	latency   string // latency details
-	started time.Time
-	timings []string
+	started   time.Time
+	timings   []string
 }
 
 // row is one contender's throughput run.
