@@ -1,14 +1,15 @@
 //go:build unix
 
-package ingest_test
+package cputime
 
 import (
 	"syscall"
 	"time"
 )
 
-// cpuTime is the CPU time, user and system, that the process has used.
-func cpuTime() time.Duration {
+// Process returns the CPU time, user and system, that the process has used
+// so far, or 0 if the kernel does not say.
+func Process() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
