@@ -40,6 +40,10 @@ type folder[K comparable, V, C any] struct {
 	scratch map[K]int32
 	shardOf []uint8
 	shards  []map[K]int32
+	// keys is how many keys each path folded last time: the next batch's
+	// output starts at that capacity.
+	keys      int
+	shardKeys []int
 }
 
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {
@@ -70,7 +74,8 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V]) []Pair[K, C] {
 	}
 	idx := f.scratch
 	defer clear(idx)
-	out := make([]Pair[K, C], 0, min(len(in), 1024))
+	out := make([]Pair[K, C], 0, min(len(in), max(f.keys, 1024)))
+	defer func() { f.keys = len(out) }()
 	for _, kv := range in {
 		if i, ok := idx[kv.Key]; ok {
 			out[i].Value = f.merge(out[i].Value, kv.Value)
@@ -107,13 +112,15 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
 		for s := range f.shards {
 			f.shards[s] = make(map[K]int32)
 		}
+		f.shardKeys = make([]int, p)
 	}
 	merged := make([][]shardEntry[K, C], p)
 	for s := range p {
 		wg.Go(func() {
 			idx := f.shards[s]
 			defer clear(idx)
-			var out []shardEntry[K, C]
+			out := make([]shardEntry[K, C], 0, f.shardKeys[s])
+			defer func() { f.shardKeys[s] = len(out) }()
 			for i, sh := range shardOf {
 				if int(sh) != s {
 					continue

@@ -22,7 +22,9 @@ type MemoryStore struct {
 		planned   uint64
 		prepared  uint64
 		pending   []Change
-		state     map[string]map[string][]byte
+		// state holds each operator's committed keys; a value is
+		// rewritten in place when its key changes again.
+		state map[string]map[string]*[]byte
 	}
 }
 
@@ -30,7 +32,7 @@ type MemoryStore struct {
 func NewMemoryStore() *MemoryStore {
 	s := &MemoryStore{}
 	s.mu.plans = map[uint64]Plan{}
-	s.mu.state = map[string]map[string][]byte{}
+	s.mu.state = map[string]map[string]*[]byte{}
 	s.def = s.Handle()
 	return s
 }
@@ -167,10 +169,14 @@ func (h *MemoryHandle) Plans(_ context.Context, from, to uint64) ([]Plan, error)
 func (h *MemoryHandle) LoadState(_ context.Context, op string, fn func(key, value []byte) error) error {
 	s := h.s
 	s.mu.Lock()
-	state := maps.Clone(s.mu.state[op])
+	keys := slices.Sorted(maps.Keys(s.mu.state[op]))
+	values := make([][]byte, len(keys))
+	for i, k := range keys {
+		values[i] = slices.Clone(*s.mu.state[op][k])
+	}
 	s.mu.Unlock()
-	for _, k := range slices.Sorted(maps.Keys(state)) {
-		if err := fn([]byte(k), state[k]); err != nil {
+	for i, k := range keys {
+		if err := fn([]byte(k), values[i]); err != nil {
 			return err
 		}
 	}
@@ -208,13 +214,17 @@ func (h *MemoryHandle) Commit(_ context.Context, batch, keepFrom uint64) error {
 	for _, c := range s.mu.pending {
 		m := s.mu.state[c.Op]
 		if m == nil {
-			m = map[string][]byte{}
+			m = map[string]*[]byte{}
 			s.mu.state[c.Op] = m
 		}
-		if c.Delete {
+		switch v, ok := m[string(c.Key)]; {
+		case c.Delete:
 			delete(m, string(c.Key))
-		} else {
-			m[string(c.Key)] = slices.Clone(c.Value)
+		case ok:
+			*v = append((*v)[:0], c.Value...)
+		default:
+			v := slices.Clone(c.Value)
+			m[string(c.Key)] = &v
 		}
 	}
 	s.mu.committed, s.mu.prepared, s.mu.pending = batch, 0, nil

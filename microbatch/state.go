@@ -157,6 +157,7 @@ func (t *table[K, S]) changes(dst []Change) []Change {
 	}
 	// All keys and values are encoded into one buffer, fresh for every
 	// batch (the Store may keep them), rather than two allocations per key.
+	dst = slices.Grow(dst, len(t.dirty))
 	buf := make([]byte, 0, t.encoded)
 	ends := make([]int, 0, 2*len(t.dirty))
 	for _, i := range t.dirty {
