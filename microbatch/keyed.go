@@ -225,8 +225,38 @@ func cogroup[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, P
 	return out
 }
 
+// joinGroups is cogroup restricted to the keys a has, which is all that
+// Join and LeftOuterJoin use: b's other keys are neither indexed nor
+// grouped, so joining a small batch with a large one (a ranking with every
+// running total) costs one lookup per element of the large one.
+func joinGroups[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
+	idx := make(map[K]int32, len(a))
+	var out []Pair[K, Pair[[]V, []W]]
+	for _, kv := range a {
+		i, ok := idx[kv.Key]
+		if !ok {
+			i = int32(len(out))
+			idx[kv.Key] = i
+			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kv.Key})
+		}
+		out[i].Value.Key = append(out[i].Value.Key, kv.Value)
+	}
+	for _, kw := range b {
+		if i, ok := idx[kw.Key]; ok {
+			out[i].Value.Value = append(out[i].Value.Value, kw.Value)
+		}
+	}
+	return out
+}
+
 // pairwise builds a stream from two keyed streams of equal slide.
 func pairwise[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
+	return pairwiseBy(op, a, b, cogroup[K, V, W], f)
+}
+
+// pairwiseBy is pairwise with the grouping of the two batches chosen.
+func pairwiseBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]],
+	group func([]Pair[K, V], []Pair[K, W]) []Pair[K, Pair[[]V, []W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
 	if a.slide != b.slide {
 		a.job.fail(op, fmt.Errorf("streams slide every %v and %v: %s needs equal slides",
 			a.SlideDuration(), b.SlideDuration(), op))
@@ -236,7 +266,7 @@ func pairwise[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *St
 		if !a.has || !b.has {
 			return nil, false
 		}
-		return f(cogroup(a.out, b.out)), true
+		return f(group(a.out, b.out)), true
 	}
 	return s
 }
@@ -249,7 +279,7 @@ func Cogroup[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]
 // Join pairs every value of a key in a with every value of that key in b;
 // keys missing on either side are dropped.
 func Join[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, W]]] {
-	return pairwise("join", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, W]] {
+	return pairwiseBy("join", a, b, joinGroups[K, V, W], func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, W]] {
 		var out []Pair[K, Pair[V, W]]
 		for _, g := range groups {
 			for _, v := range g.Value.Key {
@@ -264,7 +294,7 @@ func Join[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) 
 
 // LeftOuterJoin is Join that keeps keys only a has, with an absent right side.
 func LeftOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, Optional[W]]]] {
-	return pairwise("leftOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, Optional[W]]] {
+	return pairwiseBy("leftOuterJoin", a, b, joinGroups[K, V, W], func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, Optional[W]]] {
 		var out []Pair[K, Pair[V, Optional[W]]]
 		for _, g := range groups {
 			for _, v := range g.Value.Key {
