@@ -143,6 +143,7 @@ type bench struct {
 	notes     []string
 	prof      string // dstream's CPU profile highlights
 	engineOut string
+	stateProf string // dstream's CPU profile with 1M keys
 	latency   string // latency details
 	started   time.Time
 	timings   []string

@@ -229,6 +229,9 @@ func (b *bench) writeMarkdown(path string) error {
 	if b.prof != "" {
 		sb.WriteString("\n## Where dstream's time goes: CPU profile of the catch-up run\n\n```\n" + strings.TrimSpace(b.prof) + "\n```\n")
 	}
+	if b.stateProf != "" {
+		sb.WriteString("\n## CPU profile of the state run with 1M distinct IPs\n\n```\n" + strings.TrimSpace(b.stateProf) + "\n```\n")
+	}
 	if b.engineOut != "" {
 		sb.WriteString("\n## Engine micro-benchmarks (`make bench-engine`)\n\n```\n" + strings.TrimSpace(b.engineOut) + "\n```\n")
 	}

@@ -232,9 +232,13 @@ func (b *bench) runState(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r, err := b.dstreamCatchUp(ctx, d, name+"-job", false)
+		r, err := b.dstreamCatchUp(ctx, d, name+"-job", true)
 		if err != nil {
 			return err
+		}
+		b.notes = append(b.notes, fmt.Sprintf("%s: wall time in I/O calls: %s", name, r.report.Timings))
+		if keys == 1_000_000 {
+			b.stateProf = profileHighlights(ctx, b.self, r.profile)
 		}
 		ok, detail := d.checkTotals(r.totals)
 		b.rows = append(b.rows, row{name: fmt.Sprintf("dstream, %s distinct IPs", human(float64(len(d.ips)))),
