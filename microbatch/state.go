@@ -309,7 +309,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 				drop = append(drop, e.key)
 				continue
 			}
-			st.put(e.key, ns, touched)
+			st.set(int32(i), ns, touched) // i is e's index: no lookup by key
 		}
 		for _, k := range drop {
 			st.remove(k)
