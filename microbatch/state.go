@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -116,8 +117,14 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 	}
 }
 
-// insert adds k, which has no state.
+// insert adds k, which has no state. A string key is copied first: keys
+// usually share the memory of the record they were read from (Lines,
+// Records), and state outlives records, so keeping that view would keep the
+// key's whole fetched record batch alive for as long as the key has state.
 func (t *table[K, S]) insert(k K, v S, touched int64) {
+	if p, ok := any(&k).(*string); ok {
+		*p = strings.Clone(*p)
+	}
 	i := int32(len(t.entries))
 	t.index[k] = i
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: t.nextSeq, touched: touched, live: true})
