@@ -5,14 +5,19 @@
 // one slot and also works on Redis Cluster: …:meta (committed, planned and
 // prepared batch ids, epoch, format version, committed offsets), …:lease
 // (the active instance), …:plans (batch id → plan), …:pending (the staged
-// changes of the prepared batch) and …:state:<op> (one hash per stateful
-// operator). Commits are incremental: a batch writes only the keys it changed.
+// changes of the prepared batch, one string) and …:state:<op> (one hash per
+// stateful operator). Commits are incremental: a batch writes only the keys
+// it changed.
 //
 // Fencing. Acquire takes the lease (a key with a TTL the holder renews) and
-// increments the epoch in the same Lua script. Every later write runs as one
-// Lua script that first compares the caller's epoch with the stored one, so
-// an instance that lost the job (paused past its lease, partitioned) cannot
-// write again: it gets microbatch.ErrFenced. The lease keeps two healthy
+// increments the epoch in the same Lua script. Every later write first
+// compares the caller's epoch with the stored one, atomically with the write:
+// small writes are Lua scripts; Prepare and Commit, which carry a batch's
+// changes, read …:meta under WATCH and write in a MULTI/EXEC transaction
+// that Redis drops if …:meta changed meanwhile (moving 10k keys as plain
+// commands costs a tenth of moving them through Lua). So an instance that
+// lost the job (paused past its lease, partitioned) cannot write again: it
+// gets microbatch.ErrFenced. The lease keeps two healthy
 // replicas from fencing each other in a loop; the epoch keeps a stale one
 // harmless. Every write is also a compare-and-set on the batch id, so a write
 // retried after an ambiguous failure (go-redis retries on network errors)

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ const FormatVersion = "1"
 // *redis.ClusterClient satisfy it.
 type Client interface {
 	redis.Scripter
+	Watch(ctx context.Context, fn func(*redis.Tx) error, keys ...string) error
 	HScan(ctx context.Context, key string, cursor uint64, match string, count int64) *redis.ScanCmd
 	HMGet(ctx context.Context, key string, fields ...string) *redis.SliceCmd
 	ConfigGet(ctx context.Context, parameter string) *redis.MapStringStringCmd
@@ -64,6 +66,13 @@ type Redis struct {
 	log   zerolog.Logger
 	keys  keys
 	epoch uint64
+
+	// staged are the changes of the batch this instance prepared last, so
+	// that Commit need not read them back.
+	staged struct {
+		batch   uint64
+		changes []microbatch.Change
+	}
 }
 
 type keys struct {
@@ -328,84 +337,271 @@ func (r *Redis) LoadState(ctx context.Context, op string, fn func(key, value []b
 	}
 }
 
-var prepareScript = redis.NewScript(epochCheck + `
-local id = tonumber(ARGV[2])
-if id ~= committed + 1 or id ~= planned then
-  return 'conflict: prepare ' .. ARGV[2] .. ' with committed ' .. committed .. ', planned ' .. planned
-end
-redis.call('DEL', KEYS[2])
-local n = #ARGV
-local i = 3
-while i <= n do
-  local last = math.min(n, i + 999)
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, last))
-  i = last + 1
-end
-redis.call('HSET', KEYS[1], 'prepared', ARGV[2])
-return 'ok'
-`)
+// chunk bounds the fields of one HSET or HDEL in a transaction.
+const chunk = 1000
 
-// Prepare implements microbatch.Store.
+// Prepare implements microbatch.Store. The changes go to …:pending, one
+// string in the layout of encodePending, in a MULTI/EXEC transaction that
+// Redis runs only if …:meta did not change since the epoch and batch id
+// were checked (see cas).
 func (r *Redis) Prepare(ctx context.Context, batch uint64, changes []microbatch.Change) error {
-	args := make([]any, 0, 1+2*len(changes))
-	args = append(args, batch)
-	for _, c := range changes {
-		field := make([]byte, 0, len(c.Op)+1+len(c.Key))
-		field = append(append(append(field, c.Op...), 0), c.Key...)
-		var val []byte
-		if c.Delete {
-			val = []byte{0}
-		} else {
-			val = append(append(make([]byte, 0, 1+len(c.Value)), 1), c.Value...)
+	blob := encodePending(changes)
+	err := r.cas(ctx, fmt.Sprintf("prepare batch %d", batch), func(_ *redis.Tx, m meta) (bool, error) {
+		if batch != m.committed+1 || batch != m.planned {
+			return false, fmt.Errorf("prepare %d with committed %d, planned %d", batch, m.committed, m.planned)
 		}
-		args = append(args, field, val)
+		return false, nil
+	}, func(p redis.Pipeliner, _ meta) {
+		p.Set(ctx, r.keys.pending, blob, 0)
+		p.HSet(ctx, r.keys.meta, "prepared", batch)
+	})
+	if err == nil {
+		r.staged.batch, r.staged.changes = batch, changes
 	}
-	return r.write(ctx, fmt.Sprintf("prepare batch %d", batch), prepareScript,
-		[]string{r.keys.meta, r.keys.pending}, args...)
+	return err
 }
 
-var commitScript = redis.NewScript(epochCheck + `
-local id = tonumber(ARGV[2])
-if committed == id and prepared == 0 then return 'ok' end
-if id ~= committed + 1 or prepared ~= id then
-  return 'conflict: commit ' .. ARGV[2] .. ' with committed ' .. committed .. ', prepared ' .. prepared
-end
-local pending = redis.call('HGETALL', KEYS[2])
-for i = 1, #pending, 2 do
-  local f, v = pending[i], pending[i + 1]
-  local sep = string.find(f, '\0', 1, true)
-  local hash = ARGV[3] .. string.sub(f, 1, sep - 1)
-  local key = string.sub(f, sep + 1)
-  if string.byte(v, 1) == 0 then
-    redis.call('HDEL', hash, key)
-  else
-    redis.call('HSET', hash, key, string.sub(v, 2))
-  end
-end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'committed', ARGV[2], 'prepared', '0', 'offsets', ARGV[5])
-local keep = tonumber(ARGV[4])
-local trimmed = tonumber(redis.call('HGET', KEYS[1], 'trimmed') or '1')
-if keep > trimmed then
-  for p = trimmed, keep - 1 do redis.call('HDEL', KEYS[3], tostring(p)) end
-  redis.call('HSET', KEYS[1], 'trimmed', keep)
-end
-return 'ok'
-`)
-
-// Commit implements microbatch.Store.
+// Commit implements microbatch.Store: in one MULTI/EXEC transaction that
+// runs only if …:meta did not change since it was checked, the staged
+// changes go to the state hashes, …:pending goes and committed becomes
+// batch. The changes come from this instance's Prepare, or from …:pending
+// when another instance prepared the batch (recovery completing it).
 func (r *Redis) Commit(ctx context.Context, batch, keepFrom uint64) error {
-	offsets := ""
-	if plans, err := r.Plans(ctx, batch, batch); err == nil && len(plans) == 1 {
-		offsets = plans[0].OffsetsHeader()
+	if keepFrom > batch {
+		return fmt.Errorf("state: commit batch %d: keeping plans from %d, after the batch: %w", batch, keepFrom, microbatch.ErrPermanent)
 	}
-	return r.write(ctx, fmt.Sprintf("commit batch %d", batch), commitScript,
-		[]string{r.keys.meta, r.keys.pending, r.keys.plans}, batch, r.keys.statePrefix, keepFrom, offsets)
+	var changes []microbatch.Change
+	offsets := ""
+	err := r.cas(ctx, fmt.Sprintf("commit batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
+		if m.committed == batch && m.prepared == 0 {
+			return true, nil // a retry of a commit that went through
+		}
+		if batch != m.committed+1 || m.prepared != batch {
+			return false, fmt.Errorf("commit %d with committed %d, prepared %d", batch, m.committed, m.prepared)
+		}
+		changes = r.staged.changes
+		if r.staged.batch != batch {
+			var err error
+			if changes, err = r.loadPending(ctx, tx); err != nil {
+				return false, err
+			}
+		}
+		if s, err := tx.HGet(ctx, r.keys.plans, strconv.FormatUint(batch, 10)).Result(); err == nil {
+			if p, err := decodePlan(s); err == nil {
+				offsets = p.OffsetsHeader()
+			}
+		}
+		return false, nil
+	}, func(p redis.Pipeliner, m meta) {
+		var ops []string
+		sets, dels := map[string][]any{}, map[string][]string{}
+		for _, c := range changes {
+			if _, ok := sets[c.Op]; !ok {
+				ops = append(ops, c.Op)
+				sets[c.Op] = nil
+			}
+			if c.Delete {
+				dels[c.Op] = append(dels[c.Op], string(c.Key))
+			} else {
+				sets[c.Op] = append(sets[c.Op], c.Key, c.Value)
+			}
+		}
+		for _, op := range ops {
+			hash, kv, del := r.keys.statePrefix+op, sets[op], dels[op]
+			for i := 0; i < len(kv); i += 2 * chunk {
+				p.HSet(ctx, hash, kv[i:min(len(kv), i+2*chunk)]...)
+			}
+			for i := 0; i < len(del); i += chunk {
+				p.HDel(ctx, hash, del[i:min(len(del), i+chunk)]...)
+			}
+		}
+		p.Unlink(ctx, r.keys.pending)
+		p.HSet(ctx, r.keys.meta, "committed", batch, "prepared", 0, "offsets", offsets)
+		if keepFrom > m.trimmed {
+			ids := make([]string, 0, min(keepFrom-m.trimmed, chunk))
+			for id := m.trimmed; id < keepFrom; id++ {
+				ids = append(ids, strconv.FormatUint(id, 10))
+				if len(ids) == chunk || id == keepFrom-1 {
+					p.HDel(ctx, r.keys.plans, ids...)
+					ids = ids[:0]
+				}
+			}
+			p.HSet(ctx, r.keys.meta, "trimmed", keepFrom)
+		}
+	})
+	if err == nil {
+		r.staged.batch, r.staged.changes = 0, nil
+	}
+	return err
+}
+
+// encodePending lays changes out as one string: for each, the op, the key
+// and, unless it is a deletion, the value, each as a uvarint length and its
+// bytes, a deletion marked by a length of 0 and a flag byte 0 before the
+// value (1 for a value).
+func encodePending(changes []microbatch.Change) []byte {
+	n := 0
+	for _, c := range changes {
+		n += len(c.Op) + len(c.Key) + len(c.Value) + 3*binary.MaxVarintLen32 + 1
+	}
+	b := make([]byte, 0, n)
+	for _, c := range changes {
+		b = binary.AppendUvarint(b, uint64(len(c.Op)))
+		b = append(b, c.Op...)
+		b = binary.AppendUvarint(b, uint64(len(c.Key)))
+		b = append(b, c.Key...)
+		if c.Delete {
+			b = append(b, 0)
+			continue
+		}
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(len(c.Value)))
+		b = append(b, c.Value...)
+	}
+	return b
+}
+
+// decodePending is the inverse of encodePending.
+func decodePending(b []byte) ([]microbatch.Change, error) {
+	var out []microbatch.Change
+	next := func() ([]byte, bool) {
+		n, l := binary.Uvarint(b)
+		if l <= 0 || uint64(len(b)-l) < n {
+			return nil, false
+		}
+		v := b[l : l+int(n)]
+		b = b[l+int(n):]
+		return v, true
+	}
+	for len(b) > 0 {
+		op, ok1 := next()
+		key, ok2 := next()
+		if !ok1 || !ok2 || len(b) == 0 {
+			return nil, fmt.Errorf("pending changes: malformed at change %d", len(out))
+		}
+		c := microbatch.Change{Op: string(op), Key: key, Delete: b[0] == 0}
+		b = b[1:]
+		if !c.Delete {
+			v, ok := next()
+			if !ok {
+				return nil, fmt.Errorf("pending changes: malformed value at change %d", len(out))
+			}
+			c.Value = v
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// loadPending reads the staged changes of another instance. A hash is the
+// layout of earlier builds: field op NUL key, value 1 and the value, or 0
+// for a deletion.
+func (r *Redis) loadPending(ctx context.Context, tx *redis.Tx) ([]microbatch.Change, error) {
+	typ, err := tx.Type(ctx, r.keys.pending).Result()
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case "none":
+		return nil, errors.New("the staged changes are missing")
+	case "string":
+		b, err := tx.Get(ctx, r.keys.pending).Bytes()
+		if err != nil {
+			return nil, err
+		}
+		return decodePending(b)
+	}
+	fields, err := tx.HGetAll(ctx, r.keys.pending).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]microbatch.Change, 0, len(fields))
+	for f, v := range fields {
+		op, key, ok := strings.Cut(f, "\x00")
+		if !ok || v == "" {
+			return nil, fmt.Errorf("pending change %q: malformed", f)
+		}
+		c := microbatch.Change{Op: op, Key: []byte(key), Delete: v[0] == 0}
+		if !c.Delete {
+			c.Value = []byte(v[1:])
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// meta is what the transactions check.
+type meta struct {
+	committed, planned, prepared, trimmed uint64
+}
+
+// cas checks the caller's epoch against …:meta and runs check, which may
+// read more (its reads see what the transaction will change); unless check
+// fails or reports the work done, the commands queued by queue run in a
+// MULTI/EXEC transaction. Redis runs it only if …:meta did not change since
+// it was read (WATCH): an instance that took the job over meanwhile bumped
+// the epoch, so a fenced instance cannot write. This keeps the atomicity and
+// fencing of a script while the bulk of a batch's changes travel as plain
+// commands rather than through Lua, which costs ten times as much.
+func (r *Redis) cas(ctx context.Context, what string, check func(tx *redis.Tx, m meta) (done bool, err error), queue func(p redis.Pipeliner, m meta)) error {
+	var checkErr error
+	for attempt := 1; ; attempt++ {
+		checkErr = nil
+		err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			vals, err := tx.HMGet(ctx, r.keys.meta, "epoch", "committed", "planned", "prepared", "trimmed").Result()
+			if err != nil {
+				return err
+			}
+			num := func(i int, def uint64) uint64 {
+				if s, ok := vals[i].(string); ok {
+					if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+						return n
+					}
+				}
+				return def
+			}
+			switch epoch, ok := vals[0].(string); {
+			case !ok:
+				checkErr = fmt.Errorf("job %s: %w", r.cfg.Job, ErrCheckpointLost)
+				return nil
+			case epoch != strconv.FormatUint(r.epoch, 10):
+				checkErr = fmt.Errorf("%w (epoch %d)", microbatch.ErrFenced, r.epoch)
+				return nil
+			}
+			m := meta{committed: num(1, 0), planned: num(2, 0), prepared: num(3, 0), trimmed: num(4, 1)}
+			done, err := check(tx, m)
+			if err != nil {
+				checkErr = fmt.Errorf("%w: %w", microbatch.ErrConflict, err)
+				return nil
+			}
+			if done {
+				return nil
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				queue(p, m)
+				return nil
+			})
+			return err
+		}, r.keys.meta)
+		switch {
+		case errors.Is(err, redis.TxFailedErr) && attempt < 10:
+			continue // meta changed: check again
+		case err != nil && ctx.Err() != nil:
+			// A transaction's connection notices the cancellation only
+			// at its read timeout: report the cause, not the timeout.
+			return fmt.Errorf("state: %s: %w", what, ctx.Err())
+		case err != nil:
+			return fmt.Errorf("state: %s: %w", what, err)
+		case checkErr != nil:
+			return fmt.Errorf("state: %s: %w", what, checkErr)
+		}
+		return nil
+	}
 }
 
 var discardScript = redis.NewScript(epochCheck + `
 if prepared == tonumber(ARGV[2]) then
-  redis.call('DEL', KEYS[2])
+  redis.call('UNLINK', KEYS[2])
   redis.call('HSET', KEYS[1], 'prepared', '0')
 end
 return 'ok'
