@@ -579,6 +579,14 @@ func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Ti
 		attempt := 0
 		write := func() error {
 			attempt++
+			if attempt > 1 {
+				// A retry may set up a new transactional producer, which
+				// fences every other producer of the job: make sure first
+				// that no other instance took the job over meanwhile.
+				if err := store.Renew(ctx); err != nil {
+					return err
+				}
+			}
 			return j.writeOnce(ctx, s, p, r.messages[i], attempt > 1)
 		}
 		if err := j.retry(ctx, "write sink", write); err != nil {
