@@ -1,0 +1,86 @@
+package microbatch_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/dstream-io/dstream/microbatch"
+)
+
+// exampleJob runs batches back to back from 2026-01-01 00:00:01, one second
+// apart.
+func exampleJob(batches uint64) *microbatch.Job {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 5e8, time.UTC)
+	return microbatch.NewJob(time.Second,
+		microbatch.WithClock(microbatch.NewVirtualClock(start)),
+		microbatch.WithBatchLimit(batches))
+}
+
+// Counting words over a sliding window incrementally: the batch entering the
+// window is added, the one leaving it subtracted, and keys whose count falls
+// to zero are dropped by the keep filter.
+func ExampleReduceByKeyAndWindow() {
+	job := exampleJob(4)
+	job.Checkpoint(microbatch.NewMemoryStore()) // the window's counts are checkpointed state
+	words := microbatch.QueueStream(job, [][]string{{"a", "b"}, {"a"}, {}, {"b"}})
+	ones := microbatch.Map(words, func(w string) microbatch.Pair[string, int] { return microbatch.KV(w, 1) })
+	counts := microbatch.ReduceByKeyAndWindow(ones,
+		func(a, b int) int { return a + b }, // add what enters
+		func(a, b int) int { return a - b }, // subtract what leaves
+		2*time.Second, time.Second,
+		func(p microbatch.Pair[string, int]) bool { return p.Value > 0 })
+	counts.Pprint(10)
+	if err := job.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// -------------------------------------------
+	// Time: 2026-01-01 00:00:01
+	// -------------------------------------------
+	// ('a', 1)
+	// ('b', 1)
+	//
+	// -------------------------------------------
+	// Time: 2026-01-01 00:00:02
+	// -------------------------------------------
+	// ('a', 2)
+	// ('b', 1)
+	//
+	// -------------------------------------------
+	// Time: 2026-01-01 00:00:03
+	// -------------------------------------------
+	// ('a', 1)
+	//
+	// -------------------------------------------
+	// Time: 2026-01-01 00:00:04
+	// -------------------------------------------
+	// ('b', 1)
+	//
+}
+
+// Running totals per key across the whole stream, as the lecture's
+// updateFunction: keys without new values keep their state.
+func ExampleUpdateStateByKey() {
+	job := exampleJob(3)
+	job.Checkpoint(microbatch.NewMemoryStore())
+	words := microbatch.QueueStream(job, [][]string{{"a", "b", "a"}, {"b"}, {}})
+	ones := microbatch.Map(words, func(w string) microbatch.Pair[string, int] { return microbatch.KV(w, 1) })
+	totals := microbatch.UpdateStateByKey(ones, func(values []int, total int, _ bool) (int, bool) {
+		for _, v := range values {
+			total += v
+		}
+		return total, true
+	})
+	totals.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []microbatch.Pair[string, int]) error {
+		fmt.Println(b.ID, batch)
+		return nil
+	})
+	if err := job.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// 1 [{a 2} {b 1}]
+	// 2 [{a 2} {b 2}]
+	// 3 [{a 2} {b 2}]
+}
