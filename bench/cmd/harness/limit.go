@@ -74,7 +74,7 @@ func childLimit(args []string) error {
 	start := time.Now()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(*brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{*topic: offsets}),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+	)
 	if err != nil {
 		return err
 	}
