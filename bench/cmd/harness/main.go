@@ -289,9 +289,17 @@ var brokerFlags = []string{"-Xms1g", "-Xmx1g", "-XX:+UseG1GC", "-XX:-UsePerfData
 
 func (b *bench) startServers(ctx context.Context) error {
 	var err error
-	b.broker, err = kafkatest.Start(ctx, kafkatest.Options{JVMFlags: brokerFlags, NoClassSharing: true, TempDir: b.dir,
-		// The pre-loaded lines carry event times in the past (see epoch).
-		Properties: map[string]string{"log.retention.ms": "-1"}})
+	// A second try: kafkatest's random cluster id can start with '-',
+	// which kafka-storage takes for an option (1 start in 64).
+	for attempt := 1; attempt <= 3; attempt++ {
+		b.broker, err = kafkatest.Start(ctx, kafkatest.Options{JVMFlags: brokerFlags, NoClassSharing: true, TempDir: b.dir,
+			// The pre-loaded lines carry event times in the past (see epoch).
+			Properties: map[string]string{"log.retention.ms": "-1"}})
+		if err == nil {
+			break
+		}
+		b.say("start broker (attempt %d): %v", attempt, err)
+	}
 	if err != nil {
 		return err
 	}
