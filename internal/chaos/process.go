@@ -128,9 +128,9 @@ func (p *Processor) Signal(sig syscall.Signal) {
 	}
 }
 
-// Kill sends SIGKILL and waits for the process to be reaped.
+// Kill sends SIGKILL (which ends a stopped process too) and waits for the
+// process to be reaped.
 func (p *Processor) Kill() {
-	p.Signal(syscall.SIGCONT) // a stopped process dies on SIGKILL too, but be plain
 	p.Signal(syscall.SIGKILL)
 	<-p.done
 }
