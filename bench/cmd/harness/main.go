@@ -147,6 +147,16 @@ type bench struct {
 	latency   string // latency details
 	started   time.Time
 	timings   []string
+	// brokerPid is the broker's JVM, for its CPU time.
+	brokerPid int
+}
+
+// brokerCPU returns the broker's CPU seconds so far.
+func (b *bench) brokerCPU() float64 {
+	if b.brokerPid == 0 {
+		return 0
+	}
+	return processCPU(b.brokerPid)
 }
 
 // row is one contender's throughput run.
@@ -157,6 +167,9 @@ type row struct {
 	rss     int64
 	correct bool
 	detail  string
+	// cpu is the CPU time of the contender's processes over their whole
+	// life (start-up included), brokerCPU the broker's meanwhile.
+	cpu, brokerCPU float64
 }
 
 func (r row) rate() float64 {
@@ -307,7 +320,8 @@ func (b *bench) startServers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.say("broker %s, redis %s", b.broker.Addr(), b.redis.Addr())
+	b.brokerPid = findProcess(b.broker.Dir())
+	b.say("broker %s (pid %d), redis %s", b.broker.Addr(), b.brokerPid, b.redis.Addr())
 	return nil
 }
 
@@ -337,6 +351,7 @@ func endsFlag(ends []int64) string {
 func (b *bench) runLimit(ctx context.Context) error {
 	totals := filepath.Join(b.dir, "limit-totals.txt")
 	report := filepath.Join(b.dir, "limit-report.json")
+	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, "limit", exec.CommandContext(ctx, b.self, "child-limit",
 		"-brokers", b.broker.Addr(), "-topic", b.main.topic, "-ends", endsFlag(b.main.ends),
 		"-totals", totals, "-report", report), false)
@@ -355,6 +370,7 @@ func (b *bench) runLimit(ctx context.Context) error {
 		return err
 	}
 	ok, detail := b.main.checkTotals(got)
-	b.rows = append(b.rows, row{name: "limit", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail})
+	b.rows = append(b.rows, row{name: "limit", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
+		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0})
 	return nil
 }

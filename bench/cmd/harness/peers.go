@@ -30,6 +30,7 @@ func (b *bench) runSpark(ctx context.Context) error {
 		"--countries", b.main.countriesFile, "--jars", filepath.Join(b.root, ".cache", "bench", "spark-jars"),
 		"--checkpoint", filepath.Join(dir, "checkpoint"), "--out", dir, "--master", b.cfg.sparkMaster)
 	cmd.Env = append(os.Environ(), "PYSPARK_PYTHON="+python, "PYSPARK_DRIVER_PYTHON="+python)
+	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, "spark", cmd, false)
 	if err != nil {
 		return err
@@ -74,6 +75,7 @@ func (b *bench) runSpark(ctx context.Context) error {
 		lines += n
 	}
 	b.rows = append(b.rows, row{name: "spark", lines: lines, seconds: stats.Seconds, rss: p.peakRSS(),
+		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0,
 		correct: ok && ok2, detail: detail + "; " + detail2 + " (with totals and countries)"})
 	return nil
 }
@@ -123,6 +125,7 @@ func (b *bench) runKStreams(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, "kstreams", cmd, true)
 	if err != nil {
 		return err
@@ -184,6 +187,7 @@ func (b *bench) runKStreams(ctx context.Context) error {
 		lines += n
 	}
 	b.rows = append(b.rows, row{name: "kstreams", lines: lines, seconds: elapsed.Seconds(), rss: p.peakRSS(),
+		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0,
 		correct: ok && ok2, detail: detail + "; " + detail2 + " (counts)"})
 	return nil
 }

@@ -222,3 +222,52 @@ func treeRSS(root int, page int64) int64 {
 	}
 	return total
 }
+
+// cpuSeconds is the CPU time (user + system) of the process and of the
+// descendants it waited for.
+func (p *proc) cpuSeconds() float64 {
+	if p.cmd.ProcessState == nil {
+		return 0
+	}
+	return (p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()).Seconds()
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// processCPU returns the CPU seconds pid used so far.
+func processCPU(pid int) float64 {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	// After the comm: state(0) ppid(1) … utime(11) stime(12).
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / clockTicks
+}
+
+// findProcess returns the pid of a process whose command line contains s.
+func findProcess(s string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(cmdline), s) {
+			return pid
+		}
+	}
+	return 0
+}

@@ -28,6 +28,9 @@ func (b *bench) derive() {
 		if strings.Contains(r.name, ",") {
 			continue // state runs have their own figures
 		}
+		if r.cpu > 0 {
+			head = append(head, figure{r.name + "_lines_per_cpu_s", float64(r.lines) / r.cpu, "lines/CPU-s"})
+		}
 		head = append(head, figure{r.name + "_lines_per_s", r.rate(), "lines/s"},
 			figure{r.name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
 			figure{r.name + "_correct", boolFloat(r.correct), ""})
@@ -61,20 +64,20 @@ func (b *bench) figureValue(name string) (float64, bool) {
 
 func (b *bench) table() string {
 	var sb strings.Builder
-	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | answer |\n")
-	sb.WriteString("|---|---:|---:|---:|---:|---:|---|\n")
+	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | CPU s | broker CPU s | answer |\n")
+	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	limit, hasLimit := b.rowNamed("limit")
 	for _, r := range b.rows {
 		vs := "–"
-		if hasLimit && limit.rate() > 0 {
+		if hasLimit && limit.rate() > 0 && !strings.Contains(r.name, ",") {
 			vs = fmt.Sprintf("%.2f×", r.rate()/limit.rate())
 		}
 		answer := "right"
 		if !r.correct {
 			answer = "**WRONG** (figure void)"
 		}
-		fmt.Fprintf(&sb, "| %s | %d | %.1f | %s | %s | %.0f MiB | %s: %s |\n",
-			r.name, r.lines, r.seconds, human3(r.rate()), vs, float64(r.rss)/(1<<20), answer, r.detail)
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %s | %s | %.0f MiB | %.1f | %.1f | %s: %s |\n",
+			r.name, r.lines, r.seconds, human3(r.rate()), vs, float64(r.rss)/(1<<20), r.cpu, r.brokerCPU, answer, r.detail)
 	}
 	return sb.String()
 }

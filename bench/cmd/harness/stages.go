@@ -29,6 +29,8 @@ func newGenerator(ips int) *weblog.Generator { return weblog.NewGenerator(1, ips
 type dstreamRun struct {
 	report  childReport
 	rss     int64
+	cpu     float64
+	broker  float64 // the broker's CPU seconds meanwhile
 	totals  map[string]int64
 	out     string // output topic
 	profile string
@@ -56,6 +58,7 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, name string, pro
 		r.profile = filepath.Join(b.dir, name+".cpu.pprof")
 		args = append(args, "-cpuprofile", r.profile)
 	}
+	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, name, exec.CommandContext(ctx, b.self, args...), false)
 	if err != nil {
 		return nil, err
@@ -63,7 +66,7 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, name string, pro
 	if err := p.wait(30 * time.Minute); err != nil {
 		return nil, err
 	}
-	r.rss = p.peakRSS()
+	r.rss, r.cpu, r.broker = p.peakRSS(), p.cpuSeconds(), b.brokerCPU()-cpu0
 	if r.report, err = readReport(report); err != nil {
 		return nil, err
 	}
@@ -84,7 +87,7 @@ func (b *bench) runDstream(ctx context.Context) error {
 		return err
 	}
 	ok2, detail2 := checkResults(b.want, got, b.main.batches, true)
-	b.rows = append(b.rows, row{name: "dstream", lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss,
+	b.rows = append(b.rows, row{name: "dstream", lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, cpu: r.cpu, brokerCPU: r.broker,
 		correct: ok && ok2, detail: detail + "; " + detail2 + " (with totals and countries, read back from the output topic)"})
 	pm := percentiles(r.report.ProcessingMS)
 	cm := percentiles(r.report.CheckpointMS)
@@ -242,7 +245,7 @@ func (b *bench) runState(ctx context.Context) error {
 		}
 		ok, detail := d.checkTotals(r.totals)
 		b.rows = append(b.rows, row{name: fmt.Sprintf("dstream, %s distinct IPs", human(float64(len(d.ips)))),
-			lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, correct: ok, detail: detail})
+			lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, correct: ok, detail: detail, cpu: r.cpu, brokerCPU: r.broker})
 		pts = append(pts, point{len(d.ips), r, d})
 		b.figure(fmt.Sprintf("state_%s_lines_per_s", shortKeys(keys)), float64(r.report.Lines)/r.report.Seconds, "lines/s")
 		b.figure(fmt.Sprintf("state_%s_heap_mb", shortKeys(keys)), float64(r.report.HeapInuse)/(1<<20), "MiB")
