@@ -56,6 +56,7 @@ class Driver:
         self.results = open(os.path.join(out_dir, "results.jsonl"), "w")
         self.done = threading.Condition()
         self.last = 0
+        self.finished = []  # time.time() when each batch's output was done
 
 
 driver = None
@@ -96,6 +97,7 @@ def emit(t, rdd):
                                          "total": total, "country": country or "unknown"}) + "\n")
     with driver.done:
         driver.last = b
+        driver.finished.append(time.time())
         driver.done.notify_all()
 
 
@@ -113,6 +115,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--master", default="local[*]")
     ap.add_argument("--driver-memory", default="2g")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="checkpoint the stateful streams every this many slides (0: Spark's default, every 10 s)")
     args = ap.parse_args()
 
     ends = [int(e) for e in args.ends.split(",")]
@@ -160,6 +164,9 @@ def main():
     windowed = counts.reduceByKeyAndWindow(add, sub, WINDOW_SECONDS, SLIDE_SECONDS,
                                            filterFunc=lambda kv: kv[1] > 0)
     totals = counts.updateStateByKey(update_total)
+    if args.checkpoint_every > 0:
+        windowed.checkpoint(args.checkpoint_every * SLIDE_SECONDS)
+        totals.checkpoint(args.checkpoint_every * SLIDE_SECONDS)
     result = windowed.transform(top_n).join(totals).transform(join_countries)
 
     totals.foreachRDD(save_totals)  # before emit: a batch is done when emit ran
@@ -178,7 +185,9 @@ def main():
     elapsed = time.time() - began
     driver.results.close()
     with open(os.path.join(args.out, "stats.json"), "w") as f:
-        json.dump({"seconds": elapsed, "planning_seconds": planned, "batches": args.batches}, f)
+        per_batch = [t - s for s, t in zip([began] + driver.finished[:-1], driver.finished)]
+        json.dump({"seconds": elapsed, "planning_seconds": planned, "batches": args.batches,
+                   "batch_seconds": per_batch}, f)
     print("spark: %d batches in %.1f s" % (args.batches, elapsed), flush=True)
     ssc.stop(stopSparkContext=True, stopGraceFully=False)
 

@@ -29,6 +29,9 @@ func (b *bench) runSpark(ctx context.Context) error {
 		"--per-partition", strconv.FormatInt(b.main.perPart, 10), "--batches", strconv.Itoa(b.main.batches),
 		"--countries", b.main.countriesFile, "--jars", filepath.Join(b.root, ".cache", "bench", "spark-jars"),
 		"--checkpoint", filepath.Join(dir, "checkpoint"), "--out", dir, "--master", b.cfg.sparkMaster)
+	if v := os.Getenv("BENCH_SPARK_CHECKPOINT_EVERY"); v != "" {
+		cmd.Args = append(cmd.Args, "--checkpoint-every", v)
+	}
 	cmd.Env = append(os.Environ(), "PYSPARK_PYTHON="+python, "PYSPARK_DRIVER_PYTHON="+python)
 	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, "spark", cmd, false)
@@ -39,8 +42,9 @@ func (b *bench) runSpark(ctx context.Context) error {
 		return err
 	}
 	var stats struct {
-		Seconds         float64 `json:"seconds"`
-		PlanningSeconds float64 `json:"planning_seconds"`
+		Seconds         float64   `json:"seconds"`
+		PlanningSeconds float64   `json:"planning_seconds"`
+		BatchSeconds    []float64 `json:"batch_seconds"`
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "stats.json"))
 	if err != nil {
@@ -70,6 +74,8 @@ func (b *bench) runSpark(ctx context.Context) error {
 	f.Close()
 	ok, detail := b.main.checkTotals(totals)
 	ok2, detail2 := checkResults(b.want, got, b.main.batches, true)
+	bs := percentiles(stats.BatchSeconds)
+	b.notes = append(b.notes, fmt.Sprintf("spark: %d batches, per batch p50 %.2f s, max %.2f s", len(stats.BatchSeconds), bs.p50, bs.max))
 	var lines int64
 	for _, n := range totals {
 		lines += n

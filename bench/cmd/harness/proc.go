@@ -130,25 +130,31 @@ func (p *proc) peakRSS() int64 {
 }
 
 // rssSampler samples the summed RSS of a process and its descendants
-// every 50 ms.
+// every 50 ms, and the CPU time of each of them.
 type rssSampler struct {
 	mu   sync.Mutex
 	max  int64
+	cpu  map[int]float64 // by pid, the last CPU seconds seen
 	quit chan struct{}
 	done chan struct{}
 }
 
 func sampleRSS(root int) *rssSampler {
-	s := &rssSampler{quit: make(chan struct{}), done: make(chan struct{})}
+	s := &rssSampler{quit: make(chan struct{}), done: make(chan struct{}), cpu: map[int]float64{}}
 	page := int64(os.Getpagesize())
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			rss := treeRSS(root, page)
+			rss, pids := treeRSS(root, page)
 			s.mu.Lock()
 			s.max = max(s.max, rss)
+			for _, pid := range pids {
+				if c := processCPU(pid); c > s.cpu[pid] {
+					s.cpu[pid] = c
+				}
+			}
 			s.mu.Unlock()
 			select {
 			case <-s.quit:
@@ -175,11 +181,23 @@ func (s *rssSampler) peak() int64 {
 	return s.max
 }
 
-// treeRSS sums the resident memory of root and all its descendants.
-func treeRSS(root int, page int64) int64 {
+// treeCPU is the CPU seconds of the tree's processes, as last sampled.
+func (s *rssSampler) treeCPU() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sum float64
+	for _, c := range s.cpu {
+		sum += c
+	}
+	return sum
+}
+
+// treeRSS sums the resident memory of root and all its descendants, and
+// returns their pids.
+func treeRSS(root int, page int64) (int64, []int) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	children := map[int][]int{}
 	for _, e := range entries {
@@ -205,6 +223,7 @@ func treeRSS(root int, page int64) int64 {
 		children[ppid] = append(children[ppid], pid)
 	}
 	var total int64
+	var pids []int
 	queue := []int{root}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -214,22 +233,26 @@ func treeRSS(root int, page int64) int64 {
 		if err != nil {
 			continue
 		}
+		pids = append(pids, pid)
 		f := strings.Fields(string(statm))
 		if len(f) > 1 {
 			n, _ := strconv.ParseInt(f[1], 10, 64)
 			total += n * page
 		}
 	}
-	return total
+	return total, pids
 }
 
-// cpuSeconds is the CPU time (user + system) of the process and of the
-// descendants it waited for.
+// cpuSeconds is the CPU time (user + system) of the process tree: the
+// larger of the root's rusage (with the descendants it waited for) and the
+// sum over the tree's processes sampled every 50 ms (which counts a JVM
+// that its Python parent never waited for).
 func (p *proc) cpuSeconds() float64 {
-	if p.cmd.ProcessState == nil {
-		return 0
+	c := p.sampler.treeCPU()
+	if p.cmd.ProcessState != nil {
+		c = max(c, (p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()).Seconds())
 	}
-	return (p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()).Seconds()
+	return c
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
