@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -106,11 +107,23 @@ func FlatMap[T, U any](s *Stream[T], f func(T) []U) *Stream[U] {
 
 // Filter returns a stream of the elements for which keep is true.
 func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
+	// The output is sized to what passes, found in a first pass: a filter
+	// that keeps few elements (dead letters) must not allocate room for the
+	// whole batch. The mask is reused: a stream computes one batch at a time.
+	var mask []bool
 	return derive(s, "filter", func(_ *batchRun, in []T) []T {
-		out := make([]T, 0, len(in))
-		for _, v := range in {
-			if keep(v) {
-				out = append(out, v)
+		mask = slices.Grow(mask[:0], len(in))[:len(in)]
+		n := 0
+		for i := range in {
+			mask[i] = keep(in[i])
+			if mask[i] {
+				n++
+			}
+		}
+		out := make([]T, 0, n)
+		for i := range in {
+			if mask[i] {
+				out = append(out, in[i])
 			}
 		}
 		return out
