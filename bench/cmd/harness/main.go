@@ -211,7 +211,9 @@ func run() error {
 		return err
 	}
 	b := &bench{cfg: cfg, root: root, self: self, started: time.Now()}
-	b.dir = filepath.Join(root, ".cache", "bench", "run", time.Now().UTC().Format("20060102T150405"))
+	runs := filepath.Join(root, ".cache", "bench", "run")
+	pruneRuns(runs, 4)
+	b.dir = filepath.Join(runs, time.Now().UTC().Format("20060102T150405"))
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return err
 	}
@@ -277,6 +279,18 @@ func run() error {
 		b.say("wrote %s", cfg.out)
 	}
 	return nil
+}
+
+// pruneRuns removes all but the newest keep run directories (their names
+// sort by time).
+func pruneRuns(dir string, keep int) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for i := 0; i < len(entries)-keep; i++ {
+		os.RemoveAll(filepath.Join(dir, entries[i].Name()))
+	}
 }
 
 func (b *bench) timed(what string, f func() error) error {

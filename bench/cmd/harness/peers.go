@@ -74,6 +74,9 @@ func (b *bench) runSpark(ctx context.Context) error {
 	f.Close()
 	ok, detail := b.main.checkTotals(totals)
 	ok2, detail2 := checkResults(b.want, got, b.main.batches, true)
+	if err := os.RemoveAll(filepath.Join(dir, "checkpoint")); err != nil {
+		return err
+	}
 	bs := percentiles(stats.BatchSeconds)
 	b.notes = append(b.notes, fmt.Sprintf("spark: %d batches, per batch p50 %.2f s, max %.2f s", len(stats.BatchSeconds), bs.p50, bs.max))
 	var lines int64
@@ -176,6 +179,9 @@ func (b *bench) runKStreams(ctx context.Context) error {
 	}
 	stdin.Close()
 	if err := p.wait(2 * time.Minute); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "state")); err != nil {
 		return err
 	}
 	totals, err := readTotals(filepath.Join(dir, "kstreams-totals.txt"))
