@@ -118,15 +118,12 @@ func (p *proc) signal(sig syscall.Signal) { _ = syscall.Kill(p.cmd.Process.Pid, 
 // kill kills the whole process group.
 func (p *proc) kill() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
 
-// peakRSS is the highest resident memory of the tree seen, in bytes.
+// peakRSS is the highest resident memory of the tree seen, in bytes: the
+// larger of the sampled sum over the tree and the root's own high-water
+// mark (VmHWM, which a 50 ms sample cannot miss). Not rusage's maxrss: a
+// child exec'd from this process starts from this process's high-water mark.
 func (p *proc) peakRSS() int64 {
-	peak := p.sampler.peak()
-	if p.cmd.ProcessState != nil {
-		if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			peak = max(peak, ru.Maxrss*1024) // the root process alone, exact
-		}
-	}
-	return peak
+	return p.sampler.peak()
 }
 
 // rssSampler samples the summed RSS of a process and its descendants
@@ -148,8 +145,9 @@ func sampleRSS(root int) *rssSampler {
 		defer t.Stop()
 		for {
 			rss, pids := treeRSS(root, page)
+			hwm := highWaterRSS(root)
 			s.mu.Lock()
-			s.max = max(s.max, rss)
+			s.max = max(s.max, rss, hwm)
 			for _, pid := range pids {
 				if c := processCPU(pid); c > s.cpu[pid] {
 					s.cpu[pid] = c
@@ -290,6 +288,22 @@ func findProcess(s string) int {
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		if err == nil && strings.Contains(string(cmdline), s) {
 			return pid
+		}
+	}
+	return 0
+}
+
+// highWaterRSS is VmHWM of pid: the peak resident memory of its current
+// program, in bytes.
+func highWaterRSS(pid int) int64 {
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
 		}
 	}
 	return 0
