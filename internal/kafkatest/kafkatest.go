@@ -427,9 +427,13 @@ func repoRoot() (string, error) {
 }
 
 // clusterID returns a random KRaft cluster id: 16 bytes, URL-safe base64.
+// clusterID returns a random KRaft cluster id: 16 bytes in unpadded
+// base64url. The first byte is kept below 0xf8 so the id never starts with
+// '-', which the storage tool would read as an option.
 func clusterID() string {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id) // never fails
+	id[0] &= 0xf7
 	return base64.RawURLEncoding.EncodeToString(id)
 }
 
