@@ -15,7 +15,6 @@
 package topips
 
 import (
-	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -146,16 +145,30 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 func add(a, b int64) int64 { return a + b }
 func sub(a, b int64) int64 { return a - b }
 
-// ranking sorts by count descending, then IP ascending, and keeps n.
+// ranking returns the n best pairs: by count descending, then IP ascending.
+// It selects instead of sorting the whole window: O(len × n) for a small n.
 func ranking(batch []microbatch.Pair[string, int64], n int) []microbatch.Pair[string, int64] {
-	out := slices.Clone(batch)
-	slices.SortFunc(out, func(a, b microbatch.Pair[string, int64]) int {
-		if c := cmp.Compare(b.Value, a.Value); c != 0 {
-			return c
+	better := func(a, b microbatch.Pair[string, int64]) bool {
+		if a.Value != b.Value {
+			return a.Value > b.Value
 		}
-		return strings.Compare(a.Key, b.Key)
-	})
-	return out[:min(n, len(out))]
+		return a.Key < b.Key
+	}
+	best := make([]microbatch.Pair[string, int64], 0, n+1)
+	for _, kv := range batch {
+		if len(best) == n && !better(kv, best[n-1]) {
+			continue
+		}
+		i := len(best)
+		for i > 0 && better(kv, best[i-1]) {
+			i--
+		}
+		best = slices.Insert(best, i, kv)
+		if len(best) > n {
+			best = best[:n]
+		}
+	}
+	return best
 }
 
 // LoadCountries reads a CSV of ip,country lines; blank lines and a header

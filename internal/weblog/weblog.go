@@ -39,22 +39,30 @@ func Parse(line string) (Entry, error) {
 		return Entry{}, ErrEmpty
 	case len(line) > MaxLineBytes:
 		return Entry{}, ErrOversized
-	case !utf8.ValidString(line):
-		return Entry{}, ErrNotUTF8
 	}
+	// One pass splits the fields and notes any non-ASCII byte; the full
+	// UTF-8 check runs only for such lines (log lines are ASCII) and before
+	// any other rejection, so a bad encoding is always reported as such.
 	var f [6]string
-	n := 0
-	start := 0
-	for i := 0; i <= len(line); i++ {
-		if i < len(line) && line[i] != ' ' {
+	n, start := 0, 0
+	var high byte
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		high |= c
+		if c != ' ' {
 			continue
 		}
-		if n == len(f) {
-			return Entry{}, ErrFieldCount
+		if n == len(f)-1 {
+			return Entry{}, rejectAs(line, ErrFieldCount)
 		}
 		f[n] = line[start:i]
 		n++
 		start = i + 1
+	}
+	f[n] = line[start:]
+	n++
+	if high >= utf8.RuneSelf && !utf8.ValidString(line) {
+		return Entry{}, ErrNotUTF8
 	}
 	if n != len(f) {
 		return Entry{}, ErrFieldCount
@@ -78,6 +86,14 @@ func Parse(line string) (Entry, error) {
 		status = status*10 + int(c-'0')
 	}
 	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+}
+
+// rejectAs returns err, or ErrNotUTF8 when the line is not valid UTF-8.
+func rejectAs(line string, err error) error {
+	if !utf8.ValidString(line) {
+		return ErrNotUTF8
+	}
+	return err
 }
 
 // validIP accepts dotted IPv4 quickly and anything else netip parses.
