@@ -45,9 +45,10 @@ bench: install
 	$(GO) build -o .cache/bench/bin/harness ./bench/cmd/harness
 	.cache/bench/bin/harness
 
-## bench-engine: the Go micro-benchmarks of the engine and the parser
-bench-engine:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/
+## bench-engine: the Go micro-benchmarks of the engine and the parser, and ingest against a plain consumer
+## on a real broker (DSTREAM_BENCH_LINES sets its topic's size)
+bench-engine: install
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/ ./ingest/
 
 ## lint: gofmt and go vet
 lint:
