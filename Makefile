@@ -45,10 +45,10 @@ bench: install
 	$(GO) build -o .cache/bench/bin/harness ./bench/cmd/harness
 	.cache/bench/bin/harness
 
-## bench-engine: the Go micro-benchmarks of the engine and the parser, and ingest against a plain consumer
-## on a real broker (DSTREAM_BENCH_LINES sets its topic's size)
+## bench-engine: the Go micro-benchmarks of the engine and the parser, ingest against a plain consumer on a
+## real broker (DSTREAM_BENCH_LINES sets its topic's size), and Redis checkpoint (10k of 1M keys) and recovery
 bench-engine: install
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/ ./ingest/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./microbatch/ ./internal/weblog/ ./ingest/ ./state/
 
 ## lint: gofmt and go vet
 lint:

@@ -277,11 +277,12 @@ func human(v float64) string {
 
 var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
-// runEngine runs the Go micro-benchmarks of the engine, the parser and
-// ingest (which reads a real broker topic against a plain consumer).
+// runEngine runs the Go micro-benchmarks of the engine, the parser, ingest
+// (a real broker topic against a plain consumer) and the Redis checkpoint
+// and recovery.
 func (b *bench) runEngine(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "3x",
-		"./microbatch/", "./internal/weblog/", "./ingest/")
+		"./microbatch/", "./internal/weblog/", "./ingest/", "./state/")
 	cmd.Dir = b.root
 	out, err := cmd.CombinedOutput()
 	if err2 := os.WriteFile(filepath.Join(b.dir, "engine.txt"), out, 0o644); err2 != nil {
@@ -305,7 +306,8 @@ func (b *bench) runEngine(ctx context.Context) error {
 			}
 			unit := f[i+1]
 			switch unit {
-			case "lines/s", "plain-lines/s", "ratio_vs_plain", "x-hand", "B/key", "ns/op", "ns/slide":
+			case "lines/s", "plain-lines/s", "ratio_vs_plain", "x-hand", "B/key", "ns/op", "ns/slide",
+				"ms/batch", "ms-to-first-batch", "load-state-ms":
 				b.figure("engine_"+name+"_"+strings.NewReplacer("/", "_per_", "-", "_").Replace(unit), v, unit)
 			}
 		}
