@@ -223,6 +223,12 @@ func isFenced(err error) bool {
 // each partition's tail with read_committed isolation. It fences older
 // producers first, so no transaction can commit behind its back.
 func (k *Kafka) LastBatch(ctx context.Context) (uint64, error) {
+	// A committed transaction's markers reach the partitions after
+	// EndTransaction returns, and only then does the last stable offset
+	// show its records. Initializing a new producer of the same id waits
+	// for every transaction of that id to complete, our own last one
+	// included, so the tail read below sees everything committed.
+	k.reset()
 	if _, err := k.client(ctx); err != nil {
 		return 0, err
 	}
