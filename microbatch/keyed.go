@@ -202,27 +202,7 @@ func Some[T any](v T) Optional[T] { return Optional[T]{Value: v, Ok: true} }
 // cogroup groups two keyed batches by key; keys appear in first-occurrence
 // order of a, then the keys only b has in first-occurrence order of b.
 func cogroup[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
-	idx := make(map[K]int32, len(a))
-	var out []Pair[K, Pair[[]V, []W]]
-	for _, kv := range a {
-		i, ok := idx[kv.Key]
-		if !ok {
-			i = int32(len(out))
-			idx[kv.Key] = i
-			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kv.Key})
-		}
-		out[i].Value.Key = append(out[i].Value.Key, kv.Value)
-	}
-	for _, kw := range b {
-		i, ok := idx[kw.Key]
-		if !ok {
-			i = int32(len(out))
-			idx[kw.Key] = i
-			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kw.Key})
-		}
-		out[i].Value.Value = append(out[i].Value.Value, kw.Value)
-	}
-	return out
+	return group(a, b, true)
 }
 
 // joinGroups is cogroup restricted to the keys a has, which is all that
@@ -230,19 +210,28 @@ func cogroup[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, P
 // grouped, so joining a small batch with a large one (a ranking with every
 // running total) costs one lookup per element of the large one.
 func joinGroups[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
+	return group(a, b, false)
+}
+
+// group groups a and b by key, with the keys only b has when bOnly is set.
+func group[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W], bOnly bool) []Pair[K, Pair[[]V, []W]] {
 	idx := make(map[K]int32, len(a))
 	var out []Pair[K, Pair[[]V, []W]]
-	for _, kv := range a {
-		i, ok := idx[kv.Key]
-		if !ok {
-			i = int32(len(out))
-			idx[kv.Key] = i
-			out = append(out, Pair[K, Pair[[]V, []W]]{Key: kv.Key})
+	at := func(k K, add bool) (int32, bool) {
+		i, ok := idx[k]
+		if !ok && add {
+			i, ok = int32(len(out)), true
+			idx[k] = i
+			out = append(out, Pair[K, Pair[[]V, []W]]{Key: k})
 		}
+		return i, ok
+	}
+	for _, kv := range a {
+		i, _ := at(kv.Key, true)
 		out[i].Value.Key = append(out[i].Value.Key, kv.Value)
 	}
 	for _, kw := range b {
-		if i, ok := idx[kw.Key]; ok {
+		if i, ok := at(kw.Key, bOnly); ok {
 			out[i].Value.Value = append(out[i].Value.Value, kw.Value)
 		}
 	}
