@@ -227,21 +227,6 @@ func poll(t testing.TB, what string, done func(ctx context.Context) (bool, error
 	}
 }
 
-// stableOffsets lists the last stable offset of every partition.
-func (e *env) stableOffsets() map[int32]int64 {
-	e.t.Helper()
-	ends, err := e.adm.ListCommittedOffsets(context.Background(), e.topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
-}
-
 // cut is Cut with a deadline that turns a hang into a failure.
 func cut(t testing.TB, src *ingest.Source, after []microbatch.Range) []microbatch.Range {
 	t.Helper()

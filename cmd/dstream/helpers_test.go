@@ -161,18 +161,6 @@ func (p *proc) stop() error {
 	}
 }
 
-// wait waits for the processor to end by itself.
-func (p *proc) wait(t *testing.T, timeout time.Duration) error {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		t.Fatalf("processor still running after %v\nlogs:\n%s", timeout, p.logs)
-		return nil
-	}
-}
-
 // get fetches path from the processor's HTTP server.
 func (p *proc) get(t testing.TB, path string) (int, string) {
 	t.Helper()
