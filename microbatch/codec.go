@@ -1,6 +1,7 @@
 package microbatch
 
 import (
+	"encoding"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -14,7 +15,8 @@ type Codec[T any] interface {
 }
 
 // DefaultCodec returns a compact binary codec for strings, byte slices,
-// booleans, integers and floats, and JSON for every other type.
+// booleans, integers and floats, the text form for types that have one
+// (encoding.TextAppender and TextUnmarshaler), and JSON for every other type.
 func DefaultCodec[T any]() Codec[T] {
 	var c any
 	switch any(*new(T)).(type) {
@@ -35,9 +37,33 @@ func DefaultCodec[T any]() Codec[T] {
 	case bool:
 		c = boolCodec{}
 	default:
+		if _, ok := any(new(T)).(encoding.TextUnmarshaler); ok {
+			if _, ok := any(*new(T)).(encoding.TextAppender); ok {
+				return textCodec[T]{}
+			}
+		}
 		return JSONCodec[T]{}
 	}
 	return c.(Codec[T])
+}
+
+// textCodec stores types with a text form (encoding.TextAppender and
+// TextUnmarshaler) as their text: compact keys that read well in the Store.
+type textCodec[T any] struct{}
+
+func (textCodec[T]) Append(dst []byte, v T) []byte {
+	b, err := any(v).(encoding.TextAppender).AppendText(dst)
+	if err != nil {
+		// As with JSON: a value without a text form is a programming error.
+		panic(fmt.Sprintf("microbatch: state key or value of type %T has no text form: %v", v, err))
+	}
+	return b
+}
+
+func (textCodec[T]) Decode(b []byte) (T, error) {
+	var v T
+	err := any(&v).(encoding.TextUnmarshaler).UnmarshalText(b)
+	return v, err
 }
 
 type stringCodec struct{}

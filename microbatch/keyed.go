@@ -10,18 +10,26 @@ import (
 // their work across goroutines; below it the hand-off costs more than it saves.
 const parallelMin = 1 << 14
 
+// chunkCount is how many chunks parallelChunks splits n elements into.
+func (j *Job) chunkCount(n int) int {
+	if j.parallelism <= 1 || n < parallelMin {
+		return 1
+	}
+	return j.parallelism
+}
+
 // parallelChunks calls f on contiguous chunks of [0, n), in parallel when n is
-// large. Each index is in exactly one chunk.
-func (j *Job) parallelChunks(n int, f func(lo, hi int)) {
-	p := j.parallelism
-	if p <= 1 || n < parallelMin {
-		f(0, n)
+// large: chunk c of chunkCount(n) is [n·c/chunks, n·(c+1)/chunks).
+func (j *Job) parallelChunks(n int, f func(c, lo, hi int)) {
+	p := j.chunkCount(n)
+	if p == 1 {
+		f(0, 0, n)
 		return
 	}
 	var wg sync.WaitGroup
 	for c := range p {
 		lo, hi := n*c/p, n*(c+1)/p
-		wg.Go(func() { f(lo, hi) })
+		wg.Go(func() { f(c, lo, hi) })
 	}
 	wg.Wait()
 }
@@ -50,6 +58,15 @@ func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *fo
 	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed()}
 }
 
+// alloc returns an empty slice with room for n from buf, or a new one when
+// buf is nil.
+func alloc[T any](buf func(n int) []T, n int) []T {
+	if buf == nil {
+		return make([]T, 0, n)
+	}
+	return buf(n)
+}
+
 // shardEntry is a combiner with the batch index of its key's first occurrence.
 type shardEntry[K comparable, C any] struct {
 	key   K
@@ -60,21 +77,22 @@ type shardEntry[K comparable, C any] struct {
 // maxShards bounds the shards of a parallel fold (a shard number is a byte).
 const maxShards = 256
 
-func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V]) []Pair[K, C] {
+// fold folds in; buf, if not nil, gives the memory of the output.
+func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	p := min(j.parallelism, maxShards)
 	if p <= 1 || len(in) < parallelMin {
-		return f.foldSequential(in)
+		return f.foldSequential(in, buf)
 	}
-	return f.foldParallel(p, in)
+	return f.foldParallel(p, in, buf)
 }
 
-func (f *folder[K, V, C]) foldSequential(in []Pair[K, V]) []Pair[K, C] {
+func (f *folder[K, V, C]) foldSequential(in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	if f.scratch == nil {
 		f.scratch = make(map[K]int32)
 	}
 	idx := f.scratch
 	defer clear(idx)
-	out := make([]Pair[K, C], 0, min(len(in), max(f.keys, 1024)))
+	out := alloc(buf, min(len(in), max(f.keys, 1024)))
 	defer func() { f.keys = len(out) }()
 	for _, kv := range in {
 		if i, ok := idx[kv.Key]; ok {
@@ -92,7 +110,7 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V]) []Pair[K, C] {
 // shard s, so every key is folded by one worker exactly as the sequential
 // fold would. A k-way merge on first occurrence restores the sequential
 // order of the keys.
-func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
+func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	if cap(f.shardOf) < len(in) {
 		f.shardOf = make([]uint8, len(in))
 	}
@@ -141,7 +159,7 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
 	for _, m := range merged {
 		n += len(m)
 	}
-	out := make([]Pair[K, C], 0, n)
+	out := alloc(buf, n)
 	heads := make([]int, p)
 	for len(out) < n {
 		best := -1
@@ -161,7 +179,9 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V]) []Pair[K, C] {
 // function f. Keys appear in the order of their first occurrence.
 func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *Stream[Pair[K, V]] {
 	fd := newFolder[K](func(v V) V { return v }, f)
-	return derive(s, "reduceByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, V] { return fd.fold(r.job, in) })
+	return deriveOwned(s, "reduceByKey", func(r *batchRun, in []Pair[K, V], buf func(int) []Pair[K, V]) []Pair[K, V] {
+		return fd.fold(r.job, in, buf)
+	})
 }
 
 // CombineByKey folds the values of each key of a batch into a combiner:
@@ -170,7 +190,9 @@ func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *
 // parallel, so combine is never needed: it is accepted for Spark programs.
 func CombineByKey[K comparable, V, C any](s *Stream[Pair[K, V]], create func(V) C, merge func(C, V) C, combine func(C, C) C) *Stream[Pair[K, C]] {
 	fd := newFolder[K](create, merge)
-	return derive(s, "combineByKey", func(r *batchRun, in []Pair[K, V]) []Pair[K, C] { return fd.fold(r.job, in) })
+	return deriveOwned(s, "combineByKey", func(r *batchRun, in []Pair[K, V], buf func(int) []Pair[K, C]) []Pair[K, C] {
+		return fd.fold(r.job, in, buf)
+	})
 }
 
 // GroupByKey collects the values of each key of a batch, in input order.

@@ -20,22 +20,22 @@ func TestFoldParallelIsSequential(t *testing.T) {
 		for i := range in {
 			in[i] = KV(rng.IntN(distinct), i)
 		}
-		seqGroups := newFolder[int](func(v int) []int { return []int{v} }, merge).foldSequential(in)
-		seqWeird := newFolder[int](func(v int) int { return v }, weird).foldSequential(in)
+		seqGroups := newFolder[int](func(v int) []int { return []int{v} }, merge).foldSequential(in, nil)
+		seqWeird := newFolder[int](func(v int) int { return v }, weird).foldSequential(in, nil)
 		for _, p := range []int{2, 3, 8, 300} { // 300 exceeds maxShards
 			if p > maxShards && distinct != 300 {
 				continue
 			}
 			j := &Job{parallelism: p}
 			groups := newFolder[int](func(v int) []int { return []int{v} }, merge)
-			if got := groups.fold(j, in); !slices.EqualFunc(got, seqGroups, func(a, b Pair[int, []int]) bool {
+			if got := groups.fold(j, in, nil); !slices.EqualFunc(got, seqGroups, func(a, b Pair[int, []int]) bool {
 				return a.Key == b.Key && slices.Equal(a.Value, b.Value)
 			}) {
 				t.Fatalf("%d keys, parallelism %d: grouped values differ from the sequential fold", distinct, p)
 			}
 			f := newFolder[int](func(v int) int { return v }, weird)
 			for round := range 2 { // the second round reuses the scratch space
-				if got := f.fold(j, in); !slices.Equal(got, seqWeird) {
+				if got := f.fold(j, in, nil); !slices.Equal(got, seqWeird) {
 					t.Fatalf("%d keys, parallelism %d, round %d: folded values differ from the sequential fold", distinct, p, round)
 				}
 			}
@@ -66,7 +66,7 @@ func BenchmarkFold(b *testing.B) {
 				f := newFolder[string](func(v int64) int64 { return v }, addInt64)
 				b.ReportAllocs()
 				for b.Loop() {
-					f.fold(j, in)
+					f.fold(j, in, nil)
 				}
 			})
 		}

@@ -84,6 +84,7 @@ func pyTime(t time.Time) string {
 // were declared. Like Spark's foreachRDD it is at-least-once: a batch replayed
 // after a crash is passed again.
 func (s *Stream[T]) ForeachBatch(f func(ctx context.Context, b BatchInfo, batch []T) error) {
+	markRetained(s) // f may keep the batch
 	addOutput(s, func(ctx context.Context, r *batchRun, batch []T) error {
 		return f(ctx, BatchInfo{Plan: r.plan}, batch)
 	})

@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"cmp"
+	"encoding"
 	"fmt"
 	"math"
 	"reflect"
@@ -11,10 +12,16 @@ import (
 	"unicode"
 )
 
+var textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+
 // pyRepr appends v as Python's repr would print the corresponding value, so
 // that pprint output reads exactly like PySpark's: strings in single quotes,
 // Pairs as tuples, slices as lists, absent Optionals as None.
 func pyRepr(b *strings.Builder, v reflect.Value) {
+	if text, ok := textOf(v); ok {
+		pyString(b, text)
+		return
+	}
 	switch v.Kind() {
 	case reflect.Invalid:
 		b.WriteString("None")
@@ -97,6 +104,20 @@ func compareKeys(a, b reflect.Value) int {
 
 // pyStr appends v as Python's str would print it, as print() does: like
 // repr, except that a string prints without quotes.
+// textOf returns the text form of a scalar that has one (an address, an
+// ID): it prints as the string a Python program would hold.
+func textOf(v reflect.Value) (string, bool) {
+	switch v.Kind() {
+	case reflect.Invalid, reflect.Struct, reflect.Pointer, reflect.Interface:
+		return "", false
+	}
+	if !v.Type().Implements(textMarshaler) || !v.CanInterface() {
+		return "", false
+	}
+	text, err := v.Interface().(encoding.TextMarshaler).MarshalText()
+	return string(text), err == nil
+}
+
 func pyStr(b *strings.Builder, v reflect.Value) {
 	for v.Kind() == reflect.Interface || v.Kind() == reflect.Pointer {
 		if v.IsNil() {
@@ -107,6 +128,10 @@ func pyStr(b *strings.Builder, v reflect.Value) {
 	}
 	if v.Kind() == reflect.String {
 		b.WriteString(v.String())
+		return
+	}
+	if text, ok := textOf(v); ok {
+		b.WriteString(text)
 		return
 	}
 	if v.Kind() == reflect.Struct && strings.HasPrefix(v.Type().Name(), "Optional[") && v.Type().PkgPath() == pkgPath && v.Field(1).Bool() {

@@ -1,6 +1,7 @@
 package microbatch
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"reflect"
@@ -28,6 +29,10 @@ type stateful interface {
 // their keys first got state; a sequence number stored with every value
 // restores that order after a restart, so outputs do not depend on whether
 // the job crashed.
+//
+// State can hold millions of keys, so an entry is kept small: the key, the
+// value, and one word for the sequence number and two flags. The batch time
+// a key last received values is kept only by operators with timeouts.
 type table[K comparable, S any] struct {
 	op      string
 	keys    Codec[K]
@@ -35,6 +40,10 @@ type table[K comparable, S any] struct {
 	equal   func(a, b S) bool
 	index   map[K]int32
 	entries []entry[K, S]
+	// touched holds, by entry, the batch time (Unix ns) the key last
+	// received values; nil unless timed.
+	touched []int64
+	timed   bool
 	dead    int
 	nextSeq uint64
 	dirty   []int32
@@ -44,13 +53,20 @@ type table[K comparable, S any] struct {
 }
 
 type entry[K comparable, S any] struct {
-	key     K
-	val     S
-	seq     uint64
-	touched int64 // batch time (Unix ns) the key last received values
-	live    bool
-	dirty   bool
+	key  K
+	val  S
+	meta uint64 // the sequence number, with liveFlag and dirtyFlag
 }
+
+const (
+	liveFlag  = 1 << 63
+	dirtyFlag = 1 << 62
+	seqMask   = dirtyFlag - 1
+)
+
+func (e *entry[K, S]) live() bool  { return e.meta&liveFlag != 0 }
+func (e *entry[K, S]) dirty() bool { return e.meta&dirtyFlag != 0 }
+func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 
 func newTable[K comparable, S any](op string) *table[K, S] {
 	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: make(map[K]int32)}
@@ -89,13 +105,23 @@ func (t *table[K, S]) updateExisting(k K, f func(v S) S) {
 }
 
 func (t *table[K, S]) markDirty(i int32) {
-	if !t.entries[i].dirty {
-		t.entries[i].dirty = true
+	if e := &t.entries[i]; !e.dirty() {
+		e.meta |= dirtyFlag
 		t.dirty = append(t.dirty, i)
 	}
 }
 
-// put sets k's state; touched ≠ 0 records the batch time of new values.
+// touchedAt returns the batch time entry i last received values (0 when
+// the table does not keep times).
+func (t *table[K, S]) touchedAt(i int32) int64 {
+	if !t.timed {
+		return 0
+	}
+	return t.touched[i]
+}
+
+// put sets k's state; touched ≠ 0 records the batch time of new values in a
+// timed table.
 func (t *table[K, S]) put(k K, v S, touched int64) {
 	if i, ok := t.index[k]; ok {
 		t.set(i, v, touched)
@@ -107,10 +133,11 @@ func (t *table[K, S]) put(k K, v S, touched int64) {
 // set sets the state of entry i.
 func (t *table[K, S]) set(i int32, v S, touched int64) {
 	e := &t.entries[i]
-	changed := !t.equal(e.val, v) || (touched != 0 && touched != e.touched)
+	changed := !t.equal(e.val, v)
 	e.val = v
-	if touched != 0 {
-		e.touched = touched
+	if t.timed && touched != 0 && touched != t.touched[i] {
+		t.touched[i] = touched
+		changed = true
 	}
 	if changed {
 		t.markDirty(i)
@@ -127,7 +154,10 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 	}
 	i := int32(len(t.entries))
 	t.index[k] = i
-	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: t.nextSeq, touched: touched, live: true})
+	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
+	if t.timed {
+		t.touched = append(t.touched, touched)
+	}
 	t.nextSeq++
 	t.markDirty(i)
 }
@@ -138,7 +168,7 @@ func (t *table[K, S]) remove(k K) {
 		return
 	}
 	delete(t.index, k)
-	t.entries[i].live = false
+	t.entries[i].meta &^= liveFlag
 	var zero S
 	t.entries[i].val = zero
 	t.dead++
@@ -150,8 +180,8 @@ func (t *table[K, S]) len() int { return len(t.index) }
 // each calls f for every live key in state order.
 func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
 	for i := range t.entries {
-		if e := &t.entries[i]; e.live {
-			f(e.key, e.val, e.touched)
+		if e := &t.entries[i]; e.live() {
+			f(e.key, e.val, t.touchedAt(int32(i)))
 		}
 	}
 }
@@ -171,9 +201,9 @@ func (t *table[K, S]) changes(dst []Change) []Change {
 		e := &t.entries[i]
 		buf = t.keys.Append(buf, e.key)
 		ends = append(ends, len(buf))
-		if e.live {
-			buf = binary.AppendUvarint(buf, e.seq)
-			buf = binary.AppendVarint(buf, e.touched)
+		if e.live() {
+			buf = binary.AppendUvarint(buf, e.seq())
+			buf = binary.AppendVarint(buf, t.touchedAt(i))
 			buf = t.vals.Append(buf, e.val)
 		}
 		ends = append(ends, len(buf))
@@ -183,7 +213,7 @@ func (t *table[K, S]) changes(dst []Change) []Change {
 	for n, i := range t.dirty {
 		keyEnd, end := ends[2*n], ends[2*n+1]
 		c := Change{Op: t.op, Key: buf[from:keyEnd:keyEnd]}
-		if t.entries[i].live {
+		if t.entries[i].live() {
 			c.Value = buf[keyEnd:end:end]
 		} else {
 			c.Delete = true
@@ -196,7 +226,7 @@ func (t *table[K, S]) changes(dst []Change) []Change {
 
 func (t *table[K, S]) committed() {
 	for _, i := range t.dirty {
-		t.entries[i].dirty = false
+		t.entries[i].meta &^= dirtyFlag
 	}
 	t.dirty = t.dirty[:0]
 	if t.dead > 1024 && t.dead > len(t.entries)/2 {
@@ -206,14 +236,20 @@ func (t *table[K, S]) committed() {
 
 func (t *table[K, S]) compact() {
 	live := t.entries[:0]
-	for _, e := range t.entries {
-		if e.live {
+	for i, e := range t.entries {
+		if e.live() {
+			if t.timed {
+				t.touched[len(live)] = t.touched[i]
+			}
 			t.index[e.key] = int32(len(live))
 			live = append(live, e)
 		}
 	}
 	clear(t.entries[len(live):])
 	t.entries = live
+	if t.timed {
+		t.touched = t.touched[:len(live)]
+	}
 	t.dead = 0
 }
 
@@ -234,30 +270,43 @@ func (t *table[K, S]) restore(key, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
 	}
-	t.entries = append(t.entries, entry[K, S]{key: k, val: v, seq: seq, touched: touched, live: true})
+	if seq > seqMask {
+		return fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, seq, k)
+	}
+	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: seq | liveFlag})
+	if t.timed {
+		t.touched = append(t.touched, touched)
+	}
 	return nil
 }
 
 func (t *table[K, S]) finishRestore() {
-	slices.SortFunc(t.entries, func(a, b entry[K, S]) int {
-		switch {
-		case a.seq < b.seq:
-			return -1
-		case a.seq > b.seq:
-			return 1
-		}
-		return 0
-	})
-	clear(t.index)
-	for i, e := range t.entries {
-		t.index[e.key] = int32(i)
-		t.nextSeq = max(t.nextSeq, e.seq+1)
+	order := make([]int32, len(t.entries))
+	for i := range order {
+		order[i] = int32(i)
 	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(t.entries[a].seq(), t.entries[b].seq()) })
+	entries := make([]entry[K, S], len(t.entries))
+	var touched []int64
+	if t.timed {
+		touched = make([]int64, len(t.entries))
+	}
+	clear(t.index)
+	for i, from := range order {
+		e := t.entries[from]
+		entries[i] = e
+		if t.timed {
+			touched[i] = t.touched[from]
+		}
+		t.index[e.key] = int32(i)
+		t.nextSeq = max(t.nextSeq, e.seq()+1)
+	}
+	t.entries, t.touched = entries, touched
 }
 
 func (t *table[K, S]) clearState() {
 	clear(t.index)
-	t.entries, t.dirty, t.dead, t.nextSeq = nil, nil, 0, 0
+	t.entries, t.touched, t.dirty, t.dead, t.nextSeq = nil, nil, nil, 0, 0
 }
 
 // statefulStream is a Stream whose operator owns a table.
@@ -286,32 +335,59 @@ type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, ke
 // all keys kept. Its state is checkpointed through the job's Store.
 func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S]) *Stream[Pair[K, S]] {
 	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
-	group := newFolder[K](
-		func(v V) []V { return []V{v} },
-		func(c []V, v V) []V { return append(c, v) })
+	st.owns = true
+	// The values of a batch are grouped by key without a slice per key: a
+	// fold counts each key's values, which then go, in batch order, to the
+	// key's run of one array.
+	count := newFolder[K](func(V) int32 { return 1 }, func(c int32, _ V) int32 { return c + 1 })
+	var groupOf map[K]int32
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
 			return nil, false
 		}
 		now := r.plan.Time.UnixNano()
-		groups := group.fold(r.job, s.out)
-		fresh := make(map[K]int32, len(groups))
-		for i, g := range groups {
-			fresh[g.Key] = int32(i)
+		keys := count.fold(r.job, s.out, nil)
+		if groupOf == nil {
+			groupOf = make(map[K]int32, len(keys))
+		}
+		defer clear(groupOf)
+		// Group g's values are values[start[g]:start[g+1]]; fresh per
+		// batch, since f may keep them in the state.
+		start := make([]int32, len(keys)+1)
+		for g, kc := range keys {
+			groupOf[kc.Key] = int32(g)
+			start[g+1] = start[g] + kc.Value
+		}
+		values := make([]V, len(s.out))
+		fill := slices.Clone(start[:len(keys)])
+		for _, kv := range s.out {
+			g := groupOf[kv.Key]
+			values[fill[g]] = kv.Value
+			fill[g]++
+		}
+		// The entries with values this batch, by entry index (group+1), so
+		// that the walk over all keys looks up only keys with values.
+		groupAt := make([]int32, len(st.entries))
+		fresh := fill[:0] // reused: the groups of keys without state
+		for g, kc := range keys {
+			if i, ok := st.index[kc.Key]; ok {
+				groupAt[i] = int32(g) + 1
+			} else {
+				fresh = append(fresh, int32(g))
+			}
 		}
 		var drop []K
 		for i := range st.entries {
 			e := &st.entries[i]
-			if !e.live {
+			if !e.live() {
 				continue
 			}
-			var values []V
+			var vs []V
 			touched := int64(0)
-			if gi, ok := fresh[e.key]; ok {
-				values, touched = groups[gi].Value, now
-				delete(fresh, e.key)
+			if g := groupAt[i] - 1; g >= 0 {
+				vs, touched = values[start[g]:start[g+1]:start[g+1]], now
 			}
-			ns, keep := f(values, e.val, true)
+			ns, keep := f(vs, e.val, true)
 			if !keep {
 				drop = append(drop, e.key)
 				continue
@@ -321,16 +397,13 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 		for _, k := range drop {
 			st.remove(k)
 		}
-		for _, g := range groups {
-			if _, ok := fresh[g.Key]; !ok {
-				continue
-			}
+		for _, g := range fresh {
 			var zero S
-			if ns, keep := f(g.Value, zero, false); keep {
-				st.put(g.Key, ns, now)
+			if ns, keep := f(values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
+				st.put(keys[g].Key, ns, now)
 			}
 		}
-		out := make([]Pair[K, S], 0, st.len())
+		out := st.buffer(st.len())
 		st.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })
 		return out, true
 	}
@@ -376,6 +449,7 @@ func (s *State[S]) IsTimingOut() bool { return s.timingOut }
 // IsTimingOut true, then removed. Its state is checkpointed.
 func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time.Duration, f func(key K, value Optional[V], state *State[S]) U) *Stream[U] {
 	st := newStateful[K, S, U](s.job, "mapWithState", s.slide, s)
+	st.timed = true // for timeouts, which may be set only on a later run
 	st.compute = func(r *batchRun) ([]U, bool) {
 		if !s.has || r.rebuild {
 			return nil, false

@@ -31,6 +31,16 @@ type nodeBase struct {
 	buffers bool
 	// windowSpan is how many past batches a windowed node buffers.
 	windowSpan uint64
+	// retained marks nodes whose output slice a consumer may keep past its
+	// batch: a window's buffer, a ForeachBatch function, or a node that
+	// passes the slice on (aliases) to such a consumer. Only outputs that
+	// are not retained have their memory reused by the next batch.
+	retained bool
+	// aliases marks nodes whose output may share memory with their
+	// parents' outputs (Transform may return its input).
+	aliases bool
+	// owns marks nodes whose output is always memory of their own.
+	owns bool
 }
 
 func (b *nodeBase) base() *nodeBase { return b }
@@ -42,6 +52,10 @@ type Stream[T any] struct {
 	compute func(r *batchRun) ([]T, bool)
 	out     []T
 	has     bool
+	// spare is the memory of the last batch's output, for the next batch:
+	// allocating and zeroing a fresh slice per stage and batch costs more
+	// than the stage's own work for cheap per-element functions.
+	spare []T
 }
 
 func (s *Stream[T]) step(r *batchRun) {
@@ -52,7 +66,41 @@ func (s *Stream[T]) step(r *batchRun) {
 	s.out, s.has = s.compute(r)
 }
 
-func (s *Stream[T]) reset() { s.out, s.has = nil, false }
+func (s *Stream[T]) reset() {
+	if s.owns && !s.retained && cap(s.out) > 0 {
+		// Cleared so that the spare keeps nothing of this batch alive.
+		clear(s.out)
+		s.spare = s.out[:0]
+	}
+	s.out, s.has = nil, false
+}
+
+// buffer returns an empty slice with room for n elements for this batch's
+// output: the last batch's memory if it is free and large enough.
+func (s *Stream[T]) buffer(n int) []T {
+	b := s.spare
+	s.spare = nil
+	if cap(b) < n {
+		return make([]T, 0, n)
+	}
+	return b[:0]
+}
+
+// markRetained records that a consumer keeps s's output past the batch.
+func markRetained(n node) { n.base().retained = true }
+
+// propagateRetention marks the parents of retained aliasing nodes as
+// retained: their outputs reach the consumer that keeps them. Nodes are in
+// creation order, so children come after their parents.
+func (j *Job) propagateRetention() {
+	for i := len(j.nodes) - 1; i >= 0; i-- {
+		if b := j.nodes[i].base(); b.retained && b.aliases {
+			for _, p := range b.parents {
+				p.base().retained = true
+			}
+		}
+	}
+}
 
 // Job returns the job the stream belongs to.
 func (s *Stream[T]) Job() *Job { return s.job }
@@ -81,17 +129,88 @@ func derive[T, U any](parent *Stream[T], op string, f func(r *batchRun, in []T) 
 	return s
 }
 
+// deriveOwned is derive for operators whose output is memory of their own:
+// f appends it to buf, free memory of an earlier batch when there is some.
+func deriveOwned[T, U any](parent *Stream[T], op string, f func(r *batchRun, in []T, buf func(n int) []U) []U) *Stream[U] {
+	s := newStream[U](parent.job, op, parent.slide, parent)
+	s.owns = true
+	s.compute = func(r *batchRun) ([]U, bool) {
+		if !parent.has {
+			return nil, false
+		}
+		return f(r, parent.out, s.buffer), true
+	}
+	return s
+}
+
 // Map returns a stream of f applied to every element.
 func Map[T, U any](s *Stream[T], f func(T) U) *Stream[U] {
-	return derive(s, "map", func(r *batchRun, in []T) []U {
-		out := make([]U, len(in))
-		r.job.parallelChunks(len(in), func(lo, hi int) {
+	return deriveOwned(s, "map", func(r *batchRun, in []T, buf func(int) []U) []U {
+		out := buf(len(in))[:len(in)]
+		r.job.parallelChunks(len(in), func(_, lo, hi int) {
 			for i := lo; i < hi; i++ {
 				out[i] = f(in[i])
 			}
 		})
 		return out
 	})
+}
+
+// Failure is an element that TryMap's function rejected, with its error.
+type Failure[T any] struct {
+	Elem T
+	Err  error
+}
+
+// TryMap applies the fallible f to every element. The results of the
+// elements f accepts form the first stream, in order; the elements it
+// rejects, each with f's error, form the second: parsing with a dead-letter
+// branch in one pass, without copying the good elements through a filter.
+func TryMap[T, U any](s *Stream[T], f func(T) (U, error)) (ok *Stream[U], failed *Stream[Failure[T]]) {
+	var (
+		failures [][]Failure[T] // by chunk, reused
+		ends     []int
+	)
+	var rejected []Failure[T]
+	ok = deriveOwned(s, "tryMap", func(r *batchRun, in []T, buf func(int) []U) []U {
+		out := buf(len(in))[:len(in)]
+		chunks := r.job.chunkCount(len(in))
+		if len(failures) < chunks {
+			failures, ends = make([][]Failure[T], chunks), make([]int, chunks)
+		}
+		r.job.parallelChunks(len(in), func(c, lo, hi int) {
+			fails, w := failures[c][:0], lo
+			for i := lo; i < hi; i++ {
+				u, err := f(in[i])
+				if err != nil {
+					fails = append(fails, Failure[T]{in[i], err})
+					continue
+				}
+				out[w] = u
+				w++
+			}
+			failures[c], ends[c] = fails, w
+		})
+		// Close the gaps the rejected elements left at the chunks' ends.
+		n := 0
+		rejected = nil
+		for c := range chunks {
+			lo := len(in) * c / chunks
+			n += copy(out[n:], out[lo:ends[c]])
+			rejected = append(rejected, failures[c]...)
+			clear(failures[c])
+		}
+		clear(out[n:])
+		return out[:n]
+	})
+	failed = newStream[Failure[T]](s.job, "tryMapFailures", s.slide, ok)
+	failed.compute = func(*batchRun) ([]Failure[T], bool) {
+		if !ok.has {
+			return nil, false
+		}
+		return rejected, true
+	}
+	return ok, failed
 }
 
 // FlatMap returns a stream of all elements f returns for every element.
@@ -111,7 +230,7 @@ func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
 	// that keeps few elements (dead letters) must not allocate room for the
 	// whole batch. The mask is reused: a stream computes one batch at a time.
 	var mask []bool
-	return derive(s, "filter", func(_ *batchRun, in []T) []T {
+	return deriveOwned(s, "filter", func(_ *batchRun, in []T, buf func(int) []T) []T {
 		mask = slices.Grow(mask[:0], len(in))[:len(in)]
 		n := 0
 		for i := range in {
@@ -120,7 +239,7 @@ func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
 				n++
 			}
 		}
-		out := make([]T, 0, n)
+		out := buf(n)
 		for i := range in {
 			if mask[i] {
 				out = append(out, in[i])
@@ -182,7 +301,9 @@ func (s *Stream[T]) Union(others ...*Stream[T]) *Stream[T] {
 // Repartition is accepted for compatibility with Spark programs. Batches are
 // processed in one process here, so it returns the elements unchanged.
 func (s *Stream[T]) Repartition(int) *Stream[T] {
-	return derive(s, "repartition", func(_ *batchRun, in []T) []T { return in })
+	r := derive(s, "repartition", func(_ *batchRun, in []T) []T { return in })
+	r.aliases = true
+	return r
 }
 
 // Count returns a stream with one element per batch: the number of elements.
@@ -208,12 +329,16 @@ func (s *Stream[T]) Reduce(f func(a, b T) T) *Stream[T] {
 // Transform applies f to every batch: arbitrary batch (RDD) operations, such
 // as those of package rdd.
 func Transform[T, U any](s *Stream[T], f func(batch []T) []U) *Stream[U] {
-	return derive(s, "transform", func(_ *batchRun, in []T) []U { return f(in) })
+	t := derive(s, "transform", func(_ *batchRun, in []T) []U { return f(in) })
+	t.aliases = true
+	return t
 }
 
 // TransformTime is Transform with the batch time passed to f.
 func TransformTime[T, U any](s *Stream[T], f func(t time.Time, batch []T) []U) *Stream[U] {
-	return derive(s, "transform", func(r *batchRun, in []T) []U { return f(r.plan.Time, in) })
+	t := derive(s, "transform", func(r *batchRun, in []T) []U { return f(r.plan.Time, in) })
+	t.aliases = true
+	return t
 }
 
 // TransformWith combines the batches of two streams of equal slide with f.
@@ -223,6 +348,7 @@ func TransformWith[T, U, V any](a *Stream[T], b *Stream[U], f func(x []T, y []U)
 			a.SlideDuration(), b.SlideDuration()))
 	}
 	s := newStream[V](a.job, "transformWith", a.slide, a, b)
+	s.aliases = true
 	s.compute = func(*batchRun) ([]V, bool) {
 		if !a.has || !b.has {
 			return nil, false

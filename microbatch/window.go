@@ -72,8 +72,16 @@ func markRebuild(n node) {
 // batches there are.
 func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 	lengthB, slideB := s.job.windowed("window", s, length, slide)
+	if lengthB == 1 && slideB == 1 {
+		// A window of one batch is the batch itself: nothing to buffer.
+		w := derive(s, "window", func(_ *batchRun, in []T) []T { return in })
+		w.aliases = true
+		return w
+	}
 	buf := &windowBuffer[T]{span: lengthB}
+	markRetained(s)
 	w := newStream[T](s.job, "window", slideB, s)
+	w.owns = true
 	w.compute = func(r *batchRun) ([]T, bool) {
 		if s.has {
 			buf.push(r.id, s.out)
@@ -86,7 +94,7 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		for _, p := range parts {
 			n += len(p)
 		}
-		out := make([]T, 0, n)
+		out := w.buffer(n)
 		for _, p := range parts {
 			out = append(out, p...)
 		}
@@ -129,6 +137,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	}
 	lengthB, slideB := s.job.windowed("reduceByKeyAndWindow", perBatch, length, slide)
 	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
+	markRetained(perBatch)
 	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
 	st.buffers = true // runs during rebuilds to refill its buffer, never to update its state
 	st.windowSpan = lengthB + slideB
@@ -156,7 +165,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 			for _, part := range buf.between(prev-min(prev, lengthB), r.id-lengthB) {
 				leaving = append(leaving, part...)
 			}
-			for _, kv := range sub.fold(r.job, leaving) {
+			for _, kv := range sub.fold(r.job, leaving, nil) {
 				st.updateExisting(kv.Key, func(v V) V { return invF(v, kv.Value) })
 			}
 		}

@@ -8,26 +8,33 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dstream-io/dstream/internal/weblog"
 	"github.com/dstream-io/dstream/microbatch"
 )
 
 // TestRankingMatchesAFullSort compares the selection with sorting the whole
-// batch by count descending, then IP ascending.
+// batch by count descending, then IP text ascending (so 10.0.0.10 comes
+// before 9.0.0.1, and IPv6 texts sort among them as strings do).
 func TestRankingMatchesAFullSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	prefixes := []string{"10.0.0.", "9.1.1.", "2001:db8::", "192.168.0."}
 	for round := range 200 {
-		var batch []microbatch.Pair[string, int64]
+		var batch []microbatch.Pair[weblog.IP, int64]
 		for i := range rng.IntN(50) {
-			batch = append(batch, microbatch.KV("10.0.0."+strconv.Itoa(i), int64(rng.IntN(5))))
+			ip, err := weblog.ParseIP(prefixes[i%len(prefixes)] + strconv.Itoa(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, microbatch.KV(ip, int64(rng.IntN(5))))
 		}
 		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		n := 1 + rng.IntN(5)
 		want := slices.Clone(batch)
-		slices.SortFunc(want, func(a, b microbatch.Pair[string, int64]) int {
+		slices.SortFunc(want, func(a, b microbatch.Pair[weblog.IP, int64]) int {
 			if c := cmp.Compare(b.Value, a.Value); c != 0 {
 				return c
 			}
-			return strings.Compare(a.Key, b.Key)
+			return strings.Compare(a.Key.String(), b.Key.String())
 		})
 		want = want[:min(n, len(want))]
 		if got := ranking(batch, n); !slices.Equal(got, want) {

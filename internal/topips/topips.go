@@ -71,45 +71,38 @@ const (
 	HeaderReason          = "dstream-reason"
 )
 
-type parsed struct {
-	rec microbatch.Record
-	ip  string
-	err error
-}
-
 // Build adds the job to j, reading src and writing results and dead letters
 // to sink. It returns the ranked stream.
+//
+// IPs are keyed as weblog.IP, a word each rather than a string: state holds
+// one entry per distinct IP in the running totals, and the window and
+// per-batch counts hash them for every line.
 func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg Config) *microbatch.Stream[Result] {
-	lines := microbatch.Map(j.Records(src), func(r microbatch.Record) parsed {
-		line := unsafe.String(unsafe.SliceData(r.Value), len(r.Value))
-		e, err := weblog.Parse(line)
-		return parsed{rec: r, ip: e.IP, err: err}
+	hits, bad := microbatch.TryMap(j.Records(src), func(r microbatch.Record) (microbatch.Pair[weblog.IP, int64], error) {
+		ip, err := weblog.SourceIP(unsafe.String(unsafe.SliceData(r.Value), len(r.Value)))
+		return microbatch.KV(ip, int64(1)), err
 	})
-
-	bad := lines.Filter(func(p parsed) bool { return p.err != nil })
-	bad.ForeachBatch(func(_ context.Context, _ microbatch.BatchInfo, batch []parsed) error {
-		if cfg.OnMalformed != nil {
-			for _, p := range batch {
-				cfg.OnMalformed(p.rec, p.err)
+	if cfg.OnMalformed != nil {
+		bad.ForeachBatch(func(_ context.Context, _ microbatch.BatchInfo, batch []microbatch.Failure[microbatch.Record]) error {
+			for _, f := range batch {
+				cfg.OnMalformed(f.Elem, f.Err)
 			}
-		}
-		return nil
-	})
+			return nil
+		})
+	}
 	if cfg.DeadLetterTopic != "" {
-		microbatch.Write(bad, sink, func(_ microbatch.BatchInfo, p parsed) microbatch.Message {
-			return microbatch.Message{Topic: cfg.DeadLetterTopic, Value: p.rec.Value, Headers: []microbatch.Header{
+		microbatch.Write(bad, sink, func(_ microbatch.BatchInfo, f microbatch.Failure[microbatch.Record]) microbatch.Message {
+			return microbatch.Message{Topic: cfg.DeadLetterTopic, Value: f.Elem.Value, Headers: []microbatch.Header{
 				{Key: HeaderSourceTopic, Value: []byte(cfg.InputTopic)},
-				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(p.rec.Partition), 10)},
-				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, p.rec.Offset, 10)},
-				{Key: HeaderReason, Value: []byte(p.err.Error())},
+				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(f.Elem.Partition), 10)},
+				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, f.Elem.Offset, 10)},
+				{Key: HeaderReason, Value: []byte(f.Err.Error())},
 			}}
 		})
 	}
 
-	hits := microbatch.Map(lines.Filter(func(p parsed) bool { return p.err == nil }),
-		func(p parsed) microbatch.Pair[string, int64] { return microbatch.KV(p.ip, int64(1)) })
 	windowCounts := microbatch.ReduceByKeyAndWindow(hits, add, sub, cfg.Window, cfg.Slide,
-		func(p microbatch.Pair[string, int64]) bool { return p.Value > 0 })
+		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 })
 	// Tumbling slide-long counts: each line counts once in the totals.
 	slideCounts := microbatch.ReduceByKey(hits.Window(cfg.Slide, cfg.Slide), add)
 	totals := microbatch.UpdateStateByKey(slideCounts, func(values []int64, total int64, _ bool) (int64, bool) {
@@ -118,23 +111,24 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 		}
 		return total, true
 	})
-	top := microbatch.Transform(windowCounts, func(batch []microbatch.Pair[string, int64]) []microbatch.Pair[string, int64] {
+	top := microbatch.Transform(windowCounts, func(batch []microbatch.Pair[weblog.IP, int64]) []microbatch.Pair[weblog.IP, int64] {
 		return ranking(batch, cfg.TopN)
 	})
 	if cfg.Pprint {
 		top.Pprint(10)
 	}
 	results := microbatch.TransformTime(microbatch.Join(top, totals),
-		func(t time.Time, batch []microbatch.Pair[string, microbatch.Pair[int64, int64]]) []Result {
+		func(t time.Time, batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []Result {
 			out := make([]Result, len(batch))
 			for i, kv := range batch {
+				ip := kv.Key.String()
 				country := Unknown
 				if cfg.Countries != nil {
-					if c, ok := cfg.Countries.Get(kv.Key); ok {
+					if c, ok := cfg.Countries.Get(ip); ok {
 						country = c
 					}
 				}
-				out[i] = Result{BatchTime: t.UTC(), Rank: i + 1, IP: kv.Key, Count: kv.Value.Key, Country: country, Total: kv.Value.Value}
+				out[i] = Result{BatchTime: t.UTC(), Rank: i + 1, IP: ip, Count: kv.Value.Key, Country: country, Total: kv.Value.Value}
 			}
 			return out
 		})
@@ -145,16 +139,17 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 func add(a, b int64) int64 { return a + b }
 func sub(a, b int64) int64 { return a - b }
 
-// ranking returns the n best pairs: by count descending, then IP ascending.
-// It selects instead of sorting the whole window: O(len × n) for a small n.
-func ranking(batch []microbatch.Pair[string, int64], n int) []microbatch.Pair[string, int64] {
-	better := func(a, b microbatch.Pair[string, int64]) bool {
+// ranking returns the n best pairs: by count descending, then IP text
+// ascending. It selects instead of sorting the whole window: O(len × n) for
+// a small n.
+func ranking(batch []microbatch.Pair[weblog.IP, int64], n int) []microbatch.Pair[weblog.IP, int64] {
+	better := func(a, b microbatch.Pair[weblog.IP, int64]) bool {
 		if a.Value != b.Value {
 			return a.Value > b.Value
 		}
-		return a.Key < b.Key
+		return a.Key.Compare(b.Key) < 0
 	}
-	best := make([]microbatch.Pair[string, int64], 0, n+1)
+	best := make([]microbatch.Pair[weblog.IP, int64], 0, n+1)
 	for _, kv := range batch {
 		if len(best) == n && !better(kv, best[n-1]) {
 			continue

@@ -34,16 +34,34 @@ type Entry struct {
 
 // Parse parses one line.
 func Parse(line string) (Entry, error) {
+	f, status, err := split(line)
+	if err != nil {
+		return Entry{}, err
+	}
+	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+}
+
+// SourceIP validates line exactly as Parse does and returns its source IP
+// as a compact key.
+func SourceIP(line string) (IP, error) {
+	f, _, err := split(line)
+	if err != nil {
+		return 0, err
+	}
+	return ipOf(f[1]), nil
+}
+
+// split checks a line and returns its six fields and its status code.
+func split(line string) (f [6]string, status int, err error) {
 	switch {
 	case len(line) == 0:
-		return Entry{}, ErrEmpty
+		return f, 0, ErrEmpty
 	case len(line) > MaxLineBytes:
-		return Entry{}, ErrOversized
+		return f, 0, ErrOversized
 	}
 	// One pass splits the fields and notes any non-ASCII byte; the full
 	// UTF-8 check runs only for such lines (log lines are ASCII) and before
 	// any other rejection, so a bad encoding is always reported as such.
-	var f [6]string
 	n, start := 0, 0
 	var high byte
 	for i := 0; i < len(line); i++ {
@@ -53,7 +71,7 @@ func Parse(line string) (Entry, error) {
 			continue
 		}
 		if n == len(f)-1 {
-			return Entry{}, rejectAs(line, ErrFieldCount)
+			return f, 0, rejectAs(line, ErrFieldCount)
 		}
 		f[n] = line[start:i]
 		n++
@@ -62,30 +80,29 @@ func Parse(line string) (Entry, error) {
 	f[n] = line[start:]
 	n++
 	if high >= utf8.RuneSelf && !utf8.ValidString(line) {
-		return Entry{}, ErrNotUTF8
+		return f, 0, ErrNotUTF8
 	}
 	if n != len(f) {
-		return Entry{}, ErrFieldCount
+		return f, 0, ErrFieldCount
 	}
 	for _, field := range f {
 		if field == "" {
-			return Entry{}, ErrFieldCount
+			return f, 0, ErrFieldCount
 		}
 	}
 	if !validIP(f[1]) {
-		return Entry{}, ErrBadIP
+		return f, 0, ErrBadIP
 	}
 	if len(f[2]) != 3 {
-		return Entry{}, ErrBadStatus
+		return f, 0, ErrBadStatus
 	}
-	status := 0
 	for _, c := range []byte(f[2]) {
 		if c < '0' || c > '9' {
-			return Entry{}, ErrBadStatus
+			return f, 0, ErrBadStatus
 		}
 		status = status*10 + int(c-'0')
 	}
-	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+	return f, status, nil
 }
 
 // rejectAs returns err, or ErrNotUTF8 when the line is not valid UTF-8.
@@ -98,29 +115,39 @@ func rejectAs(line string, err error) error {
 
 // validIP accepts dotted IPv4 quickly and anything else netip parses.
 func validIP(s string) bool {
-	parts, val, digits := 0, 0, 0
+	if _, ok := dottedQuad(s); ok {
+		return true
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// dottedQuad parses IPv4 text in its canonical form, the only one netip
+// accepts: four decimal numbers up to 255 without leading zeros.
+func dottedQuad(s string) (uint32, bool) {
+	var v uint32
+	parts, val, digits := 0, uint32(0), 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= '0' && c <= '9':
-			val = val*10 + int(c-'0')
+			val = val*10 + uint32(c-'0')
 			digits++
 			if digits > 3 || val > 255 || (digits == 2 && val < 10) {
-				return slowIP(s)
+				return 0, false
 			}
-		case c == '.' && digits > 0:
+		case c == '.' && digits > 0 && parts < 3:
+			v = v<<8 | val
 			parts++
 			val, digits = 0, 0
 		default:
-			return slowIP(s)
+			return 0, false
 		}
 	}
-	return parts == 3 && digits > 0
-}
-
-func slowIP(s string) bool {
-	_, err := netip.ParseAddr(s)
-	return err == nil
+	if parts != 3 || digits == 0 {
+		return 0, false
+	}
+	return v<<8 | val, true
 }
 
 // Generator writes deterministic log lines.

@@ -1,0 +1,117 @@
+package weblog
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// IP is a source IP address as a small comparable value, for keyed state
+// that holds millions of addresses: IPv4 text is kept as its 32 bits, any
+// other address text (IPv6) as the number of its interned copy. Two IPs are
+// equal exactly when their texts are, and String returns the text the line
+// had.
+type IP uint64
+
+// internedFlag marks an IP that numbers an interned text.
+const internedFlag = 1 << 63
+
+// interned holds the texts of the IPs that are not dotted IPv4, for the
+// life of the process. It only grows, as the running totals that key on
+// these IPs do; an address is interned once however often it is seen.
+var interned struct {
+	sync.RWMutex
+	ids   map[string]IP
+	texts []string
+}
+
+// ParseIP returns the IP of text, which must be an address Parse accepts.
+func ParseIP(text string) (IP, error) {
+	if !validIP(text) {
+		return 0, fmt.Errorf("%w: %q", ErrBadIP, text)
+	}
+	return ipOf(text), nil
+}
+
+// ipOf returns the IP of a valid address text.
+func ipOf(text string) IP {
+	if v, ok := dottedQuad(text); ok {
+		return IP(v)
+	}
+	interned.RLock()
+	ip, ok := interned.ids[text]
+	interned.RUnlock()
+	if ok {
+		return ip
+	}
+	interned.Lock()
+	defer interned.Unlock()
+	if ip, ok := interned.ids[text]; ok {
+		return ip
+	}
+	if interned.ids == nil {
+		interned.ids = make(map[string]IP)
+	}
+	text = strings.Clone(text) // the caller's text may share a record's memory
+	ip = IP(len(interned.texts)) | internedFlag
+	interned.ids[text] = ip
+	interned.texts = append(interned.texts, text)
+	return ip
+}
+
+// String returns the address as the line wrote it.
+func (ip IP) String() string {
+	if ip&internedFlag != 0 {
+		interned.RLock()
+		defer interned.RUnlock()
+		return interned.texts[ip&^internedFlag]
+	}
+	var b [15]byte
+	return string(ip.appendV4(b[:0]))
+}
+
+func (ip IP) appendV4(b []byte) []byte {
+	for shift := 24; shift >= 0; shift -= 8 {
+		b = strconv.AppendUint(b, uint64(ip>>shift)&0xff, 10)
+		if shift > 0 {
+			b = append(b, '.')
+		}
+	}
+	return b
+}
+
+// AppendText appends the address text: IPs are stored in checkpoints as
+// their text, which a later run reads back whatever it interned.
+func (ip IP) AppendText(b []byte) ([]byte, error) {
+	if ip&internedFlag != 0 {
+		return append(b, ip.String()...), nil
+	}
+	return ip.appendV4(b), nil
+}
+
+// MarshalText returns the address text.
+func (ip IP) MarshalText() ([]byte, error) { return ip.AppendText(nil) }
+
+// UnmarshalText sets ip to the address text b.
+func (ip *IP) UnmarshalText(b []byte) error {
+	v, err := ParseIP(string(b))
+	if err != nil {
+		return err
+	}
+	*ip = v
+	return nil
+}
+
+// Compare orders IPs as their texts order, byte by byte: rankings break ties
+// by address text, the same on every run whatever was interned first.
+func (ip IP) Compare(other IP) int {
+	if ip == other {
+		return 0
+	}
+	var a, b [48]byte
+	at, _ := ip.AppendText(a[:0])
+	bt, _ := other.AppendText(b[:0])
+	return bytes.Compare(at, bt)
+}
