@@ -38,9 +38,9 @@ func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, erro
 }
 
 func (in *sourceInput[T]) load(ctx context.Context, ranges []Range) error {
-	// A fresh slice (windows may still hold the last one), sized like the
-	// last batch rather than grown from nothing.
-	in.loaded = make([]T, 0, len(in.loaded))
+	// The last batch's memory if nothing keeps it (a window over the input
+	// does), else a fresh slice sized like the last batch.
+	in.loaded = in.buffer(len(in.loaded))
 	return in.src.Read(ctx, ranges, func(rec Record) {
 		in.loaded = append(in.loaded, in.convert(rec))
 	})
@@ -54,6 +54,7 @@ func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *St
 	}
 	in := &sourceInput[T]{src: src, convert: convert}
 	in.Stream = newStream[T](j, op, 1)
+	in.Stream.owns = true
 	in.Stream.compute = func(*batchRun) ([]T, bool) { return in.loaded, true }
 	j.inputs = append(j.inputs, in)
 	return in.Stream
@@ -97,7 +98,7 @@ func (q *queueInput[T]) cut(_ context.Context, after []Range) ([]Range, error) {
 }
 
 func (q *queueInput[T]) load(_ context.Context, ranges []Range) error {
-	q.loaded = nil
+	q.loaded = q.buffer(len(q.loaded))
 	for _, r := range ranges {
 		for i := r.From; i < r.Until; i++ {
 			if i < 0 || i >= int64(len(q.queue)) {
@@ -115,6 +116,7 @@ func (q *queueInput[T]) load(_ context.Context, ranges []Range) error {
 func QueueStream[T any](j *Job, batches [][]T) *Stream[T] {
 	q := &queueInput[T]{name: fmt.Sprintf("queue-%d", len(j.inputs)), queue: batches}
 	q.Stream = newStream[T](j, "queueStream", 1)
+	q.Stream.owns = true
 	q.Stream.compute = func(*batchRun) ([]T, bool) { return q.loaded, true }
 	j.inputs = append(j.inputs, q)
 	return q.Stream
