@@ -160,6 +160,7 @@ type batchRun struct {
 
 func (j *Job) validate(replay bool) error {
 	j.propagateRetention()
+	j.countReaders()
 	errs := slices.Clone(j.buildErr)
 	if len(j.outputs) == 0 {
 		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no output operations: add Pprint, ForeachBatch or Write")})

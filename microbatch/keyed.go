@@ -235,6 +235,24 @@ func joinGroups[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W]) []Pair[K
 	return group(a, b, false)
 }
 
+// keyedView is keyed state that can be looked up: the table behind a
+// stateful stream.
+type keyedView[K comparable, W any] interface {
+	get(k K) (W, bool)
+}
+
+// lookupGroups is joinGroups with b's batch given as the state it lists:
+// b's value of each key of a is looked up, in one step per key of a.
+func lookupGroups[K comparable, V, W any](a []Pair[K, V], b keyedView[K, W]) []Pair[K, Pair[[]V, []W]] {
+	groups := group(a, []Pair[K, W](nil), false)
+	for i := range groups {
+		if w, ok := b.get(groups[i].Key); ok {
+			groups[i].Value.Value = []W{w}
+		}
+	}
+	return groups
+}
+
 // group groups a and b by key, with the keys only b has when bOnly is set.
 func group[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W], bOnly bool) []Pair[K, Pair[[]V, []W]] {
 	idx := make(map[K]int32, len(a))
@@ -282,6 +300,26 @@ func pairwiseBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *
 	return s
 }
 
+// joinBy builds a join of a with b. When b is keyed state (running totals)
+// the join looks a's keys up in it instead of reading b's batch, which
+// lists every key: joining a top-3 with a million totals costs three
+// lookups, and the totals are not listed at all if nothing else reads them.
+func joinBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
+	view, ok := b.view.(keyedView[K, W])
+	if !ok {
+		return pairwiseBy(op, a, b, joinGroups[K, V, W], f)
+	}
+	s := pairwiseBy(op, a, b, nil, f)
+	s.lookupOf = b
+	s.compute = func(*batchRun) ([]U, bool) {
+		if !a.has || !b.has {
+			return nil, false
+		}
+		return f(lookupGroups(a.out, view)), true
+	}
+	return s
+}
+
 // Cogroup groups the values of both streams by key.
 func Cogroup[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[[]V, []W]]] {
 	return pairwise("cogroup", a, b, func(g []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[[]V, []W]] { return g })
@@ -290,7 +328,7 @@ func Cogroup[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]
 // Join pairs every value of a key in a with every value of that key in b;
 // keys missing on either side are dropped.
 func Join[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, W]]] {
-	return pairwiseBy("join", a, b, joinGroups[K, V, W], func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, W]] {
+	return joinBy("join", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, W]] {
 		var out []Pair[K, Pair[V, W]]
 		for _, g := range groups {
 			for _, v := range g.Value.Key {
@@ -305,7 +343,7 @@ func Join[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) 
 
 // LeftOuterJoin is Join that keeps keys only a has, with an absent right side.
 func LeftOuterJoin[K comparable, V, W any](a *Stream[Pair[K, V]], b *Stream[Pair[K, W]]) *Stream[Pair[K, Pair[V, Optional[W]]]] {
-	return pairwiseBy("leftOuterJoin", a, b, joinGroups[K, V, W], func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, Optional[W]]] {
+	return joinBy("leftOuterJoin", a, b, func(groups []Pair[K, Pair[[]V, []W]]) []Pair[K, Pair[V, Optional[W]]] {
 		var out []Pair[K, Pair[V, Optional[W]]]
 		for _, g := range groups {
 			for _, v := range g.Value.Key {

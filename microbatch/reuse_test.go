@@ -125,3 +125,57 @@ func TestOutputMemoryIsReusedOnlyWhenNothingKeepsIt(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinWithStateLooksKeysUp joins a stream with running totals, once with
+// the totals read by nothing else (the join looks keys up in the state and
+// the totals are never listed) and once also printed: the joins must agree,
+// and only the printed totals may be listed.
+func TestJoinWithStateLooksKeysUp(t *testing.T) {
+	batches := []string{"a=1 b=2 c=3", "b=1 d=5", "", "a=2 e=1 a=1 d=1"}
+	run := func(alsoRead bool) (joined, left []string, listed bool) {
+		j := newTestJob(uint64(len(batches)))
+		in := pairs(j, batches...)
+		totals := UpdateStateByKey(in, func(vs []int, total int, _ bool) (int, bool) {
+			for _, v := range vs {
+				total += v
+			}
+			return total, total < 6 // keys leave the state at 6
+		})
+		probe := pairs(j, "c=0 a=0 x=0", "d=0", "a=0", "a=0 d=0 b=0 e=0")
+		collect(Join(probe, totals), &joined)
+		collect(LeftOuterJoin(probe, totals), &left)
+		if alsoRead {
+			var printed []string
+			collect(totals, &printed)
+		}
+		var sawList bool
+		totals.compute = wrapCompute(totals.compute, func(out []Pair[string, int]) { sawList = sawList || out != nil })
+		if err := j.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return joined, left, sawList
+	}
+	joined, left, listed := run(false)
+	joinedRead, leftRead, listedRead := run(true)
+	if !slices.Equal(joined, joinedRead) || !slices.Equal(left, leftRead) {
+		t.Errorf("join by lookup %v / %v differs from join of listed totals %v / %v", joined, left, joinedRead, leftRead)
+	}
+	want := []string{"1:[('c', (0, 3)), ('a', (0, 1))]", "2:[('d', (0, 5))]", "3:[('a', (0, 1))]", "4:[('a', (0, 4)), ('b', (0, 3)), ('e', (0, 1))]"}
+	if !slices.Equal(joined, want) {
+		t.Errorf("join = %v, want %v", joined, want)
+	}
+	if wantLeft := "4:[('a', (0, 4)), ('d', (0, None)), ('b', (0, 3)), ('e', (0, 1))]"; left[3] != wantLeft {
+		t.Errorf("left outer join of batch 4 = %v, want %v (d left the state)", left[3], wantLeft)
+	}
+	if listed || !listedRead {
+		t.Errorf("totals listed: %v when only joined, %v when also printed; want false, true", listed, listedRead)
+	}
+}
+
+func wrapCompute[T any](compute func(*batchRun) ([]T, bool), saw func([]T)) func(*batchRun) ([]T, bool) {
+	return func(r *batchRun) ([]T, bool) {
+		out, ok := compute(r)
+		saw(out)
+		return out, ok
+	}
+}

@@ -38,7 +38,8 @@ type table[K comparable, S any] struct {
 	keys    Codec[K]
 	vals    Codec[S]
 	equal   func(a, b S) bool
-	index   map[K]int32
+	index   index[K]
+	keyAt   keyAt[K]
 	entries []entry[K, S]
 	// touched holds, by entry, the batch time (Unix ns) the key last
 	// received values; nil unless timed.
@@ -69,7 +70,8 @@ func (e *entry[K, S]) dirty() bool { return e.meta&dirtyFlag != 0 }
 func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 
 func newTable[K comparable, S any](op string) *table[K, S] {
-	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: make(map[K]int32)}
+	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K]()}
+	t.keyAt = func(pos int32) K { return t.entries[pos].key }
 	if reflect.TypeFor[S]().Comparable() {
 		t.equal = func(a, b S) bool { return any(a) == any(b) }
 	} else {
@@ -78,8 +80,11 @@ func newTable[K comparable, S any](op string) *table[K, S] {
 	return t
 }
 
+// find returns the position of k's entry.
+func (t *table[K, S]) find(k K) (int32, bool) { return t.index.find(k, t.keyAt) }
+
 func (t *table[K, S]) get(k K) (S, bool) {
-	if i, ok := t.index[k]; ok {
+	if i, ok := t.find(k); ok {
 		return t.entries[i].val, true
 	}
 	var zero S
@@ -89,7 +94,7 @@ func (t *table[K, S]) get(k K) (S, bool) {
 // update sets k's state to f of its current state (exists is false for a
 // key without state), with one lookup.
 func (t *table[K, S]) update(k K, f func(v S, exists bool) S) {
-	if i, ok := t.index[k]; ok {
+	if i, ok := t.find(k); ok {
 		t.set(i, f(t.entries[i].val, true), 0)
 		return
 	}
@@ -99,7 +104,7 @@ func (t *table[K, S]) update(k K, f func(v S, exists bool) S) {
 
 // updateExisting sets k's state to f of its current state if k has state.
 func (t *table[K, S]) updateExisting(k K, f func(v S) S) {
-	if i, ok := t.index[k]; ok {
+	if i, ok := t.find(k); ok {
 		t.set(i, f(t.entries[i].val), 0)
 	}
 }
@@ -123,7 +128,7 @@ func (t *table[K, S]) touchedAt(i int32) int64 {
 // put sets k's state; touched ≠ 0 records the batch time of new values in a
 // timed table.
 func (t *table[K, S]) put(k K, v S, touched int64) {
-	if i, ok := t.index[k]; ok {
+	if i, ok := t.find(k); ok {
 		t.set(i, v, touched)
 		return
 	}
@@ -153,8 +158,8 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 		*p = strings.Clone(*p)
 	}
 	i := int32(len(t.entries))
-	t.index[k] = i
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
+	t.index.add(k, i, t.keyAt)
 	if t.timed {
 		t.touched = append(t.touched, touched)
 	}
@@ -163,11 +168,11 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 }
 
 func (t *table[K, S]) remove(k K) {
-	i, ok := t.index[k]
+	i, ok := t.find(k)
 	if !ok {
 		return
 	}
-	delete(t.index, k)
+	t.index.remove(k, t.keyAt)
 	t.entries[i].meta &^= liveFlag
 	var zero S
 	t.entries[i].val = zero
@@ -175,7 +180,7 @@ func (t *table[K, S]) remove(k K) {
 	t.markDirty(i)
 }
 
-func (t *table[K, S]) len() int { return len(t.index) }
+func (t *table[K, S]) len() int { return t.index.len() }
 
 // each calls f for every live key in state order.
 func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
@@ -241,12 +246,12 @@ func (t *table[K, S]) compact() {
 			if t.timed {
 				t.touched[len(live)] = t.touched[i]
 			}
-			t.index[e.key] = int32(len(live))
 			live = append(live, e)
 		}
 	}
 	clear(t.entries[len(live):])
 	t.entries = live
+	t.reindex()
 	if t.timed {
 		t.touched = t.touched[:len(live)]
 	}
@@ -291,21 +296,30 @@ func (t *table[K, S]) finishRestore() {
 	if t.timed {
 		touched = make([]int64, len(t.entries))
 	}
-	clear(t.index)
 	for i, from := range order {
 		e := t.entries[from]
 		entries[i] = e
 		if t.timed {
 			touched[i] = t.touched[from]
 		}
-		t.index[e.key] = int32(i)
 		t.nextSeq = max(t.nextSeq, e.seq()+1)
 	}
 	t.entries, t.touched = entries, touched
+	t.reindex()
+}
+
+// reindex rebuilds the index after entries moved.
+func (t *table[K, S]) reindex() {
+	t.index.reset(true)
+	for i := range t.entries {
+		if t.entries[i].live() {
+			t.index.add(t.entries[i].key, int32(i), t.keyAt)
+		}
+	}
 }
 
 func (t *table[K, S]) clearState() {
-	clear(t.index)
+	t.index.reset(false)
 	t.entries, t.touched, t.dirty, t.dead, t.nextSeq = nil, nil, nil, 0, 0
 }
 
@@ -336,6 +350,7 @@ type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, ke
 func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S]) *Stream[Pair[K, S]] {
 	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
 	st.owns = true
+	st.view = st.table
 	// The values of a batch are grouped by key without a slice per key: a
 	// fold counts each key's values, which then go, in batch order, to the
 	// key's run of one array.
@@ -370,7 +385,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 		groupAt := make([]int32, len(st.entries))
 		fresh := fill[:0] // reused: the groups of keys without state
 		for g, kc := range keys {
-			if i, ok := st.index[kc.Key]; ok {
+			if i, ok := st.find(kc.Key); ok {
 				groupAt[i] = int32(g) + 1
 			} else {
 				fresh = append(fresh, int32(g))
@@ -402,6 +417,9 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 			if ns, keep := f(values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
 				st.put(keys[g].Key, ns, now)
 			}
+		}
+		if st.readers == 0 {
+			return nil, true // only looked up (by joins): no list of every key
 		}
 		out := st.buffer(st.len())
 		st.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })

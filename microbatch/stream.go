@@ -41,6 +41,12 @@ type nodeBase struct {
 	aliases bool
 	// owns marks nodes whose output is always memory of their own.
 	owns bool
+	// lookupOf is the parent whose output this node never reads: it looks
+	// keys up in the parent's state instead (a join with running totals).
+	lookupOf node
+	// readers counts the consumers that read the node's output; a stateful
+	// node nobody reads does not list its state every batch.
+	readers int
 }
 
 func (b *nodeBase) base() *nodeBase { return b }
@@ -52,6 +58,9 @@ type Stream[T any] struct {
 	compute func(r *batchRun) ([]T, bool)
 	out     []T
 	has     bool
+	// view is the keyed state behind a stateful stream's output, for
+	// consumers that look keys up rather than read every pair.
+	view any
 	// spare is the memory of the last batch's output, for the next batch:
 	// allocating and zeroing a fresh slice per stage and batch costs more
 	// than the stage's own work for cheap per-element functions.
@@ -88,6 +97,23 @@ func (s *Stream[T]) buffer(n int) []T {
 
 // markRetained records that a consumer keeps s's output past the batch.
 func markRetained(n node) { n.base().retained = true }
+
+// countReaders counts, for every node, the consumers that read its output.
+func (j *Job) countReaders() {
+	for _, n := range j.nodes {
+		n.base().readers = 0
+	}
+	for _, n := range j.nodes {
+		for _, p := range n.base().parents {
+			if p != n.base().lookupOf {
+				p.base().readers++
+			}
+		}
+	}
+	for _, o := range j.outputs {
+		o.node().base().readers++
+	}
+}
 
 // propagateRetention marks the parents of retained aliasing nodes as
 // retained: their outputs reach the consumer that keeps them. Nodes are in
