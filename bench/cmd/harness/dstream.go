@@ -51,6 +51,7 @@ func childDstream(args []string) error {
 	windowFlag := fs.Duration("window", window, "")
 	slideFlag := fs.Duration("slide", interval, "")
 	cpuProfile := fs.String("cpuprofile", "", "")
+	heapProfile := fs.String("heapprofile", "", "write the heap after the run's final GC here")
 	totalsPath := fs.String("totals", "", "write the checkpointed running totals here")
 	reportPath := fs.String("report", "", "")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +147,17 @@ func childDstream(args []string) error {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	if *heapProfile != "" {
+		f, err := os.Create(*heapProfile)
+		if err != nil {
+			return err
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
 	runtime.KeepAlive(j)
 
 	mu.Lock()

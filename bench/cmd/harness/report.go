@@ -286,8 +286,10 @@ results become visible, and the latency of every line is that instant minus the 
 produced (the dstream-offsets header of the output names the input offsets of the batch).
 
 **state** — dstream on two topics of BENCH_STATE_LINES lines whose IPs cycle through 10k and 1M
-distinct addresses; bytes per key = difference of the Go heap in use after a final GC (job and state
-still reachable) divided by the difference in distinct keys, and the same with peak RSS.
+distinct addresses, both with the same countries table (an input, not state); bytes per key =
+difference of the Go heap in use after a final GC (job and state still reachable) divided by the
+difference in distinct keys, and the same with peak RSS. The heap profile of each run is written
+next to its CPU profile (state-N-job.heap.pprof in the run's scratch directory).
 
 **engine** — ` + "`go test -bench . ./microbatch/ ./internal/weblog/`" + ` (also ` + "`make bench-engine`" + `).
 `
