@@ -40,6 +40,11 @@ func ipOf(text string) IP {
 	if v, ok := dottedQuad(text); ok {
 		return IP(v)
 	}
+	return intern(text)
+}
+
+// intern returns the IP of a valid address text that is not dotted IPv4.
+func intern(text string) IP {
 	interned.RLock()
 	ip, ok := interned.ids[text]
 	interned.RUnlock()

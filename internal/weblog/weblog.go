@@ -34,7 +34,7 @@ type Entry struct {
 
 // Parse parses one line.
 func Parse(line string) (Entry, error) {
-	f, status, err := split(line)
+	f, _, status, err := split(line, false)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -44,20 +44,18 @@ func Parse(line string) (Entry, error) {
 // SourceIP validates line exactly as Parse does and returns its source IP
 // as a compact key.
 func SourceIP(line string) (IP, error) {
-	f, _, err := split(line)
-	if err != nil {
-		return 0, err
-	}
-	return ipOf(f[1]), nil
+	_, ip, _, err := split(line, true)
+	return ip, err
 }
 
-// split checks a line and returns its six fields and its status code.
-func split(line string) (f [6]string, status int, err error) {
+// split checks a line and returns its six fields and its status code, and
+// with key set the IP key of its address.
+func split(line string, key bool) (f [6]string, ip IP, status int, err error) {
 	switch {
 	case len(line) == 0:
-		return f, 0, ErrEmpty
+		return f, 0, 0, ErrEmpty
 	case len(line) > MaxLineBytes:
-		return f, 0, ErrOversized
+		return f, 0, 0, ErrOversized
 	}
 	// One pass splits the fields and notes any non-ASCII byte; the full
 	// UTF-8 check runs only for such lines (log lines are ASCII) and before
@@ -71,7 +69,7 @@ func split(line string) (f [6]string, status int, err error) {
 			continue
 		}
 		if n == len(f)-1 {
-			return f, 0, rejectAs(line, ErrFieldCount)
+			return f, 0, 0, rejectAs(line, ErrFieldCount)
 		}
 		f[n] = line[start:i]
 		n++
@@ -80,29 +78,33 @@ func split(line string) (f [6]string, status int, err error) {
 	f[n] = line[start:]
 	n++
 	if high >= utf8.RuneSelf && !utf8.ValidString(line) {
-		return f, 0, ErrNotUTF8
+		return f, 0, 0, ErrNotUTF8
 	}
 	if n != len(f) {
-		return f, 0, ErrFieldCount
+		return f, 0, 0, ErrFieldCount
 	}
 	for _, field := range f {
 		if field == "" {
-			return f, 0, ErrFieldCount
+			return f, 0, 0, ErrFieldCount
 		}
 	}
-	if !validIP(f[1]) {
-		return f, 0, ErrBadIP
+	if v, ok := dottedQuad(f[1]); ok {
+		ip = IP(v)
+	} else if !validIP(f[1]) {
+		return f, 0, 0, ErrBadIP
+	} else if key {
+		ip = intern(f[1])
 	}
 	if len(f[2]) != 3 {
-		return f, 0, ErrBadStatus
+		return f, 0, 0, ErrBadStatus
 	}
 	for _, c := range []byte(f[2]) {
 		if c < '0' || c > '9' {
-			return f, 0, ErrBadStatus
+			return f, 0, 0, ErrBadStatus
 		}
 		status = status*10 + int(c-'0')
 	}
-	return f, status, nil
+	return f, ip, status, nil
 }
 
 // rejectAs returns err, or ErrNotUTF8 when the line is not valid UTF-8.
