@@ -11,7 +11,11 @@ type input interface {
 	node
 	topic() string
 	cut(ctx context.Context, after []Range) ([]Range, error)
-	load(ctx context.Context, ranges []Range) error
+	// reader returns a read of ranges into memory of the input's own, which
+	// returns install: install makes what was read the input's batch. The
+	// read may run on a goroutine of its own, while the job computes the
+	// batch before; reader and install run on the job's.
+	reader() func(ctx context.Context, ranges []Range) (install func(), err error)
 	recordCount() int
 }
 
@@ -37,13 +41,17 @@ func (in *sourceInput[T]) cut(ctx context.Context, after []Range) ([]Range, erro
 	return in.src.Cut(ctx, after)
 }
 
-func (in *sourceInput[T]) load(ctx context.Context, ranges []Range) error {
-	// The last batch's memory if nothing keeps it (a window over the input
-	// does), else a fresh slice sized like the last batch.
-	in.loaded = in.buffer(len(in.loaded))
-	return in.src.Read(ctx, ranges, func(rec Record) {
-		in.loaded = append(in.loaded, in.convert(rec))
-	})
+func (in *sourceInput[T]) reader() func(ctx context.Context, ranges []Range) (func(), error) {
+	// Memory of an earlier batch if nothing keeps it (a window over the
+	// input does), else a fresh slice sized like the last batch.
+	buf := in.buffer(len(in.loaded))
+	return func(ctx context.Context, ranges []Range) (func(), error) {
+		batch := buf[:0]
+		err := in.src.Read(ctx, ranges, func(rec Record) {
+			batch = append(batch, in.convert(rec))
+		})
+		return func() { in.loaded = batch }, err
+	}
 }
 
 func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *Stream[T] {
@@ -97,17 +105,20 @@ func (q *queueInput[T]) cut(_ context.Context, after []Range) ([]Range, error) {
 	return []Range{{Topic: q.name, From: next, Until: until}}, nil
 }
 
-func (q *queueInput[T]) load(_ context.Context, ranges []Range) error {
-	q.loaded = q.buffer(len(q.loaded))
-	for _, r := range ranges {
-		for i := r.From; i < r.Until; i++ {
-			if i < 0 || i >= int64(len(q.queue)) {
-				return fmt.Errorf("queue %s: batch %d of %d is not queued", q.name, i, len(q.queue))
+func (q *queueInput[T]) reader() func(ctx context.Context, ranges []Range) (func(), error) {
+	buf := q.buffer(len(q.loaded))
+	return func(_ context.Context, ranges []Range) (func(), error) {
+		batch := buf[:0]
+		for _, r := range ranges {
+			for i := r.From; i < r.Until; i++ {
+				if i < 0 || i >= int64(len(q.queue)) {
+					return nil, fmt.Errorf("queue %s: batch %d of %d is not queued", q.name, i, len(q.queue))
+				}
+				batch = append(batch, q.queue[i]...)
 			}
-			q.loaded = append(q.loaded, q.queue[i]...)
 		}
+		return func() { q.loaded = batch }, nil
 	}
-	return nil
 }
 
 // QueueStream returns a stream that yields batches[0] at the first batch

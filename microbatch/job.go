@@ -356,7 +356,7 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	}
 	ran := uint64(0)
 	if pending != nil {
-		if err := j.runBatch(ctx, store, *pending, j.clock.Now()); err != nil {
+		if err := j.runBatch(ctx, store, *pending, j.clock.Now(), nil, nil); err != nil {
 			return err
 		}
 		last, ran = *pending, 1
@@ -366,6 +366,17 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		// A fresh job aligns its batch times to the interval, as Spark does.
 		next = j.clock.Now().Truncate(j.interval).Add(j.interval)
 	}
+	// While a batch computes and commits, the next one is cut and read if
+	// its time has come (the job is catching up): reading then overlaps
+	// computing rather than adding to it.
+	var ahead *early
+	earlyCtx, cancelEarly := context.WithCancel(ctx)
+	defer func() {
+		cancelEarly()
+		if ahead != nil {
+			<-ahead.done
+		}
+	}()
 	for {
 		if j.maxBatches > 0 && ran >= j.maxBatches {
 			return nil
@@ -384,22 +395,31 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		default:
 		}
 		started := j.clock.Now()
-		plan := Plan{ID: last.ID + 1, Time: next}
-		for _, in := range j.inputs {
-			var ranges []Range
-			err := j.retry(ctx, "cut", func() (err error) {
-				ranges, err = in.cut(ctx, rangesOf(last.Ranges, in.topic()))
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
-			}
-			plan.Ranges = append(plan.Ranges, ranges...)
+		var (
+			plan     Plan
+			installs []func()
+			err      error
+		)
+		if ahead != nil {
+			<-ahead.done
+			plan, installs, err = ahead.plan, ahead.installs, ahead.err
+			ahead = nil
+		} else {
+			plan, err = j.cut(ctx, last, next)
+		}
+		if err != nil {
+			return err
 		}
 		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plan) }); err != nil {
 			return fmt.Errorf("record plan %d: %w", plan.ID, err)
 		}
-		if err := j.runBatch(ctx, store, plan, started); err != nil {
+		readNext := func() {
+			t := next.Add(j.interval)
+			if (j.maxBatches == 0 || ran+1 < j.maxBatches) && j.due(t) {
+				ahead = j.readEarly(earlyCtx, plan, t)
+			}
+		}
+		if err := j.runBatch(ctx, store, plan, started, installs, readNext); err != nil {
 			return err
 		}
 		last, next = plan, next.Add(j.interval)
@@ -532,22 +552,105 @@ func (j *Job) rebuild(ctx context.Context, p Plan) error {
 }
 
 func (j *Job) load(ctx context.Context, r *batchRun) error {
-	for _, in := range j.inputs {
-		err := j.retry(ctx, "read", func() error { return in.load(ctx, rangesOf(r.plan.Ranges, in.topic())) })
-		if err != nil {
-			return fmt.Errorf("read batch %d of %s: %w", r.id, in.topic(), err)
-		}
+	installs, err := j.read(ctx, r.plan, j.readers())
+	for _, install := range installs {
+		install()
 	}
-	return nil
+	return err
+}
+
+// readers returns, on the job's goroutine, a read for every input.
+func (j *Job) readers() []func(context.Context, []Range) (func(), error) {
+	reads := make([]func(context.Context, []Range) (func(), error), len(j.inputs))
+	for i, in := range j.inputs {
+		reads[i] = in.reader()
+	}
+	return reads
+}
+
+// read reads the batch of plan p with reads; installing what it returns
+// makes it the inputs' batch.
+func (j *Job) read(ctx context.Context, p Plan, reads []func(context.Context, []Range) (func(), error)) ([]func(), error) {
+	installs := make([]func(), 0, len(j.inputs))
+	for i, in := range j.inputs {
+		var install func()
+		err := j.retry(ctx, "read", func() (err error) {
+			install, err = reads[i](ctx, rangesOf(p.Ranges, in.topic()))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read batch %d of %s: %w", p.ID, in.topic(), err)
+		}
+		installs = append(installs, install)
+	}
+	return installs, nil
+}
+
+// cut plans the batch after last at batch time t.
+func (j *Job) cut(ctx context.Context, last Plan, t time.Time) (Plan, error) {
+	plan := Plan{ID: last.ID + 1, Time: t}
+	for _, in := range j.inputs {
+		var ranges []Range
+		err := j.retry(ctx, "cut", func() (err error) {
+			ranges, err = in.cut(ctx, rangesOf(last.Ranges, in.topic()))
+			return err
+		})
+		if err != nil {
+			return plan, fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
+		}
+		plan.Ranges = append(plan.Ranges, ranges...)
+	}
+	return plan, nil
+}
+
+// early is a batch cut and read ahead, on a goroutine of its own, while the
+// batch before it computes and commits. Reading is free of side effects, so
+// a batch read early and then not run (the job stopped) leaves no trace;
+// its plan is recorded, as always, before the batch runs.
+type early struct {
+	plan     Plan
+	installs []func()
+	err      error
+	done     chan struct{}
+}
+
+// readEarly cuts and reads the batch after last, at batch time t.
+func (j *Job) readEarly(ctx context.Context, last Plan, t time.Time) *early {
+	e := &early{done: make(chan struct{})}
+	reads := j.readers()
+	go func() {
+		defer close(e.done)
+		if e.plan, e.err = j.cut(ctx, last, t); e.err == nil {
+			e.installs, e.err = j.read(ctx, e.plan, reads)
+		}
+	}()
+	return e
+}
+
+// due reports whether batch time t has come, so that its batch may be cut
+// now. Every time has come for a VirtualClock, which jumps to it.
+func (j *Job) due(t time.Time) bool {
+	if _, ok := j.clock.(*VirtualClock); ok {
+		return true
+	}
+	return !j.clock.Now().Before(t)
 }
 
 // runBatch computes a planned batch and commits it: prepare state, write
-// sinks, commit checkpoint.
-func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Time) error {
+// sinks, commit checkpoint. installs holds the batch if it was read early;
+// readNext, called once the batch is read, may start reading the next.
+func (j *Job) runBatch(ctx context.Context, store Store, p Plan, started time.Time, installs []func(), readNext func()) error {
 	wallStart := time.Now()
 	r := &batchRun{job: j, id: p.ID, plan: p, messages: make([][]Message, len(j.sinks))}
-	if err := j.load(ctx, r); err != nil {
+	if installs != nil {
+		for _, install := range installs {
+			install()
+		}
+	} else if err := j.load(ctx, r); err != nil {
 		return err
+	}
+	if readNext != nil {
+		readNext()
 	}
 	for _, n := range j.nodes {
 		n.step(r)

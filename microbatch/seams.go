@@ -16,7 +16,9 @@ type Record struct {
 
 // Source is an input the engine cuts into batches. A Source is replayable:
 // Read of the same ranges yields the same records on every call, which is
-// what lets a recorded Plan stand in for the data it names.
+// what lets a recorded Plan stand in for the data it names. The engine calls
+// Cut and Read one at a time, but not always from the same goroutine: while
+// the job is behind, the next batch is cut and read as the last one computes.
 type Source interface {
 	// Topic names the input; every Range the source cuts carries it.
 	Topic() string

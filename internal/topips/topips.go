@@ -101,10 +101,13 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 		})
 	}
 
-	windowCounts := microbatch.ReduceByKeyAndWindow(hits, add, sub, cfg.Window, cfg.Slide,
+	// Every line is counted once, into its batch's counts; the window counts
+	// and the totals both start from those, not from the lines.
+	batchCounts := microbatch.ReduceByKey(hits, add)
+	windowCounts := microbatch.ReduceByKeyAndWindow(batchCounts, add, sub, cfg.Window, cfg.Slide,
 		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 })
 	// Tumbling slide-long counts: each line counts once in the totals.
-	slideCounts := microbatch.ReduceByKey(hits.Window(cfg.Slide, cfg.Slide), add)
+	slideCounts := microbatch.ReduceByKey(batchCounts.Window(cfg.Slide, cfg.Slide), add)
 	totals := microbatch.UpdateStateByKey(slideCounts, func(values []int64, total int64, _ bool) (int64, bool) {
 		for _, v := range values {
 			total += v

@@ -2,6 +2,7 @@ package weblog
 
 import (
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -34,77 +35,100 @@ type Entry struct {
 
 // Parse parses one line.
 func Parse(line string) (Entry, error) {
-	f, _, status, err := split(line, false)
+	sp, _, status, err := scan(line, false)
 	if err != nil {
 		return Entry{}, err
 	}
-	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+	return Entry{Date: line[:sp[0]], IP: line[sp[0]+1 : sp[1]], Status: status,
+		Method: line[sp[2]+1 : sp[3]], URL: line[sp[3]+1 : sp[4]], Seconds: line[sp[4]+1:]}, nil
 }
 
 // SourceIP validates line exactly as Parse does and returns its source IP
 // as a compact key.
 func SourceIP(line string) (IP, error) {
-	_, ip, _, err := split(line, true)
+	_, ip, _, err := scan(line, true)
 	return ip, err
 }
 
-// split checks a line and returns its six fields and its status code, and
-// with key set the IP key of its address.
-func split(line string, key bool) (f [6]string, ip IP, status int, err error) {
+// scan checks a line and returns the positions of the five spaces between
+// its six fields, its status code, and with key set the IP key of its
+// address.
+func scan(line string, key bool) (sp [5]int, ip IP, status int, err error) {
 	switch {
 	case len(line) == 0:
-		return f, 0, 0, ErrEmpty
+		return sp, 0, 0, ErrEmpty
 	case len(line) > MaxLineBytes:
-		return f, 0, 0, ErrOversized
+		return sp, 0, 0, ErrOversized
 	}
-	// One pass splits the fields and notes any non-ASCII byte; the full
-	// UTF-8 check runs only for such lines (log lines are ASCII) and before
-	// any other rejection, so a bad encoding is always reported as such.
-	n, start := 0, 0
-	var high byte
-	for i := 0; i < len(line); i++ {
+	// One pass, eight bytes at a time, finds the spaces and notes any
+	// non-ASCII byte. The full UTF-8 check runs only for lines with one (log
+	// lines are ASCII), and before any other rejection, so a bad encoding is
+	// always reported as such.
+	const (
+		low7   = 0x7f7f7f7f7f7f7f7f
+		spaces = 0x2020202020202020
+		high   = 0x8080808080808080
+	)
+	n := 0
+	var or uint64
+	i := 0
+	for ; i+8 <= len(line); i += 8 {
+		w := line[i : i+8]
+		v := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		or |= v
+		// The high bit of every byte of v that is a space, exactly.
+		x := v ^ spaces
+		for m := ^((x&low7 + low7) | x | low7); m != 0; m &= m - 1 {
+			if n == len(sp) {
+				return sp, 0, 0, rejectAs(line, ErrFieldCount)
+			}
+			sp[n] = i + bits.TrailingZeros64(m)/8
+			n++
+		}
+	}
+	for ; i < len(line); i++ {
 		c := line[i]
-		high |= c
-		if c != ' ' {
-			continue
-		}
-		if n == len(f)-1 {
-			return f, 0, 0, rejectAs(line, ErrFieldCount)
-		}
-		f[n] = line[start:i]
-		n++
-		start = i + 1
-	}
-	f[n] = line[start:]
-	n++
-	if high >= utf8.RuneSelf && !utf8.ValidString(line) {
-		return f, 0, 0, ErrNotUTF8
-	}
-	if n != len(f) {
-		return f, 0, 0, ErrFieldCount
-	}
-	for _, field := range f {
-		if field == "" {
-			return f, 0, 0, ErrFieldCount
+		or |= uint64(c)
+		if c == ' ' {
+			if n == len(sp) {
+				return sp, 0, 0, rejectAs(line, ErrFieldCount)
+			}
+			sp[n] = i
+			n++
 		}
 	}
-	if v, ok := dottedQuad(f[1]); ok {
+	if or&high != 0 && !utf8.ValidString(line) {
+		return sp, 0, 0, ErrNotUTF8
+	}
+	if n != len(sp) || sp[0] == 0 || sp[len(sp)-1] == len(line)-1 {
+		return sp, 0, 0, ErrFieldCount
+	}
+	for k := 1; k < len(sp); k++ {
+		if sp[k] == sp[k-1]+1 {
+			return sp, 0, 0, ErrFieldCount
+		}
+	}
+	addr := line[sp[0]+1 : sp[1]]
+	if v, ok := dottedQuad(addr); ok {
 		ip = IP(v)
-	} else if !validIP(f[1]) {
-		return f, 0, 0, ErrBadIP
+	} else if !validIP(addr) {
+		return sp, 0, 0, ErrBadIP
 	} else if key {
-		ip = intern(f[1])
+		ip = intern(addr)
 	}
-	if len(f[2]) != 3 {
-		return f, 0, 0, ErrBadStatus
+	code := line[sp[1]+1 : sp[2]]
+	if len(code) != 3 {
+		return sp, 0, 0, ErrBadStatus
 	}
-	for _, c := range []byte(f[2]) {
+	for k := range len(code) {
+		c := code[k]
 		if c < '0' || c > '9' {
-			return f, 0, 0, ErrBadStatus
+			return sp, 0, 0, ErrBadStatus
 		}
 		status = status*10 + int(c-'0')
 	}
-	return f, ip, status, nil
+	return sp, ip, status, nil
 }
 
 // rejectAs returns err, or ErrNotUTF8 when the line is not valid UTF-8.

@@ -2,8 +2,12 @@ package weblog
 
 import (
 	"errors"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParse(t *testing.T) {
@@ -56,12 +60,46 @@ func TestGeneratorIsDeterministicAndParses(t *testing.T) {
 	}
 }
 
+// referenceParse is the line format written plainly, to check the fast
+// scanner against: any invalid UTF-8 first, then six non-empty fields, a
+// netip address and a three-digit status.
+func referenceParse(line string) (Entry, error) {
+	switch {
+	case line == "":
+		return Entry{}, ErrEmpty
+	case len(line) > MaxLineBytes:
+		return Entry{}, ErrOversized
+	case !utf8.ValidString(line):
+		return Entry{}, ErrNotUTF8
+	}
+	f := strings.Split(line, " ")
+	if len(f) != 6 || slices.Contains(f, "") {
+		return Entry{}, ErrFieldCount
+	}
+	if _, err := netip.ParseAddr(f[1]); err != nil {
+		return Entry{}, ErrBadIP
+	}
+	status, err := strconv.Atoi(f[2])
+	if len(f[2]) != 3 || err != nil || f[2][0] == '-' || f[2][0] == '+' {
+		return Entry{}, ErrBadStatus
+	}
+	return Entry{Date: f[0], IP: f[1], Status: status, Method: f[3], URL: f[4], Seconds: f[5]}, nil
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add("2016-12-06T08:58:35.318+0000 37.139.9.11 404 GET /codemove/TTCENCUFMH3C 0.026")
 	f.Add("d 1.2.3.4 200 GET / 0")
 	f.Add("")
+	f.Add("d 1.2.3.4 200 GET / 0 ")
+	f.Add("d\xff 1.2.3.4 200 GET / 0 x")
+	f.Add("a b c d e f g h i j k l")
+	f.Add("d 1.2.3.4 -20 GET / 0")
 	f.Fuzz(func(t *testing.T, line string) {
 		e, err := Parse(line)
+		want, wantErr := referenceParse(line)
+		if err != wantErr || e != want {
+			t.Fatalf("Parse(%q) = %+v, %v; the reference gives %+v, %v", line, e, err, want, wantErr)
+		}
 		if err != nil {
 			return
 		}
