@@ -152,28 +152,30 @@ func validIP(s string) bool {
 // accepts: four decimal numbers up to 255 without leading zeros.
 func dottedQuad(s string) (uint32, bool) {
 	var v uint32
-	parts, val, digits := 0, uint32(0), 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			val = val*10 + uint32(c-'0')
-			digits++
-			if digits > 3 || val > 255 || (digits == 2 && val < 10) {
+	i := 0
+	for part := range 4 {
+		if part > 0 {
+			if i >= len(s) || s[i] != '.' {
 				return 0, false
 			}
-		case c == '.' && digits > 0 && parts < 3:
-			v = v<<8 | val
-			parts++
-			val, digits = 0, 0
-		default:
+			i++
+		}
+		if i >= len(s) || s[i]-'0' > 9 {
 			return 0, false
 		}
+		n := uint32(s[i] - '0')
+		i++
+		if n != 0 { // a leading 0 is the whole number
+			for end := i + 2; i < end && i < len(s) && s[i]-'0' <= 9; i++ {
+				n = n*10 + uint32(s[i]-'0')
+			}
+		}
+		if n > 255 {
+			return 0, false
+		}
+		v = v<<8 | n
 	}
-	if parts != 3 || digits == 0 {
-		return 0, false
-	}
-	return v<<8 | val, true
+	return v, i == len(s)
 }
 
 // Generator writes deterministic log lines.
