@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/dstream-io/dstream/internal/gcpolicy"
 )
 
 // Config holds every setting of dstream, read from DSTREAM_* variables.
@@ -33,6 +35,7 @@ type Config struct {
 	LeaseTTL            time.Duration `envconfig:"LEASE_TTL" default:"5s" desc:"how long the active instance holds the job without renewing"`
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"30s" desc:"how long SIGTERM waits for the batch in flight"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	GCPercent           int           `envconfig:"GC_PERCENT" default:"400" desc:"the Go collector's target percent (GOGC, which overrides it): more memory for less GC; the heap stays under 80% of a container memory limit"`
 	KafkaSASLMechanism  string        `envconfig:"KAFKA_SASL_MECHANISM" desc:"empty or SCRAM-SHA-512"`
 	KafkaSASLUser       string        `envconfig:"KAFKA_SASL_USER" desc:"SASL user"`
 	KafkaSASLPassword   string        `envconfig:"KAFKA_SASL_PASSWORD" desc:"SASL password" secret:"true"`
@@ -114,6 +117,9 @@ func (c Config) Validate() error {
 		if _, err := os.Stat(f); err != nil {
 			bad("%s=%q: %v", name, f, err)
 		}
+	}
+	if c.GCPercent < 10 {
+		bad("DSTREAM_GC_PERCENT=%d: use 100 (Go's default) or more; %d (dstream's default) trades memory for throughput", c.GCPercent, gcpolicy.DefaultPercent)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("DSTREAM_LOG_LEVEL=%q: use debug, info, warn or error", c.LogLevel)

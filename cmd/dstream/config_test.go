@@ -54,6 +54,7 @@ func TestValidate(t *testing.T) {
 		{"missing kafka CA", func(c *Config) { c.KafkaTLSCAFile = missing }, []string{"DSTREAM_KAFKA_TLS_CA_FILE=", "no such file"}},
 		{"missing redis CA", func(c *Config) { c.RedisTLSCAFile = missing }, []string{"DSTREAM_REDIS_TLS_CA_FILE=", "no such file"}},
 		{"log level", func(c *Config) { c.LogLevel = "verbose" }, []string{`DSTREAM_LOG_LEVEL="verbose"`, "debug, info, warn or error"}},
+		{"gc percent", func(c *Config) { c.GCPercent = 0 }, []string{`DSTREAM_GC_PERCENT=0`, "100 (Go's default) or more"}},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			c := base

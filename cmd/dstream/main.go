@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/rs/zerolog"
+
+	"github.com/dstream-io/dstream/internal/gcpolicy"
 )
 
 func main() {
@@ -57,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	level, _ := parseLevel(cfg.LogLevel)
 	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
+	gc := gcpolicy.Apply(cfg.GCPercent, "/sys/fs/cgroup")
+	log.Info().Int("percent", gc.Percent).Str("percent_from", gc.PercentFrom).
+		Int64("memory_limit", gc.MemoryLimit).Str("limit_from", gc.LimitFrom).Msg("garbage collector")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := runProcessor(ctx, cfg, log, stdout); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dstream-io/dstream/ingest"
+	"github.com/dstream-io/dstream/internal/gcpolicy"
 	"github.com/dstream-io/dstream/internal/topips"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/rdd"
@@ -57,6 +58,7 @@ func childDstream(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as cmd/dstream does
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

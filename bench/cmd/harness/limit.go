@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/internal/gcpolicy"
 )
 
 // childReport is what a Go contender's process reports to the harness.
@@ -58,6 +60,7 @@ func childLimit(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as dstream runs
 	remaining := map[int32]int64{}
 	offsets := map[int32]kgo.Offset{}
 	for p, s := range strings.Split(*endsFlag, ",") {

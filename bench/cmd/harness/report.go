@@ -257,7 +257,9 @@ contender. The contenders then run one after the other, each as a process of its
 the sampled sum over its process tree (a JVM and its Python workers count together):
 
 1. **limit** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
-   no state store, no output. Checked: every per-IP count.
+   no state store, no output. Checked: every per-IP count. It runs with dstream's garbage collector
+   setting (` + "`internal/gcpolicy`" + `: target percent 400, as ` + "`cmd/dstream`" + ` sets it), so that the two Go
+   contenders differ in their code only.
 2. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
    incremental window, country join, running totals, Redis checkpoints, transactional Kafka output), in
    process as ` + "`cmd/dstream`" + ` wires it, catching up on the topic with batch times from a virtual clock and
