@@ -34,6 +34,28 @@ const maxStalls = 40
 //
 // If Read fails, it may already have emitted some records of the ranges.
 func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
+	return s.read(ctx, ranges, func(partition int32, recs []*kgo.Record) {
+		for _, rec := range recs {
+			emit(microbatch.Record{Partition: partition, Offset: rec.Offset, Value: rec.Value})
+		}
+	})
+}
+
+// AppendRecords implements microbatch.RecordAppender: Read, appending the
+// records to dst a fetched chunk at a time rather than calling back for each.
+func (s *Source) AppendRecords(ctx context.Context, ranges []microbatch.Range, dst []microbatch.Record) ([]microbatch.Record, error) {
+	err := s.read(ctx, ranges, func(partition int32, recs []*kgo.Record) {
+		dst = slices.Grow(dst, len(recs))
+		for _, rec := range recs {
+			dst = append(dst, microbatch.Record{Partition: partition, Offset: rec.Offset, Value: rec.Value})
+		}
+	})
+	return dst, err
+}
+
+// read fetches ranges and passes their records to emit, a fetched chunk of
+// a partition at a time, in the order Read documents.
+func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(partition int32, recs []*kgo.Record)) error {
 	ranges, err := s.readable(ranges)
 	if err != nil || len(ranges) == 0 {
 		return err
@@ -67,9 +89,7 @@ emitting:
 			if ctx.Err() != nil {
 				break emitting
 			}
-			for _, rec := range recs {
-				emit(microbatch.Record{Partition: r.Partition, Offset: rec.Offset, Value: rec.Value})
-			}
+			emit(r.Partition, recs)
 		}
 		if errs[i] != nil { // set before chunks[i] was closed
 			break

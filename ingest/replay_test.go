@@ -84,6 +84,15 @@ func TestReplay(t *testing.T) {
 				t.Fatalf("batch %d %v, %s: read\n%v\nbut first\n%v", i+1, plan, again.name, got, first)
 			}
 		}
+		// AppendRecords appends what Read emits, after what dst holds.
+		held := []microbatch.Record{{Partition: 9, Offset: 9, Value: []byte("held")}}
+		appended, err := small.AppendRecords(context.Background(), plan, held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(appended) == 0 || string(appended[0].Value) != "held" || !equalRecs(recs(appended[1:]), first) {
+			t.Fatalf("batch %d %v: AppendRecords gave\n%v\nbut Read\n%v", i+1, plan, recs(appended), first)
+		}
 		for j := 1; j < len(first); j++ {
 			a, b := first[j-1], first[j]
 			if a.Partition > b.Partition || a.Partition == b.Partition && a.Offset >= b.Offset {

@@ -23,7 +23,10 @@ type sourceInput[T any] struct {
 	*Stream[T]
 	src     Source
 	convert func(Record) T
-	loaded  []T
+	// raw marks an input of the records as they are (Records): convert is
+	// the identity, and a RecordAppender may fill the batch itself.
+	raw    bool
+	loaded []T
 }
 
 func (in *sourceInput[T]) topic() string    { return in.src.Topic() }
@@ -47,6 +50,13 @@ func (in *sourceInput[T]) reader() func(ctx context.Context, ranges []Range) (fu
 	buf := in.buffer(len(in.loaded))
 	return func(ctx context.Context, ranges []Range) (func(), error) {
 		batch := buf[:0]
+		if records, ok := any(&batch).(*[]Record); ok && in.raw {
+			if ra, ok := in.src.(RecordAppender); ok {
+				var err error
+				*records, err = ra.AppendRecords(ctx, ranges, *records)
+				return func() { in.loaded = batch }, err
+			}
+		}
 		err := in.src.Read(ctx, ranges, func(rec Record) {
 			batch = append(batch, in.convert(rec))
 		})
@@ -80,7 +90,9 @@ func (j *Job) Lines(src Source) *Stream[string] {
 // Records returns a stream of the raw records of src, with their partitions
 // and offsets.
 func (j *Job) Records(src Source) *Stream[Record] {
-	return addSource(j, src, "records", func(r Record) Record { return r })
+	s := addSource(j, src, "records", func(r Record) Record { return r })
+	j.inputs[len(j.inputs)-1].(*sourceInput[Record]).raw = true
+	return s
 }
 
 // queueInput feeds one queued batch per interval, like Spark's queueStream

@@ -77,6 +77,41 @@ func TestLinesAndRecords(t *testing.T) {
 	}
 }
 
+// appendingSource is a memSource that is also a RecordAppender.
+type appendingSource struct {
+	memSource
+	appends int
+}
+
+func (s *appendingSource) AppendRecords(ctx context.Context, ranges []Range, dst []Record) ([]Record, error) {
+	s.appends++
+	err := s.Read(ctx, ranges, func(r Record) { dst = append(dst, r) })
+	return dst, err
+}
+
+// TestRecordsUseAppendRecords checks that a Records input of a
+// RecordAppender is read with AppendRecords, to the same batches, and that a
+// Lines input of it is not (its elements are converted one by one).
+func TestRecordsUseAppendRecords(t *testing.T) {
+	parts := [][]string{{"a", "b", "c"}, {"x"}}
+	records := &appendingSource{memSource: memSource{topic: "r", partitions: parts, perBatch: 2}}
+	lines := &appendingSource{memSource: memSource{topic: "l", partitions: parts, perBatch: 2}}
+	j := newTestJob(2)
+	var got, gotLines []string
+	collect(Map(j.Records(records), func(r Record) string { return fmt.Sprintf("%d/%d:%s", r.Partition, r.Offset, r.Value) }), &got)
+	collect(j.Lines(lines), &gotLines)
+	runJob(t, j)
+	if want := []string{"1:['0/0:a', '0/1:b', '1/0:x']", "2:['0/2:c']"}; !slices.Equal(got, want) {
+		t.Errorf("records %q, want %q", got, want)
+	}
+	if want := []string{"1:['a', 'b', 'x']", "2:['c']"}; !slices.Equal(gotLines, want) {
+		t.Errorf("lines %q, want %q", gotLines, want)
+	}
+	if records.appends != 2 || lines.appends != 0 {
+		t.Errorf("AppendRecords called %d times for Records and %d for Lines; want 2 and 0", records.appends, lines.appends)
+	}
+}
+
 func TestTwoInputsOnOneTopic(t *testing.T) {
 	j := newTestJob(1)
 	src := &memSource{topic: "logs"}

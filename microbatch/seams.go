@@ -31,6 +31,13 @@ type Source interface {
 	Read(ctx context.Context, ranges []Range, emit func(Record)) error
 }
 
+// RecordAppender is a Source that can append the records of ranges to a
+// slice itself, in Read's order, without a call per record: the engine
+// reads a Records input with it when the Source has it.
+type RecordAppender interface {
+	AppendRecords(ctx context.Context, ranges []Range, dst []Record) ([]Record, error)
+}
+
 // Meta is what a Store knows of a job's progress.
 type Meta struct {
 	// Committed is the last batch whose output and state are committed
