@@ -4,8 +4,10 @@
 // A Job cuts its input into batches, one per batch interval. Batch n has the
 // batch time zero + n×interval and a Plan that names, for every input
 // partition, the offset range [from, until) it covers. The plan is recorded in
-// the Store before any record is read, so the batch can be recomputed later
-// from the plan alone.
+// the Store before the batch runs, so the batch can be recomputed later from
+// the plan alone. While the job is behind (catching up on a backlog), the
+// next batch is cut and read as the current one computes and commits;
+// reading has no side effects, and its plan is still recorded before it runs.
 //
 // Streams form a graph built before Start: stateless operators (Map, Filter,
 // ReduceByKey, Join …) transform each batch; windowed operators see the
@@ -15,6 +17,13 @@
 // and state, so a batch is a pure function of its plan and the state before
 // it: the same input gives byte-identical output on every run, whatever
 // GOMAXPROCS is.
+//
+// Memory: a batch's elements live in slices that the next batches reuse when
+// nothing keeps them (a window keeps its batches; a ForeachBatch function
+// may keep the slice it is given, so its stream's slices are never reused).
+// Keyed state is held compactly (an entry is the key, the value and one word;
+// keys are indexed by position), and a join with UpdateStateByKey's output
+// looks its keys up in the state instead of listing every key each batch.
 //
 // After the graph ran, a batch commits in three steps: its state changes are
 // prepared in the Store (not yet visible), the transactional sinks commit its

@@ -63,6 +63,13 @@ func (s timedSource) Read(ctx context.Context, ranges []microbatch.Range, emit f
 	return s.Source.Read(ctx, ranges, emit)
 }
 
+// AppendRecords keeps the Kafka source's chunked read, which the engine
+// uses for Records inputs.
+func (s timedSource) AppendRecords(ctx context.Context, ranges []microbatch.Range, dst []microbatch.Record) ([]microbatch.Record, error) {
+	defer s.t.time("source.Read", time.Now())
+	return s.Source.(microbatch.RecordAppender).AppendRecords(ctx, ranges, dst)
+}
+
 // timedSink keeps the sink transactional: the engine treats a
 // TransactionalSink differently.
 type timedSink struct {
