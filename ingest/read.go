@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -34,9 +33,9 @@ const maxStalls = 40
 //
 // If Read fails, it may already have emitted some records of the ranges.
 func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
-	return s.read(ctx, ranges, func(partition int32, recs []*kgo.Record) {
+	return s.read(ctx, ranges, func(recs []microbatch.Record) {
 		for _, rec := range recs {
-			emit(microbatch.Record{Partition: partition, Offset: rec.Offset, Value: rec.Value})
+			emit(rec)
 		}
 	})
 }
@@ -44,18 +43,13 @@ func (s *Source) Read(ctx context.Context, ranges []microbatch.Range, emit func(
 // AppendRecords implements microbatch.RecordAppender: Read, appending the
 // records to dst a fetched chunk at a time rather than calling back for each.
 func (s *Source) AppendRecords(ctx context.Context, ranges []microbatch.Range, dst []microbatch.Record) ([]microbatch.Record, error) {
-	err := s.read(ctx, ranges, func(partition int32, recs []*kgo.Record) {
-		dst = slices.Grow(dst, len(recs))
-		for _, rec := range recs {
-			dst = append(dst, microbatch.Record{Partition: partition, Offset: rec.Offset, Value: rec.Value})
-		}
-	})
+	err := s.read(ctx, ranges, func(recs []microbatch.Record) { dst = append(dst, recs...) })
 	return dst, err
 }
 
 // read fetches ranges and passes their records to emit, a fetched chunk of
 // a partition at a time, in the order Read documents.
-func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(partition int32, recs []*kgo.Record)) error {
+func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(recs []microbatch.Record)) error {
 	ranges, err := s.readable(ranges)
 	if err != nil || len(ranges) == 0 {
 		return err
@@ -71,11 +65,11 @@ func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(
 
 	readCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	chunks := make([]chan []*kgo.Record, len(ranges))
+	chunks := make([]chan []microbatch.Record, len(ranges))
 	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
 	for i, r := range ranges {
-		chunks[i] = make(chan []*kgo.Record, readAhead)
+		chunks[i] = make(chan []microbatch.Record, readAhead)
 		wg.Go(func() {
 			defer close(chunks[i])
 			if errs[i] = s.readRange(readCtx, r, chunks[i]); errs[i] != nil {
@@ -84,12 +78,12 @@ func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(
 		})
 	}
 emitting:
-	for i, r := range ranges {
+	for i := range ranges {
 		for recs := range chunks[i] {
 			if ctx.Err() != nil {
 				break emitting
 			}
-			emit(r.Partition, recs)
+			emit(recs)
 		}
 		if errs[i] != nil { // set before chunks[i] was closed
 			break
@@ -135,7 +129,7 @@ func (s *Source) readable(ranges []microbatch.Range) ([]microbatch.Range, error)
 
 // readRange fetches the records of one partition in [r.From, r.Until) and
 // sends them to out, one chunk per fetch.
-func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- []*kgo.Record) error {
+func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- []microbatch.Record) error {
 	pos, stalls := r.From, 0
 	stall := func(why string, err error, wait time.Duration) error {
 		stalls++
@@ -179,29 +173,20 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 		scanned := scanBatches(rp.RecordBatches, r.Until)
 		rp.RecordBatches = scanned.raw
 		s.learn(pos, scanned)
-		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-			Offset:         pos,
-			IsolationLevel: kgo.ReadCommitted(),
-			Topic:          s.cfg.Topic,
-			Partition:      r.Partition,
-		}, rp, s.decom, nil)
+		recs, next, err := s.process(rp, r, pos)
 		switch {
-		case errors.Is(fp.Err, kerr.OffsetOutOfRange):
+		case errors.Is(err, kerr.OffsetOutOfRange):
 			return s.outOfRange(ctx, r.Partition, pos)
-		case fp.Err != nil && kerr.IsRetriable(fp.Err):
-			if err := stall("retriable error; refreshing metadata", fp.Err, 0); err != nil {
+		case err != nil && kerr.IsRetriable(err):
+			if err := stall("retriable error; refreshing metadata", err, 0); err != nil {
 				return err
 			}
 			if err := s.refresh(ctx); err != nil {
 				return err
 			}
 			continue
-		case fp.Err != nil:
-			return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, r.Partition, pos, fp.Err)
-		}
-		recs := fp.Records
-		if n := len(recs); n > 0 && recs[n-1].Offset >= r.Until {
-			recs = recs[:sort.Search(n, func(i int) bool { return recs[i].Offset >= r.Until })]
+		case err != nil:
+			return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, r.Partition, pos, err)
 		}
 		if len(recs) > 0 {
 			select {
@@ -229,6 +214,35 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 		}
 	}
 	return nil
+}
+
+// process returns the committed records of a fetched partition at offsets
+// in [pos, r.Until) and the offset to fetch next. Clean v2 batches are
+// decoded by decodeV2; anything else goes through kgo.ProcessFetchPartition,
+// which reports what is wrong.
+func (s *Source) process(rp *kmsg.FetchResponseTopicPartition, r microbatch.Range, pos int64) ([]microbatch.Record, int64, error) {
+	if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+		return nil, pos, err
+	}
+	if recs, next, ok := decodeV2(rp, r.Partition, pos, r.Until, s.decom); ok {
+		return recs, next, nil
+	}
+	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+		Offset:         pos,
+		IsolationLevel: kgo.ReadCommitted(),
+		Topic:          s.cfg.Topic,
+		Partition:      r.Partition,
+	}, rp, s.decom, nil)
+	if fp.Err != nil {
+		return nil, next, fp.Err
+	}
+	recs := make([]microbatch.Record, 0, len(fp.Records))
+	for _, rec := range fp.Records {
+		if rec.Offset < r.Until {
+			recs = append(recs, microbatch.Record{Partition: r.Partition, Offset: rec.Offset, Value: rec.Value})
+		}
+	}
+	return recs, next, nil
 }
 
 // batches is what scanBatches learned of a fetched partition's records.
