@@ -46,6 +46,7 @@ func decodeV2(rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until 
 	for pid := range aborted {
 		slices.Sort(aborted[pid])
 	}
+	recs = make([]microbatch.Record, 0, recordsIn(rp.RecordBatches, pos, until))
 	// next only grows: records and batches below it are skipped, as kgo
 	// skips them.
 	next = pos
@@ -109,6 +110,32 @@ func decodeV2(rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until 
 	}
 	return recs, next, true
 }
+
+// recordsIn bounds, from the batch headers, how many records of raw have
+// offsets in [pos, until): the room decodeV2 makes for them up front.
+func recordsIn(raw []byte, pos, until int64) int {
+	n := int64(0)
+	for len(raw) >= batchHeaderLen {
+		total := int32(binary.BigEndian.Uint32(raw[8:])) + 12
+		if total < batchHeaderLen || int(total) > len(raw) {
+			break
+		}
+		base := int64(binary.BigEndian.Uint64(raw))
+		last := base + int64(int32(binary.BigEndian.Uint32(raw[23:])))
+		if lo, hi := max(base, pos), min(last, until-1); raw[22]&attrControl == 0 && 0 <= lo && lo <= hi && hi-lo < maxRoom {
+			n += hi - lo + 1
+		}
+		if n >= maxRoom {
+			return maxRoom
+		}
+		raw = raw[total:]
+	}
+	return int(n)
+}
+
+// maxRoom bounds the records decodeV2 makes room for up front, whatever
+// headers say.
+const maxRoom = 1 << 22
 
 // v2Record is what decodeV2 needs of a record.
 type v2Record struct {
