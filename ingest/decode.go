@@ -143,28 +143,82 @@ type v2Record struct {
 	key, value  []byte
 }
 
-// record decodes the first record of raw, as kgo does.
+// record decodes the first record of raw as kgo does (kgo's
+// readRawRecordsDirect, with kbin's varints), without its Reader: most of a
+// record's varints are one byte, read inline here.
 func record(raw []byte) (rec v2Record, rest []byte, ok bool) {
-	length, used := kbin.Varint(raw)
+	length, used := varint(raw)
 	end := used + int(length)
 	if used <= 0 || length < 0 || len(raw) < end {
 		return rec, nil, false
 	}
-	b := kbin.Reader{Src: raw[used:end]}
-	b.Int8()    // attributes
-	b.Varlong() // timestamp delta
-	rec.offsetDelta = b.Varint()
-	rec.key = b.VarintBytes()
-	rec.value = b.VarintBytes()
-	for range max(0, b.VarintArrayLen()) { // headers, unread
-		b.VarintBytes()
-		b.VarintBytes()
-	}
-	if !b.Ok() {
+	b := raw[used:end]
+	if len(b) < 1 { // attributes
 		return rec, nil, false
 	}
-	if rec.value != nil {
-		rec.value = rec.value[:len(rec.value):len(rec.value)]
+	b = b[1:]
+	var n int
+	if _, n = varlong(b); n <= 0 { // timestamp delta
+		return rec, nil, false
+	}
+	b = b[n:]
+	if rec.offsetDelta, n = varint(b); n <= 0 {
+		return rec, nil, false
+	}
+	b = b[n:]
+	if rec.key, b, ok = varintBytes(b); !ok {
+		return rec, nil, false
+	}
+	if rec.value, b, ok = varintBytes(b); !ok {
+		return rec, nil, false
+	}
+	headers, n := varint(b)
+	if n <= 0 || len(b)-n < int(headers) {
+		return rec, nil, false
+	}
+	b = b[n:]
+	for range headers { // headers are not read, only checked
+		if _, b, ok = varintBytes(b); !ok {
+			return rec, nil, false
+		}
+		if _, b, ok = varintBytes(b); !ok {
+			return rec, nil, false
+		}
 	}
 	return rec, raw[end:], true
+}
+
+// varintBytes reads a varint-length-prefixed field, nil for a negative
+// length, as kbin.Reader.VarintBytes does.
+func varintBytes(b []byte) (field, rest []byte, ok bool) {
+	l, n := varint(b)
+	if n <= 0 {
+		return nil, nil, false
+	}
+	b = b[n:]
+	if l < 0 {
+		return nil, b, true
+	}
+	if len(b) < int(l) {
+		return nil, nil, false
+	}
+	return b[:l:l], b[l:], true
+}
+
+// varint is kbin.Varint with a fast path for one byte.
+func varint(b []byte) (int32, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		x := uint32(b[0])
+		return int32((x >> 1) ^ -(x & 1)), 1
+	}
+	return kbin.Varint(b)
+}
+
+// varlong is kbin.Varlong with a fast path for one byte.
+func varlong(b []byte) (int64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		x := uint64(b[0])
+		return int64((x >> 1) ^ -(x & 1)), 1
+	}
+	return kbin.Varlong(b)
 }
