@@ -642,6 +642,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"config.topN=0", "/config/topN"},
 		{"config.logLevel=verbose", "/config/logLevel"},
 		{"config.logLevel=trace", "/config/logLevel"},
+		{"config.gcPercent=5", "/config/gcPercent"},
 		{"config.backpressureMinRate=0", "/config/backpressureMinRate"},
 		{"kafka.sasl.mechanism=PLAIN", "/kafka/sasl/mechanism"},
 		{"kafka.brokers=kafka", "/kafka/brokers"},

@@ -30,6 +30,7 @@ var Settings = map[string]bool{
 	"LEASE_TTL":              false,
 	"SHUTDOWN_GRACE":         false,
 	"LOG_LEVEL":              false,
+	"GC_PERCENT":             false,
 	"KAFKA_SASL_MECHANISM":   false,
 	"KAFKA_SASL_USER":        false,
 	"KAFKA_SASL_PASSWORD":    true,
