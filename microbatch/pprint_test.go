@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -83,6 +84,8 @@ func TestPyRepr(t *testing.T) {
 		{"struct as tuple", point{1, 2, "no"}, `(1, 2)`},
 		{"struct with one field", single{5}, `(5,)`},
 		{"interface", any("s"), `'s'`},
+		{"scalar with a text form", code(404), `'E404'`},
+		{"pair keyed by a text form", KV(code(7), 1), `('E7', 1)`},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			if got := repr(test.v); got != test.want {
@@ -179,5 +182,37 @@ func TestPprint(t *testing.T) {
 				t.Errorf("got\n%s\nwant\n%s", got, test.want)
 			}
 		})
+	}
+}
+
+// code is a scalar with a text form, as weblog.IP is: it prints as its text.
+type code uint16
+
+func (c code) MarshalText() ([]byte, error) { return fmt.Appendf(nil, "E%d", uint16(c)), nil }
+
+func (c code) AppendText(b []byte) ([]byte, error) { return fmt.Appendf(b, "E%d", uint16(c)), nil }
+
+func (c *code) UnmarshalText(b []byte) error {
+	_, err := fmt.Sscanf(string(b), "E%d", (*uint16)(c))
+	return err
+}
+
+// TestTextCodec checks that a type with a text form is checkpointed as its
+// text and read back.
+func TestTextCodec(t *testing.T) {
+	c := DefaultCodec[code]()
+	if _, ok := c.(textCodec[code]); !ok {
+		t.Fatalf("DefaultCodec of a text type is %T, want textCodec", c)
+	}
+	b := c.Append([]byte("k:"), 503)
+	if string(b) != "k:E503" {
+		t.Fatalf("encoded %q, want k:E503", b)
+	}
+	got, err := c.Decode(b[2:])
+	if err != nil || got != 503 {
+		t.Fatalf("decoded %v, %v; want 503", got, err)
+	}
+	if _, err := c.Decode([]byte("x")); err == nil {
+		t.Fatal("decoded a malformed text without an error")
 	}
 }
