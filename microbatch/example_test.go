@@ -3,6 +3,7 @@ package microbatch_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/dstream-io/dstream/microbatch"
@@ -83,4 +84,30 @@ func ExampleUpdateStateByKey() {
 	// 1 [{a 2} {b 1}]
 	// 2 [{a 2} {b 2}]
 	// 3 [{a 2} {b 2}]
+}
+
+// Parsing with a dead-letter branch: TryMap keeps what parses and hands the
+// rest, with the reason, to a second stream, in one pass.
+func ExampleTryMap() {
+	job := exampleJob(2)
+	lines := microbatch.QueueStream(job, [][]string{{"1", "x", "3"}, {"40", ""}})
+	numbers, bad := microbatch.TryMap(lines, strconv.Atoi)
+	numbers.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []int) error {
+		fmt.Println(b.ID, "parsed", batch)
+		return nil
+	})
+	bad.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []microbatch.Failure[string]) error {
+		for _, f := range batch {
+			fmt.Printf("%d dead letter %q: %v\n", b.ID, f.Elem, f.Err)
+		}
+		return nil
+	})
+	if err := job.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// 1 parsed [1 3]
+	// 1 dead letter "x": strconv.Atoi: parsing "x": invalid syntax
+	// 2 parsed [40]
+	// 2 dead letter "": strconv.Atoi: parsing "": invalid syntax
 }
