@@ -253,8 +253,11 @@ and pre-loads topic ` + "`logs`" + ` (4 partitions) with BENCH_LINES lines from 
 (` + "`internal/weblog`" + `, Zipf-distributed over BENCH_IPS addresses), line i to partition i mod 4, each
 stamped with an event time such that BENCH_BATCHES batches of 10 s drain the topic. While loading it
 records every line's IP, so each contender's answer is checked against the input, not against another
-contender. The contenders then run one after the other, each as a process of its own whose peak RSS is
-the sampled sum over its process tree (a JVM and its Python workers count together):
+contender. Before any contender runs, the harness commits one transaction and reads the first batches
+both ways the Go contenders read (a consumer's fetch sessions, the ingest source's read_committed
+fetches of exact ranges), so that neither pays for the broker's first transaction or for compiling a
+read path the other warmed. The contenders then run one after the other, each as a process of its own
+whose peak RSS is the sampled sum over its process tree (a JVM and its Python workers count together):
 
 1. **limit** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
    no state store, no output. Checked: every per-IP count. It runs with dstream's garbage collector
