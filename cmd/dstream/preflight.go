@@ -35,6 +35,10 @@ func preflight(ctx context.Context, cfg Config, cl *kgo.Client, rdb *redis.Clien
 			return fmt.Errorf("%w: the brokers refused SASL user %q: check DSTREAM_KAFKA_SASL_USER and DSTREAM_KAFKA_SASL_PASSWORD", err, cfg.KafkaSASLUser)
 		case isTLSError(err):
 			return fmt.Errorf("%w: check DSTREAM_KAFKA_TLS, DSTREAM_KAFKA_TLS_CA_FILE and that the brokers' certificates name the addresses in DSTREAM_KAFKA_BROKERS", err)
+		case cfg.KafkaTLS && answersPlaintext(ctx, cfg.KafkaBrokers):
+			return fmt.Errorf("%w: the brokers answer without TLS on these addresses: unset DSTREAM_KAFKA_TLS, or point DSTREAM_KAFKA_BROKERS at their TLS listener", err)
+		case !cfg.KafkaTLS && answersTLS(ctx, cfg.KafkaBrokers):
+			return fmt.Errorf("%w: the brokers expect TLS on these addresses: set DSTREAM_KAFKA_TLS=true (and DSTREAM_KAFKA_TLS_CA_FILE for a private CA)", err)
 		}
 		log.Warn().Err(err).Msg("kafka not reachable yet; the job retries")
 	}
@@ -56,6 +60,41 @@ func preflight(ctx context.Context, cfg Config, cl *kgo.Client, rdb *redis.Clien
 		log.Warn().Err(err).Msg("redis not reachable yet; the job retries")
 	}
 	return nil
+}
+
+// probeTimeout bounds the probes that tell a listener's protocol when the
+// configured one failed.
+const probeTimeout = 5 * time.Second
+
+// answersPlaintext reports whether a broker answers a Kafka request sent
+// without TLS: DSTREAM_KAFKA_TLS is set for a plaintext listener, which
+// otherwise just closes every connection (a TLS greeting reads as a
+// request too large to take) and looks like a broker that is down.
+func answersPlaintext(ctx context.Context, brokers []string) bool {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DialTimeout(probeTimeout))
+	if err != nil {
+		return false
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return cl.Ping(ctx) == nil
+}
+
+// answersTLS reports whether a broker completes a TLS handshake, whatever
+// its certificate: DSTREAM_KAFKA_TLS is unset for a TLS listener.
+func answersTLS(ctx context.Context, brokers []string) bool {
+	for _, addr := range brokers {
+		d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // only asks whether TLS is spoken; nothing is sent
+		dctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		conn, err := d.DialContext(dctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			conn.Close()
+			return true
+		}
+	}
+	return false
 }
 
 // isTLSError reports a failed TLS handshake: an untrusted or mismatched

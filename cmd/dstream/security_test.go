@@ -287,6 +287,13 @@ func TestRefusedCredentials(t *testing.T) {
 			"DSTREAM_KAFKA_BROKERS": b.TLSAddr(), "DSTREAM_KAFKA_SASL_MECHANISM": "", "DSTREAM_KAFKA_TLS": "true",
 			"DSTREAM_KAFKA_TLS_CA_FILE": otherCA,
 		}, []string{"certificate signed by unknown authority", "check DSTREAM_KAFKA_TLS, DSTREAM_KAFKA_TLS_CA_FILE"}},
+		{"kafka TLS to a plaintext listener", map[string]string{
+			"DSTREAM_KAFKA_BROKERS": b.Addr(), "DSTREAM_KAFKA_SASL_MECHANISM": "", "DSTREAM_KAFKA_TLS": "true",
+			"DSTREAM_KAFKA_TLS_CA_FILE": otherCA,
+		}, []string{"answer without TLS", "unset DSTREAM_KAFKA_TLS"}},
+		{"kafka without TLS to a TLS listener", map[string]string{
+			"DSTREAM_KAFKA_BROKERS": b.TLSAddr(), "DSTREAM_KAFKA_SASL_MECHANISM": "",
+		}, []string{"expect TLS", "set DSTREAM_KAFKA_TLS=true"}},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			clearEnv(t)
