@@ -19,8 +19,9 @@
 // voids its figure. The harness prints a table and `BENCH name value` lines
 // and writes BENCHMARKS.md.
 //
-// Environment: BENCH_LINES (20000000), BENCH_IPS (10000), BENCH_BATCHES
-// (40), BENCH_STATE_LINES (min(BENCH_LINES, 4000000)), BENCH_LATENCY_SECONDS
+// Environment: BENCH_LINES (50000000: enough for the fastest contenders to
+// run 10 s), BENCH_IPS (10000), BENCH_BATCHES (100, of 500k lines at the
+// default size), BENCH_STATE_LINES (min(BENCH_LINES, 4000000)), BENCH_LATENCY_SECONDS
 // (20), BENCH_LATENCY_RATE (5000 lines/s), BENCH_SPARK_MASTER (local[*]),
 // BENCH_ONLY (comma-separated stages), BENCH_OUT (BENCHMARKS.md; "-" for
 // none).
@@ -84,6 +85,11 @@ type config struct {
 	out            string
 }
 
+// defaultLines is the default size: each of the fastest contenders (the
+// limit, dstream) reads for about 10 s, so that start-up costs and the
+// machine's noise weigh little.
+const defaultLines = 50_000_000
+
 var stages = []string{"limit", "dstream", "spark", "kstreams", "latency", "state", "engine"}
 
 func envInt(name string, def int64) int64 {
@@ -99,9 +105,9 @@ func envInt(name string, def int64) int64 {
 
 func loadConfig() (config, error) {
 	c := config{
-		lines:          envInt("BENCH_LINES", 20_000_000),
+		lines:          envInt("BENCH_LINES", defaultLines),
 		ips:            int(envInt("BENCH_IPS", 10_000)),
-		batches:        int(envInt("BENCH_BATCHES", 40)),
+		batches:        int(envInt("BENCH_BATCHES", 100)),
 		latencySeconds: int(envInt("BENCH_LATENCY_SECONDS", 20)),
 		latencyRate:    int(envInt("BENCH_LATENCY_RATE", 5000)),
 		sparkMaster:    cmpOr(os.Getenv("BENCH_SPARK_MASTER"), "local[*]"),

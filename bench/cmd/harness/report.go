@@ -195,8 +195,8 @@ func (b *bench) writeMarkdown(path string) error {
 	}
 	var sb strings.Builder
 	size := "the default size"
-	if b.cfg.lines != 20_000_000 {
-		size = "a reduced size (the default is 20M lines)"
+	if b.cfg.lines != defaultLines {
+		size = fmt.Sprintf("a size other than the default (%s lines)", human(defaultLines))
 	}
 	fmt.Fprintf(&sb, "# Benchmarks\n\n")
 	fmt.Fprintf(&sb, "Written by `make bench` (`bench/cmd/harness`) on %s from a run of **%d lines** (%s), %d distinct IPs, %d batches; the whole run took %s (%s).\n\n",
