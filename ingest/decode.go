@@ -26,16 +26,16 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // decodeV2 decodes the committed records of a read_committed fetch of one
-// partition straight into dstream's records: those at offsets in
-// [pos, until), with values that share the fetched (or decompressed)
-// memory. It returns the offset to fetch next. It reads exactly what
+// partition straight into dstream's records, appended to dst: those at
+// offsets in [pos, until), with values that share the fetched (or
+// decompressed) memory. It returns the offset to fetch next. It reads exactly what
 // kgo.ProcessFetchPartition reads (FuzzDecodeV2 holds it to that), with
 // the same primitives, but only in the clean case — v2 batches (all a
 // broker of Kafka 3+ writes) whose lengths, checksums, compression and
 // records all check out. For anything else it reports ok=false and the
 // caller leaves the response to kgo, errors and all. Decoding this way
 // costs no allocation per record: kgo makes a Record of 180 bytes for each.
-func decodeV2(rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until int64, decom kgo.Decompressor) (recs []microbatch.Record, next int64, ok bool) {
+func decodeV2(dst []microbatch.Record, rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until int64, decom kgo.Decompressor) (recs []microbatch.Record, next int64, ok bool) {
 	var aborted map[int64][]int64 // producer id → first offsets of its aborted transactions
 	for _, a := range rp.AbortedTransactions {
 		if aborted == nil {
@@ -46,7 +46,7 @@ func decodeV2(rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until 
 	for pid := range aborted {
 		slices.Sort(aborted[pid])
 	}
-	recs = make([]microbatch.Record, 0, recordsIn(rp.RecordBatches, pos, until))
+	recs = dst
 	// next only grows: records and batches below it are skipped, as kgo
 	// skips them.
 	next = pos
@@ -110,32 +110,6 @@ func decodeV2(rp *kmsg.FetchResponseTopicPartition, partition int32, pos, until 
 	}
 	return recs, next, true
 }
-
-// recordsIn bounds, from the batch headers, how many records of raw have
-// offsets in [pos, until): the room decodeV2 makes for them up front.
-func recordsIn(raw []byte, pos, until int64) int {
-	n := int64(0)
-	for len(raw) >= batchHeaderLen {
-		total := int32(binary.BigEndian.Uint32(raw[8:])) + 12
-		if total < batchHeaderLen || int(total) > len(raw) {
-			break
-		}
-		base := int64(binary.BigEndian.Uint64(raw))
-		last := base + int64(int32(binary.BigEndian.Uint32(raw[23:])))
-		if lo, hi := max(base, pos), min(last, until-1); raw[22]&attrControl == 0 && 0 <= lo && lo <= hi && hi-lo < maxRoom {
-			n += hi - lo + 1
-		}
-		if n >= maxRoom {
-			return maxRoom
-		}
-		raw = raw[total:]
-	}
-	return int(n)
-}
-
-// maxRoom bounds the records decodeV2 makes room for up front, whatever
-// headers say.
-const maxRoom = 1 << 22
 
 // v2Record is what decodeV2 needs of a record.
 type v2Record struct {

@@ -144,7 +144,7 @@ func TestDecodeV2AgreesWithKgo(t *testing.T) {
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			rp := kmsg.FetchResponseTopicPartition{Partition: 3, RecordBatches: test.raw, AbortedTransactions: test.aborted}
-			recs, next, ok := decodeV2(&rp, 3, test.pos, test.until, kgo.DefaultDecompressor())
+			recs, next, ok := decodeV2(nil, &rp, 3, test.pos, test.until, kgo.DefaultDecompressor())
 			if ok != test.wantOK {
 				t.Fatalf("ok = %v, want %v", ok, test.wantOK)
 			}
@@ -187,7 +187,7 @@ func FuzzDecodeV2(f *testing.F) {
 		if abortedProducer >= 0 {
 			rp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: abortedProducer, FirstOffset: pos}}
 		}
-		recs, next, ok := decodeV2(&rp, 1, pos, until, kgo.DefaultDecompressor())
+		recs, next, ok := decodeV2(nil, &rp, 1, pos, until, kgo.DefaultDecompressor())
 		if !ok {
 			return
 		}

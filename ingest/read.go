@@ -173,7 +173,7 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 		scanned := scanBatches(rp.RecordBatches, r.Until)
 		rp.RecordBatches = scanned.raw
 		s.learn(pos, scanned)
-		recs, next, err := s.process(rp, r, pos)
+		recs, next, err := s.process(rp, r, pos, scanned)
 		switch {
 		case errors.Is(err, kerr.OffsetOutOfRange):
 			return s.outOfRange(ctx, r.Partition, pos)
@@ -220,11 +220,14 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 // in [pos, r.Until) and the offset to fetch next. Clean v2 batches are
 // decoded by decodeV2; anything else goes through kgo.ProcessFetchPartition,
 // which reports what is wrong.
-func (s *Source) process(rp *kmsg.FetchResponseTopicPartition, r microbatch.Range, pos int64) ([]microbatch.Record, int64, error) {
+func (s *Source) process(rp *kmsg.FetchResponseTopicPartition, r microbatch.Range, pos int64, scanned batches) ([]microbatch.Record, int64, error) {
 	if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
 		return nil, pos, err
 	}
-	if recs, next, ok := decodeV2(rp, r.Partition, pos, r.Until, s.decom); ok {
+	// Room for the offsets the fetch's complete batches span in the range,
+	// within its byte count (headers are not checked yet).
+	room := min(max(0, min(scanned.next, r.Until)-pos), int64(len(rp.RecordBatches)))
+	if recs, next, ok := decodeV2(make([]microbatch.Record, 0, room), rp, r.Partition, pos, r.Until, s.decom); ok {
 		return recs, next, nil
 	}
 	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{

@@ -64,7 +64,7 @@ func (in *sourceInput[T]) reader() func(ctx context.Context, ranges []Range) (fu
 	}
 }
 
-func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *Stream[T] {
+func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *sourceInput[T] {
 	for _, in := range j.inputs {
 		if in.topic() == src.Topic() {
 			j.fail(op, fmt.Errorf("two inputs read %q: give each input its own topic", src.Topic()))
@@ -75,7 +75,7 @@ func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *St
 	in.Stream.owns = true
 	in.Stream.compute = func(*batchRun) ([]T, bool) { return in.loaded, true }
 	j.inputs = append(j.inputs, in)
-	return in.Stream
+	return in
 }
 
 // Lines returns a stream of the records of src as text, one element per
@@ -84,15 +84,15 @@ func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *St
 func (j *Job) Lines(src Source) *Stream[string] {
 	return addSource(j, src, "lines", func(r Record) string {
 		return unsafe.String(unsafe.SliceData(r.Value), len(r.Value))
-	})
+	}).Stream
 }
 
 // Records returns a stream of the raw records of src, with their partitions
 // and offsets.
 func (j *Job) Records(src Source) *Stream[Record] {
-	s := addSource(j, src, "records", func(r Record) Record { return r })
-	j.inputs[len(j.inputs)-1].(*sourceInput[Record]).raw = true
-	return s
+	in := addSource(j, src, "records", func(r Record) Record { return r })
+	in.raw = true
+	return in.Stream
 }
 
 // queueInput feeds one queued batch per interval, like Spark's queueStream

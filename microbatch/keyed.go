@@ -309,14 +309,10 @@ func joinBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stre
 	if !ok {
 		return pairwiseBy(op, a, b, joinGroups[K, V, W], f)
 	}
-	s := pairwiseBy(op, a, b, nil, f)
+	s := pairwiseBy(op, a, b, func(av []Pair[K, V], _ []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
+		return lookupGroups(av, view)
+	}, f)
 	s.lookupOf = b
-	s.compute = func(*batchRun) ([]U, bool) {
-		if !a.has || !b.has {
-			return nil, false
-		}
-		return f(lookupGroups(a.out, view)), true
-	}
 	return s
 }
 

@@ -29,18 +29,13 @@ var interned struct {
 
 // ParseIP returns the IP of text, which must be an address Parse accepts.
 func ParseIP(text string) (IP, error) {
+	if v, ok := dottedQuad(text); ok {
+		return IP(v), nil
+	}
 	if !validIP(text) {
 		return 0, fmt.Errorf("%w: %q", ErrBadIP, text)
 	}
-	return ipOf(text), nil
-}
-
-// ipOf returns the IP of a valid address text.
-func ipOf(text string) IP {
-	if v, ok := dottedQuad(text); ok {
-		return IP(v)
-	}
-	return intern(text)
+	return intern(text), nil
 }
 
 // intern returns the IP of a valid address text that is not dotted IPv4.
