@@ -123,7 +123,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 			}
 		}))
 	job.Checkpoint(store)
-	results := topips.Build(job, src, m.countAborts(sink), topips.Config{
+	pipeline := topips.Build(job, src, m.countAborts(sink), topips.Config{
 		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
 		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Countries: countries, Pprint: true,
@@ -132,7 +132,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 			malformedLog.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
 		},
 	})
-	results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
+	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
 		status.results(b, batch)
 		return nil
 	})
