@@ -45,7 +45,7 @@ type Job struct {
 	// store that is down during recovery) is abandoned at once.
 	stopped context.Context
 	stop    context.CancelFunc
-	mu       struct {
+	mu      struct {
 		sync.Mutex
 		started bool
 		cancel  context.CancelFunc

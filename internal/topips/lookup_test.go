@@ -39,7 +39,9 @@ func (s batchSource) Read(_ context.Context, ranges []microbatch.Range, emit fun
 
 type nopSink struct{}
 
-func (nopSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error { return nil }
+func (nopSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error {
+	return nil
+}
 
 func line(ip string) string {
 	return "2016-12-06T08:58:35.318+0000 " + ip + " 200 GET /a 0.026"
