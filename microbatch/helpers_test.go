@@ -2,12 +2,9 @@ package microbatch
 
 import (
 	"context"
-	"fmt"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -84,52 +81,16 @@ func runJob(t testing.TB, j *Job) {
 	}
 }
 
-// txnSink is a TransactionalSink in memory. It refuses to write a batch twice,
-// which is how the tests see that recovery never does.
-type txnSink struct {
-	mu struct {
-		sync.Mutex
-		batches []uint64
-		msgs    map[uint64][]Message
-	}
-}
+// txnSink is the transactional sink of the tests.
+type txnSink = MemorySink
 
-func newTxnSink() *txnSink {
-	s := &txnSink{}
-	s.mu.msgs = map[uint64][]Message{}
-	return s
-}
-
-func (s *txnSink) WriteBatch(_ context.Context, b BatchInfo, msgs []Message) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.mu.msgs[b.ID]; ok {
-		return fmt.Errorf("txnSink: batch %d written twice", b.ID)
-	}
-	if n := len(s.mu.batches); n > 0 && s.mu.batches[n-1] >= b.ID {
-		return fmt.Errorf("txnSink: batch %d after batch %d", b.ID, s.mu.batches[n-1])
-	}
-	s.mu.batches = append(s.mu.batches, b.ID)
-	s.mu.msgs[b.ID] = slices.Clone(msgs)
-	return nil
-}
-
-func (s *txnSink) LastBatch(context.Context) (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if n := len(s.mu.batches); n > 0 {
-		return s.mu.batches[n-1], nil
-	}
-	return 0, nil
-}
+func newTxnSink() *txnSink { return NewMemorySink() }
 
 // values returns the values of all messages, batch by batch.
-func (s *txnSink) values() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func values(s *MemorySink) []string {
 	var out []string
-	for _, id := range s.mu.batches {
-		for _, m := range s.mu.msgs[id] {
+	for _, b := range s.Batches() {
+		for _, m := range s.Messages(b.ID) {
 			out = append(out, string(m.Value))
 		}
 	}

@@ -59,6 +59,18 @@ func (x *index[K]) add(k K, pos int32, at keyAt[K]) {
 	x.n++
 }
 
+// reserve sizes an empty index for n keys, so that adding them does not
+// grow it step by step.
+func (x *index[K]) reserve(n int) {
+	size := 16
+	for 4*n > 3*size {
+		size *= 2
+	}
+	if len(x.slots) < size {
+		x.slots = make([]int32, size)
+	}
+}
+
 func (x *index[K]) grow(at keyAt[K]) {
 	old := x.slots
 	x.slots = make([]int32, max(16, 2*len(old)))

@@ -72,7 +72,7 @@ func addSource[T any](j *Job, src Source, op string, convert func(Record) T) *so
 	}
 	in := &sourceInput[T]{src: src, convert: convert}
 	in.Stream = newStream[T](j, op, 1)
-	in.Stream.owns = true
+	in.Stream.output = outReused
 	in.Stream.compute = func(*batchRun) ([]T, bool) { return in.loaded, true }
 	j.inputs = append(j.inputs, in)
 	return in
@@ -139,7 +139,7 @@ func (q *queueInput[T]) reader() func(ctx context.Context, ranges []Range) (func
 func QueueStream[T any](j *Job, batches [][]T) *Stream[T] {
 	q := &queueInput[T]{name: fmt.Sprintf("queue-%d", len(j.inputs)), queue: batches}
 	q.Stream = newStream[T](j, "queueStream", 1)
-	q.Stream.owns = true
+	q.Stream.output = outReused
 	q.Stream.compute = func(*batchRun) ([]T, bool) { return q.loaded, true }
 	j.inputs = append(j.inputs, q)
 	return q.Stream

@@ -21,18 +21,26 @@ type MemoryStore struct {
 		plans     map[uint64]Plan
 		planned   uint64
 		prepared  uint64
-		pending   []Change
-		// state holds each operator's committed keys; a value is
-		// rewritten in place when its key changes again.
-		state map[string]map[string]*[]byte
+		graph     []byte
+		base      uint64
+		// state holds each operator's segments and deltas; deltas of a
+		// prepared batch are there too, and loads skip them.
+		state map[string]*memoryState
+		// pendingOps are the operators with deltas of the prepared batch.
+		pendingOps []string
 	}
+}
+
+type memoryState struct {
+	segments map[uint32][]byte
+	deltas   map[uint64][]byte
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
 	s := &MemoryStore{}
 	s.mu.plans = map[uint64]Plan{}
-	s.mu.state = map[string]map[string]*[]byte{}
+	s.mu.state = map[string]*memoryState{}
 	s.def = s.Handle()
 	return s
 }
@@ -70,18 +78,18 @@ func (s *MemoryStore) Plans(ctx context.Context, from, to uint64) ([]Plan, error
 }
 
 // LoadState implements Store.
-func (s *MemoryStore) LoadState(ctx context.Context, op string, fn func(key, value []byte) error) error {
+func (s *MemoryStore) LoadState(ctx context.Context, op string, fn func(StatePart) error) error {
 	return s.handle().LoadState(ctx, op, fn)
 }
 
 // Prepare implements Store.
-func (s *MemoryStore) Prepare(ctx context.Context, batch uint64, changes []Change) error {
-	return s.handle().Prepare(ctx, batch, changes)
+func (s *MemoryStore) Prepare(ctx context.Context, batch uint64, deltas []Delta) error {
+	return s.handle().Prepare(ctx, batch, deltas)
 }
 
 // Commit implements Store.
-func (s *MemoryStore) Commit(ctx context.Context, batch, keepFrom uint64) error {
-	return s.handle().Commit(ctx, batch, keepFrom)
+func (s *MemoryStore) Commit(ctx context.Context, c Checkpoint) error {
+	return s.handle().Commit(ctx, c)
 }
 
 // Discard implements Store.
@@ -98,7 +106,8 @@ func (h *MemoryHandle) Acquire(context.Context) (Meta, error) {
 	s.mu.epoch++
 	h.epoch = s.mu.epoch
 	s.mu.held = true
-	return Meta{Committed: s.mu.committed, Planned: s.mu.planned, Prepared: s.mu.prepared, Epoch: h.epoch}, nil
+	return Meta{Committed: s.mu.committed, Planned: s.mu.planned, Prepared: s.mu.prepared, Epoch: h.epoch,
+		Graph: slices.Clone(s.mu.graph), Base: s.mu.base}, nil
 }
 
 // lock locks the store if h still holds it.
@@ -166,25 +175,38 @@ func (h *MemoryHandle) Plans(_ context.Context, from, to uint64) ([]Plan, error)
 }
 
 // LoadState implements Store.
-func (h *MemoryHandle) LoadState(_ context.Context, op string, fn func(key, value []byte) error) error {
+func (h *MemoryHandle) LoadState(_ context.Context, op string, fn func(StatePart) error) error {
 	s := h.s
 	s.mu.Lock()
-	keys := slices.Sorted(maps.Keys(s.mu.state[op]))
-	values := make([][]byte, len(keys))
-	for i, k := range keys {
-		values[i] = slices.Clone(*s.mu.state[op][k])
+	var parts []StatePart
+	if st := s.mu.state[op]; st != nil {
+		for _, i := range slices.Sorted(maps.Keys(st.segments)) {
+			parts = append(parts, StatePart{Kind: SegmentPart, Index: i, Data: slices.Clone(st.segments[i])})
+		}
+		for _, b := range slices.Sorted(maps.Keys(st.deltas)) {
+			parts = append(parts, StatePart{Kind: DeltaPart, Batch: b, Data: slices.Clone(st.deltas[b])})
+		}
 	}
 	s.mu.Unlock()
-	for i, k := range keys {
-		if err := fn([]byte(k), values[i]); err != nil {
+	for _, p := range parts {
+		if err := fn(p); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+func (s *MemoryStore) opState(op string) *memoryState {
+	st := s.mu.state[op]
+	if st == nil {
+		st = &memoryState{segments: map[uint32][]byte{}, deltas: map[uint64][]byte{}}
+		s.mu.state[op] = st
+	}
+	return st
+}
+
 // Prepare implements Store.
-func (h *MemoryHandle) Prepare(_ context.Context, batch uint64, changes []Change) error {
+func (h *MemoryHandle) Prepare(_ context.Context, batch uint64, deltas []Delta) error {
 	if err := h.lock(); err != nil {
 		return err
 	}
@@ -193,43 +215,51 @@ func (h *MemoryHandle) Prepare(_ context.Context, batch uint64, changes []Change
 	if batch != s.mu.committed+1 || batch != s.mu.planned {
 		return fmt.Errorf("%w: prepare %d with committed %d, planned %d", ErrConflict, batch, s.mu.committed, s.mu.planned)
 	}
+	s.dropPending()
+	for _, d := range deltas {
+		s.opState(d.Op).deltas[batch] = slices.Clone(d.Data)
+		s.mu.pendingOps = append(s.mu.pendingOps, d.Op)
+	}
 	s.mu.prepared = batch
-	s.mu.pending = slices.Clone(changes)
 	return nil
 }
 
+// dropPending drops the deltas of the prepared batch.
+func (s *MemoryStore) dropPending() {
+	for _, op := range s.mu.pendingOps {
+		delete(s.opState(op).deltas, s.mu.prepared)
+	}
+	s.mu.pendingOps = nil
+}
+
 // Commit implements Store.
-func (h *MemoryHandle) Commit(_ context.Context, batch, keepFrom uint64) error {
+func (h *MemoryHandle) Commit(_ context.Context, c Checkpoint) error {
 	if err := h.lock(); err != nil {
 		return err
 	}
 	s := h.s
 	defer s.mu.Unlock()
-	if s.mu.committed == batch && s.mu.prepared == 0 {
+	if s.mu.committed == c.Batch && s.mu.prepared == 0 {
 		return nil // a retry of a commit that went through
 	}
-	if batch != s.mu.committed+1 || s.mu.prepared != batch {
-		return fmt.Errorf("%w: commit %d with committed %d, prepared %d", ErrConflict, batch, s.mu.committed, s.mu.prepared)
+	if c.Batch != s.mu.committed+1 || s.mu.prepared != c.Batch {
+		return fmt.Errorf("%w: commit %d with committed %d, prepared %d", ErrConflict, c.Batch, s.mu.committed, s.mu.prepared)
 	}
-	for _, c := range s.mu.pending {
-		m := s.mu.state[c.Op]
-		if m == nil {
-			m = map[string]*[]byte{}
-			s.mu.state[c.Op] = m
-		}
-		switch v, ok := m[string(c.Key)]; {
-		case c.Delete:
-			delete(m, string(c.Key))
-		case ok:
-			*v = append((*v)[:0], c.Value...)
-		default:
-			v := slices.Clone(c.Value)
-			m[string(c.Key)] = &v
-		}
+	for _, op := range c.Replace {
+		delete(s.mu.state, op)
 	}
-	s.mu.committed, s.mu.prepared, s.mu.pending = batch, 0, nil
+	for _, seg := range c.Segments {
+		s.opState(seg.Op).segments[seg.Index] = slices.Clone(seg.Data)
+	}
+	for _, d := range c.Drop {
+		delete(s.opState(d.Op).deltas, d.Batch)
+	}
+	if c.Graph != nil {
+		s.mu.graph = slices.Clone(c.Graph)
+	}
+	s.mu.committed, s.mu.prepared, s.mu.pendingOps = c.Batch, 0, nil
 	for id := range s.mu.plans {
-		if id < keepFrom {
+		if id < c.KeepFrom {
 			delete(s.mu.plans, id)
 		}
 	}
@@ -244,7 +274,8 @@ func (h *MemoryHandle) Discard(_ context.Context, batch uint64) error {
 	s := h.s
 	defer s.mu.Unlock()
 	if s.mu.prepared == batch {
-		s.mu.prepared, s.mu.pending = 0, nil
+		s.dropPending()
+		s.mu.prepared = 0
 	}
 	return nil
 }

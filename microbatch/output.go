@@ -11,6 +11,8 @@ import (
 // output is an output operation: it consumes a stream's batches.
 type output interface {
 	node() node
+	// keepsBatch: the operation may keep the batch past its call.
+	keepsBatch() bool
 	// run emits the batch; transactional sinks only collect it.
 	run(ctx context.Context, r *batchRun) error
 }
@@ -18,9 +20,12 @@ type output interface {
 type outputOp[T any] struct {
 	stream *Stream[T]
 	f      func(ctx context.Context, r *batchRun, batch []T) error
+	// keeps: f may keep the batch past its call.
+	keeps bool
 }
 
-func (o *outputOp[T]) node() node { return o.stream }
+func (o *outputOp[T]) node() node       { return o.stream }
+func (o *outputOp[T]) keepsBatch() bool { return o.keeps }
 
 func (o *outputOp[T]) run(ctx context.Context, r *batchRun) error {
 	if !o.stream.has {
@@ -29,8 +34,10 @@ func (o *outputOp[T]) run(ctx context.Context, r *batchRun) error {
 	return o.f(ctx, r, o.stream.out)
 }
 
-func addOutput[T any](s *Stream[T], f func(ctx context.Context, r *batchRun, batch []T) error) {
-	s.job.outputs = append(s.job.outputs, &outputOp[T]{stream: s, f: f})
+func addOutput[T any](s *Stream[T], f func(ctx context.Context, r *batchRun, batch []T) error) *outputOp[T] {
+	o := &outputOp[T]{stream: s, f: f}
+	s.job.outputs = append(s.job.outputs, o)
+	return o
 }
 
 // pprintDashes is the rule PySpark prints around a batch's time.
@@ -84,10 +91,10 @@ func pyTime(t time.Time) string {
 // were declared. Like Spark's foreachRDD it is at-least-once: a batch replayed
 // after a crash is passed again.
 func (s *Stream[T]) ForeachBatch(f func(ctx context.Context, b BatchInfo, batch []T) error) {
-	markRetained(s) // f may keep the batch
-	addOutput(s, func(ctx context.Context, r *batchRun, batch []T) error {
+	o := addOutput(s, func(ctx context.Context, r *batchRun, batch []T) error {
 		return f(ctx, BatchInfo{Plan: r.plan}, batch)
 	})
+	o.keeps = true
 }
 
 // Write sends every batch of s to sink, each element encoded as one Message.

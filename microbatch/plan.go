@@ -15,6 +15,10 @@ type Range struct {
 	Partition int32
 	From      int64
 	Until     int64
+	// TopicID identifies the topic beyond its name (Kafka's topic ID): a
+	// topic deleted and created again has another. Empty when the source
+	// has none.
+	TopicID string
 }
 
 // Plan defines batch ID completely: its batch time and the input ranges.

@@ -46,31 +46,90 @@ type Meta struct {
 	// Planned is the last batch whose plan is recorded; Planned is
 	// Committed or Committed+1.
 	Planned uint64
-	// Prepared is Committed+1 when that batch's state changes are staged
+	// Prepared is Committed+1 when that batch's state deltas are staged
 	// but not yet committed, else 0.
 	Prepared uint64
 	// Epoch is the fencing token of this holder of the job.
 	Epoch uint64
+	// Graph is the fingerprint of the compiled graph that committed last
+	// (nil: none recorded, a new job or one of an older format).
+	Graph []byte
+	// Base is the reset base: a reset dropped the state of batches up to
+	// Base, and their outputs and markers belong to the run before it.
+	Base uint64
 }
 
-// Change is one keyed state change of a stateful operator: the new encoded
-// value of Key, or its removal.
-type Change struct {
-	Op     string
-	Key    []byte
-	Value  []byte
-	Delete bool
+// Segment is a snapshot of part of one stateful operator's state: the
+// entries whose sequence numbers fall in one range, as of one batch. The
+// engine encodes it; a Store only keeps it, replacing an older segment of
+// the same operator and index.
+type Segment struct {
+	Op    string
+	Index uint32
+	Data  []byte
 }
+
+// Delta is one batch's changes to one stateful operator's state, encoded by
+// the engine.
+type Delta struct {
+	Op    string
+	Batch uint64
+	Data  []byte
+}
+
+// Checkpoint is what Commit makes durable with a batch, besides flipping
+// Committed to it.
+type Checkpoint struct {
+	Batch uint64
+	// KeepFrom is the first plan to keep; earlier ones may be dropped.
+	KeepFrom uint64
+	// Graph is the compiled graph's fingerprint when it differs from the
+	// stored one (nil: unchanged).
+	Graph []byte
+	// Replace lists operators whose stored state Segments replace whole:
+	// their older segments and deltas go.
+	Replace []string
+	// Segments are rewritten snapshots.
+	Segments []Segment
+	// Drop lists deltas that every segment has passed (Data unused).
+	Drop []Delta
+}
+
+// StatePart is one stored part of an operator's state, as LoadState finds
+// it: a segment or a delta.
+type StatePart struct {
+	Kind PartKind
+	// Index is a segment's index.
+	Index uint32
+	// Batch is a delta's batch.
+	Batch uint64
+	// Data is the encoded part; the caller may keep it.
+	Data []byte
+}
+
+// PartKind tells segments and deltas apart.
+type PartKind uint8
+
+// The kinds of StatePart.
+const (
+	SegmentPart PartKind = iota + 1
+	DeltaPart
+)
 
 // Store makes a job's plans and checkpoints durable. Every write is a
 // compare-and-set on the batch id and on the holder's epoch, so a write
 // retried after an ambiguous failure, or sent by a fenced instance, cannot
-// corrupt the checkpoint.
+// corrupt the checkpoint. Errors that retrying may fix (the network, a
+// timeout) are returned as they are; ErrConflict is only a compare-and-set
+// that found other progress, ErrFenced a newer holder, and errors that
+// retrying cannot fix are marked ErrPermanent.
 type Store interface {
 	// Acquire blocks until this instance holds the job (a standby waits
 	// here), fences every earlier holder and returns the job's progress.
 	Acquire(ctx context.Context) (Meta, error)
-	// Renew extends the holder's lease; ErrFenced when it was lost.
+	// Renew extends the holder's lease; ErrFenced when it was lost. It is
+	// called from a goroutine of its own, concurrently with the other
+	// methods.
 	Renew(ctx context.Context) error
 	// Release gives the job up so a standby can take over at once.
 	Release(ctx context.Context) error
@@ -79,15 +138,17 @@ type Store interface {
 	RecordPlan(ctx context.Context, p Plan) error
 	// Plans returns the recorded plans with from ≤ ID ≤ to, in ID order.
 	Plans(ctx context.Context, from, to uint64) ([]Plan, error)
-	// LoadState calls fn for every committed key of operator op.
-	LoadState(ctx context.Context, op string, fn func(key, value []byte) error) error
-	// Prepare stages the state changes of batch (Committed+1) without
-	// making them visible.
-	Prepare(ctx context.Context, batch uint64, changes []Change) error
-	// Commit makes batch's staged changes visible and advances Committed
-	// to batch, atomically. Plans before keepFrom may be dropped.
-	Commit(ctx context.Context, batch, keepFrom uint64) error
-	// Discard drops the staged changes of batch.
+	// LoadState calls fn for every stored part of operator op's state: its
+	// segments and its deltas, in no order. (A delta past Committed is a
+	// prepared batch's; the engine ignores it.)
+	LoadState(ctx context.Context, op string, fn func(StatePart) error) error
+	// Prepare stages the deltas of batch (Committed+1) without making
+	// them visible.
+	Prepare(ctx context.Context, batch uint64, deltas []Delta) error
+	// Commit makes batch c.Batch's staged deltas visible, stores c and
+	// advances Committed to c.Batch, atomically.
+	Commit(ctx context.Context, c Checkpoint) error
+	// Discard drops the staged deltas of batch.
 	Discard(ctx context.Context, batch uint64) error
 }
 
@@ -110,6 +171,10 @@ type Header struct {
 // BatchInfo describes the batch a sink writes: its provenance.
 type BatchInfo struct {
 	Plan
+	// Graph is the hash of the compiled graph's fingerprint.
+	Graph string
+	// Base is the job's reset base (see Meta.Base).
+	Base uint64
 }
 
 // Sink receives the messages of Write output operations.
@@ -118,13 +183,17 @@ type Sink interface {
 	WriteBatch(ctx context.Context, b BatchInfo, msgs []Message) error
 }
 
-// TransactionalSink writes a batch all or nothing and remembers which batches
-// it holds, so that recovery never writes a batch twice.
+// TransactionalSink writes every batch all or nothing, even one without
+// messages, together with a marker naming the batch and its plan, and finds
+// on recovery the batches it holds: so recovery never writes a batch twice,
+// and can recompute batches whose checkpoint the Store lost.
 type TransactionalSink interface {
 	Sink
-	// LastBatch returns the highest batch id whose messages are committed
-	// (0: none).
-	LastBatch(ctx context.Context) (uint64, error)
+	// Committed returns the batches after `after` whose output is
+	// committed, in ID order, as their markers describe them. It first
+	// fences the sink's earlier writers, so that no transaction can still
+	// commit behind its back.
+	Committed(ctx context.Context, after uint64) ([]BatchInfo, error)
 }
 
 // Clock tells the engine when batch times are reached.
@@ -146,21 +215,22 @@ var (
 	ErrPermanent = errors.New("permanent error")
 )
 
-// StateLostError reports that the Store is behind a transactional sink: the
-// sink holds batches the checkpoint has never seen, so the Store lost data
-// (for example a Redis restart without persistence).
+// StateLostError reports that the Store is behind a transactional sink (the
+// sink holds batches the checkpoint has never seen, so the Store lost data)
+// in a way recovery cannot heal: Why says what is missing.
 type StateLostError struct {
 	Committed uint64 // last batch the Store committed
 	SinkLast  uint64 // last batch the sink holds
+	Why       string
 }
 
 // Is makes a StateLostError permanent.
 func (e *StateLostError) Is(target error) bool { return target == ErrPermanent }
 
 func (e *StateLostError) Error() string {
-	return fmt.Sprintf("state lost: the checkpoint is at batch %d but the output already holds batch %d; "+
-		"the store lost data (is Redis persistence on?); refusing to continue, "+
-		"reset the job's checkpoint and output topic to start over", e.Committed, e.SinkLast)
+	return fmt.Sprintf("state lost: the checkpoint is at batch %d but the output holds batches up to %d, "+
+		"and they cannot be recomputed: %s; refusing to count from a state the job does not have "+
+		"(run Redis with appendonly yes; `dstream reset --yes` starts the job over)", e.Committed, e.SinkLast, e.Why)
 }
 
 // BuildError reports a graph that cannot run, found before Start.

@@ -1,8 +1,6 @@
 package microbatch
 
 import (
-	"cmp"
-	"encoding/binary"
 	"fmt"
 	"reflect"
 	"slices"
@@ -15,16 +13,29 @@ import (
 type stateful interface {
 	node
 	stateOp() string
-	// changes appends the encoded changes since the last commit.
-	changes(dst []Change) []Change
+	// delta encodes the changes of batch since the last commit, if any.
+	delta(batch uint64) (Delta, bool)
+	// changed counts the keys changed since the last commit.
+	changed() int
+	// checkpoint adds to c the segments and dropped deltas that committing
+	// batch stores; delta ran first.
+	checkpoint(batch uint64, c *Checkpoint)
 	// committed forgets the changes after they were committed.
 	committed()
-	// restore loads one committed key; finishRestore orders what was loaded.
-	restore(key, value []byte) error
-	finishRestore()
+	// load restores the state from the parts l collected.
+	load(l *stateLoader, parallelism int) error
 	// clearState drops all state before a recovery.
 	clearState()
 	stats() StateStats
+	// startOver starts the operator's state afresh after recovery, where
+	// its stored state is not used (a new operator, a changed window):
+	// from its initial state, or rebuilt from its window's batches.
+	startOver(committed uint64)
+	// setName names the operator's state (compile).
+	setName(name string)
+	// checkCodecs reports a key or state type its codec cannot store whole.
+	checkCodecs() error
+	fingerprint() StateFingerprint
 }
 
 // table is the keyed state of one operator. Entries keep the order in which
@@ -56,6 +67,9 @@ type table[K comparable, S any] struct {
 	// keyBytes counts the bytes of string and byte-slice keys, for
 	// StateStats.
 	keyBytes int64
+
+	// stored records what the Store holds of the table.
+	stored storedState
 
 	// mu is held by the job while the operator computes a batch or its
 	// state is restored or compacted, and by StateView's lookups; batch is
@@ -217,45 +231,16 @@ func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
 
 func (t *table[K, S]) stateOp() string { return t.op }
 
-func (t *table[K, S]) changes(dst []Change) []Change {
-	if len(t.dirty) == 0 {
-		return dst
-	}
-	// All keys and values are encoded into one buffer, fresh for every
-	// batch (the Store may keep them), rather than two allocations per key.
-	dst = slices.Grow(dst, len(t.dirty))
-	buf := make([]byte, 0, t.encoded)
-	ends := make([]int, 0, 2*len(t.dirty))
-	for _, i := range t.dirty {
-		e := &t.entries[i]
-		buf = t.keys.Append(buf, e.key)
-		ends = append(ends, len(buf))
-		if e.live() {
-			buf = binary.AppendUvarint(buf, e.seq())
-			buf = binary.AppendVarint(buf, t.touchedAt(i))
-			buf = t.vals.Append(buf, e.val)
-		}
-		ends = append(ends, len(buf))
-	}
-	t.encoded = len(buf)
-	from := 0
-	for n, i := range t.dirty {
-		keyEnd, end := ends[2*n], ends[2*n+1]
-		c := Change{Op: t.op, Key: buf[from:keyEnd:keyEnd]}
-		if t.entries[i].live() {
-			c.Value = buf[keyEnd:end:end]
-		} else {
-			c.Delete = true
-		}
-		dst = append(dst, c)
-		from = end
-	}
-	return dst
+func (t *table[K, S]) changed() int { return len(t.dirty) }
+
+func (t *table[K, S]) load(l *stateLoader, parallelism int) error {
+	return t.restoreParts(l, parallelism)
 }
 
 func (t *table[K, S]) committed() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.checkpointed()
 	for _, i := range t.dirty {
 		t.entries[i].meta &^= dirtyFlag
 	}
@@ -284,57 +269,6 @@ func (t *table[K, S]) compact() {
 	t.dead = 0
 }
 
-func (t *table[K, S]) restore(key, value []byte) error {
-	k, err := t.keys.Decode(key)
-	if err != nil {
-		return fmt.Errorf("state %s: decode key: %w", t.op, err)
-	}
-	seq, n := binary.Uvarint(value)
-	if n <= 0 {
-		return fmt.Errorf("state %s: decode sequence of key %v", t.op, k)
-	}
-	touched, m := binary.Varint(value[n:])
-	if m <= 0 {
-		return fmt.Errorf("state %s: decode time of key %v", t.op, k)
-	}
-	v, err := t.vals.Decode(value[n+m:])
-	if err != nil {
-		return fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
-	}
-	if seq > seqMask {
-		return fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, seq, k)
-	}
-	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: seq | liveFlag})
-	t.keyBytes += keySize(k)
-	if t.timed {
-		t.touched = append(t.touched, touched)
-	}
-	return nil
-}
-
-func (t *table[K, S]) finishRestore() {
-	order := make([]int32, len(t.entries))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(t.entries[a].seq(), t.entries[b].seq()) })
-	entries := make([]entry[K, S], len(t.entries))
-	var touched []int64
-	if t.timed {
-		touched = make([]int64, len(t.entries))
-	}
-	for i, from := range order {
-		e := t.entries[from]
-		entries[i] = e
-		if t.timed {
-			touched[i] = t.touched[from]
-		}
-		t.nextSeq = max(t.nextSeq, e.seq()+1)
-	}
-	t.entries, t.touched = entries, touched
-	t.reindex()
-}
-
 // reindex rebuilds the index after entries moved.
 func (t *table[K, S]) reindex() {
 	t.index.reset(true)
@@ -348,17 +282,68 @@ func (t *table[K, S]) reindex() {
 func (t *table[K, S]) clearState() {
 	t.index.reset(false)
 	t.entries, t.touched, t.dirty, t.dead, t.nextSeq, t.keyBytes = nil, nil, nil, 0, 0, 0
+	t.stored = storedState{}
 }
 
 // statefulStream is a Stream whose operator owns a table.
 type statefulStream[K comparable, S, T any] struct {
 	*Stream[T]
 	*table[K, S]
+	// initial puts the operator's initial state (nil: none); recompute
+	// rebuilds a windowed operator's state from its buffered batches as
+	// of the committed batch.
+	initial   func()
+	recompute func(committed uint64)
+}
+
+func (s *statefulStream[K, S, T]) startOver(committed uint64) {
+	s.clearState()
+	switch {
+	case s.recompute != nil:
+		s.recompute(committed)
+	case s.initial != nil:
+		s.initial()
+	}
+	// What is stored of the operator (if anything) is replaced whole by
+	// the next commit.
+	for _, i := range s.dirty {
+		s.entries[i].meta &^= dirtyFlag
+	}
+	s.dirty = s.dirty[:0]
+	s.stored.replace = true
+}
+
+func (s *statefulStream[K, S, T]) fingerprint() StateFingerprint {
+	fp := StateFingerprint{
+		Name: s.table.op, Kind: s.Stream.op,
+		Key: typeName(reflect.TypeFor[K]()), Value: typeName(reflect.TypeFor[S]()),
+		KeyCodec: codecName(s.keys), ValueCodec: codecName(s.vals),
+		InputSlide: s.parents[0].base().slide,
+	}
+	if s.windowLength > 0 {
+		fp.Window, fp.Slide = s.windowLength, s.Stream.slide
+	}
+	return fp
+}
+
+func (t *table[K, S]) setName(name string) { t.op = name }
+
+func (t *table[K, S]) checkCodecs() error {
+	if _, ok := t.keys.(JSONCodec[K]); ok {
+		if err := jsonRoundTrip(reflect.TypeFor[K]()); err != nil {
+			return fmt.Errorf("key type: %w", err)
+		}
+	}
+	if _, ok := t.vals.(JSONCodec[S]); ok {
+		if err := jsonRoundTrip(reflect.TypeFor[S]()); err != nil {
+			return fmt.Errorf("state type: %w", err)
+		}
+	}
+	return nil
 }
 
 func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent node) *statefulStream[K, S, T] {
-	name := fmt.Sprintf("%s-%d", op, len(j.stateful))
-	s := &statefulStream[K, S, T]{table: newTable[K, S](name)}
+	s := &statefulStream[K, S, T]{table: newTable[K, S](op)}
 	s.Stream = &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: []node{parent},
 		state: s.table, guard: s.table}}
 	j.nodes = append(j.nodes, s.Stream)
@@ -371,13 +356,61 @@ func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent
 // for a key seen for the first time). Returning keep=false removes the key.
 type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, keep bool)
 
+// KeyedUpdateFunc is UpdateFunc with the batch time and the key, Spark's
+// (Time, K, Seq[V], Option[S]) => Option[S].
+type KeyedUpdateFunc[K, V, S any] func(t time.Time, key K, values []V, state S, exists bool) (newState S, keep bool)
+
+// StateOption configures the state of a stateful operator.
+type StateOption[K comparable, S any] func(*stateOptions[K, S])
+
+type stateOptions[K comparable, S any] struct {
+	initial []Pair[K, S]
+}
+
+// InitialState gives a stateful operator state before its first batch, as
+// Spark's initialRDD: the keys' state when the operator starts without a
+// checkpoint of its own (a new job, or an operator added to a running
+// one). A restart from the operator's checkpoint does not apply it again.
+func InitialState[K comparable, S any](pairs []Pair[K, S]) StateOption[K, S] {
+	return func(o *stateOptions[K, S]) { o.initial = pairs }
+}
+
+// applyOptions sets st's initial state from opts.
+func applyOptions[K comparable, S, T any](st *statefulStream[K, S, T], opts []StateOption[K, S]) {
+	var o stateOptions[K, S]
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(o.initial) > 0 {
+		pairs := o.initial
+		st.initial = func() {
+			for _, kv := range pairs {
+				st.put(kv.Key, kv.Value, 0)
+			}
+		}
+	}
+}
+
 // UpdateStateByKey carries a state per key across the whole stream. On every
 // batch f runs for every key that has state, even without new values, and
 // for every key that received values; the stream holds the (key, state) of
 // all keys kept. Its state is checkpointed through the job's Store.
-func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S]) *Stream[Pair[K, S]] {
+func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S], opts ...StateOption[K, S]) *Stream[Pair[K, S]] {
+	return updateStateByKey(s, func(_ time.Time, _ K, values []V, state S, exists bool) (S, bool) {
+		return f(values, state, exists)
+	}, opts)
+}
+
+// UpdateStateByKeyAndTime is UpdateStateByKey whose function also gets the
+// batch time and the key.
+func UpdateStateByKeyAndTime[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpdateFunc[K, V, S], opts ...StateOption[K, S]) *Stream[Pair[K, S]] {
+	return updateStateByKey(s, f, opts)
+}
+
+func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpdateFunc[K, V, S], opts []StateOption[K, S]) *Stream[Pair[K, S]] {
 	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
-	st.owns = true
+	applyOptions(st, opts)
+	st.output = outReused
 	st.view = st.table
 	// The values of a batch are grouped by key without a slice per key: a
 	// fold counts each key's values, which then go, in batch order, to the
@@ -388,7 +421,8 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 		if !s.has || r.rebuild {
 			return nil, false
 		}
-		now := r.plan.Time.UnixNano()
+		t := r.plan.Time
+		now := t.UnixNano()
 		keys := count.fold(r.job, s.out, nil)
 		if groupOf == nil {
 			groupOf = make(map[K]int32, len(keys))
@@ -430,7 +464,7 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 			if g := groupAt[i] - 1; g >= 0 {
 				vs, touched = values[start[g]:start[g+1]:start[g+1]], now
 			}
-			ns, keep := f(vs, e.val, true)
+			ns, keep := f(t, e.key, vs, e.val, true)
 			if !keep {
 				drop = append(drop, e.key)
 				continue
@@ -442,11 +476,11 @@ func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFun
 		}
 		for _, g := range fresh {
 			var zero S
-			if ns, keep := f(values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
+			if ns, keep := f(t, keys[g].Key, values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
 				st.put(keys[g].Key, ns, now)
 			}
 		}
-		if st.readers == 0 {
+		if st.derived.readers == 0 {
 			return nil, true // only looked up (by joins): no list of every key
 		}
 		out := st.buffer(st.len())
@@ -493,8 +527,9 @@ func (s *State[S]) IsTimingOut() bool { return s.timingOut }
 // state, and emits what f returns. With timeout > 0 a key that received no
 // values for timeout is called once more with an absent value and
 // IsTimingOut true, then removed. Its state is checkpointed.
-func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time.Duration, f func(key K, value Optional[V], state *State[S]) U) *Stream[U] {
+func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time.Duration, f func(key K, value Optional[V], state *State[S]) U, opts ...StateOption[K, S]) *Stream[U] {
 	st := newStateful[K, S, U](s.job, "mapWithState", s.slide, s)
+	applyOptions(st, opts)
 	st.timed = true // for timeouts, which may be set only on a later run
 	st.compute = func(r *batchRun) ([]U, bool) {
 		if !s.has || r.rebuild {
@@ -517,8 +552,13 @@ func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time
 			}
 		}
 		if timeout > 0 {
-			var expired []K
+			var expired, initial []K
 			st.each(func(k K, v S, touched int64) {
+				if touched == 0 {
+					// An initial state's timeout starts at the first batch.
+					initial = append(initial, k)
+					return
+				}
 				if now-touched >= int64(timeout) {
 					state = State[S]{value: v, exists: true, timingOut: true}
 					out = append(out, f(k, Optional[V]{}, &state))
@@ -527,6 +567,10 @@ func MapWithState[K comparable, V, S, U any](s *Stream[Pair[K, V]], timeout time
 			})
 			for _, k := range expired {
 				st.remove(k)
+			}
+			for _, k := range initial {
+				v, _ := st.get(k)
+				st.put(k, v, now)
 			}
 		}
 		return out, true

@@ -19,38 +19,58 @@ type node interface {
 type nodeBase struct {
 	job     *Job
 	id      int
-	op      string
+	op      string // the operator's kind: "map", "window" …
+	name    string // given by Named; a stateful operator's state is stored under it
 	slide   uint64 // in batch intervals
 	parents []node
-	// rebuild marks nodes whose output feeds a window: they run while
-	// windows are rebuilt from recorded plans after a restart.
-	rebuild bool
-	// buffers marks nodes that keep a window's past batches: they run
-	// during a rebuild too, to refill their buffer, but emit only if they
-	// feed another window.
-	buffers bool
-	// windowSpan is how many past batches a windowed node buffers.
-	windowSpan uint64
-	// retained marks nodes whose output slice a consumer may keep past its
-	// batch: a window's buffer, a ForeachBatch function, or a node that
-	// passes the slice on (aliases) to such a consumer. Only outputs that
-	// are not retained have their memory reused by the next batch.
-	retained bool
-	// aliases marks nodes whose output may share memory with their
-	// parents' outputs (Transform may return its input).
-	aliases bool
-	// owns marks nodes whose output is always memory of their own.
-	owns bool
+
+	// What the operator declares when it is built; compile derives the
+	// rest from these.
+	output outputKind
+	// keepsInputs: the operator keeps its parents' outputs past their
+	// batch (a window's buffer).
+	keepsInputs bool
+	// windowSpan is how many past batches a windowed operator buffers, and
+	// windowLength its window's length, both in batches.
+	windowSpan, windowLength uint64
 	// lookupOf is the parent whose output this node never reads: it looks
 	// keys up in the parent's state instead (a join with running totals).
 	lookupOf node
-	// readers counts the consumers that read the node's output; a stateful
-	// node nobody reads does not list its state every batch.
-	readers int
-	// state is the table of a stateful node (nil for others), and guard
-	// its lock, held while the node computes a batch.
+	// state is the table of a stateful operator (nil for others), and
+	// guard its lock, held while the node computes a batch.
 	state any
 	guard guard
+
+	// derived is set by compile, once, and never changed after.
+	derived derivedFlags
+}
+
+// outputKind says whose memory an operator's output is.
+type outputKind uint8
+
+const (
+	// outFresh: a new slice every batch.
+	outFresh outputKind = iota
+	// outReused: memory of the operator's own, which later batches reuse
+	// unless a consumer keeps it.
+	outReused
+	// outPassThrough: possibly its parents' outputs, or part of them
+	// (Transform may return its input).
+	outPassThrough
+)
+
+// derivedFlags are what compile derives for a node from the declarations.
+type derivedFlags struct {
+	// rebuild: the node's output feeds a window, so it runs while windows
+	// are rebuilt from recorded plans after a restart.
+	rebuild bool
+	// retained: a consumer may keep the node's output past its batch (a
+	// window's buffer, a ForeachBatch function, or a pass-through node
+	// whose output is retained), so its memory is never reused.
+	retained bool
+	// readers counts the consumers that read the node's output; a
+	// stateful node nobody reads does not list its state every batch.
+	readers int
 }
 
 func (b *nodeBase) base() *nodeBase { return b }
@@ -72,7 +92,7 @@ type Stream[T any] struct {
 }
 
 func (s *Stream[T]) step(r *batchRun) {
-	if r.rebuild && !s.rebuild && !s.buffers {
+	if r.rebuild && !s.derived.rebuild && s.windowSpan == 0 {
 		s.out, s.has = nil, false
 		return
 	}
@@ -88,7 +108,7 @@ func (s *Stream[T]) step(r *batchRun) {
 }
 
 func (s *Stream[T]) reset() {
-	if s.owns && !s.retained && cap(s.out) > 0 {
+	if s.output == outReused && !s.derived.retained && cap(s.out) > 0 {
 		// Cleared so that the spare keeps nothing of this batch alive.
 		clear(s.out)
 		s.spare = s.out[:0]
@@ -105,39 +125,6 @@ func (s *Stream[T]) buffer(n int) []T {
 		return make([]T, 0, n)
 	}
 	return b[:0]
-}
-
-// markRetained records that a consumer keeps s's output past the batch.
-func markRetained(n node) { n.base().retained = true }
-
-// countReaders counts, for every node, the consumers that read its output.
-func (j *Job) countReaders() {
-	for _, n := range j.nodes {
-		n.base().readers = 0
-	}
-	for _, n := range j.nodes {
-		for _, p := range n.base().parents {
-			if p != n.base().lookupOf {
-				p.base().readers++
-			}
-		}
-	}
-	for _, o := range j.outputs {
-		o.node().base().readers++
-	}
-}
-
-// propagateRetention marks the parents of retained aliasing nodes as
-// retained: their outputs reach the consumer that keeps them. Nodes are in
-// creation order, so children come after their parents.
-func (j *Job) propagateRetention() {
-	for i := len(j.nodes) - 1; i >= 0; i-- {
-		if b := j.nodes[i].base(); b.retained && b.aliases {
-			for _, p := range b.parents {
-				p.base().retained = true
-			}
-		}
-	}
 }
 
 // Job returns the job the stream belongs to.
@@ -171,7 +158,7 @@ func derive[T, U any](parent *Stream[T], op string, f func(r *batchRun, in []T) 
 // f appends it to buf, free memory of an earlier batch when there is some.
 func deriveOwned[T, U any](parent *Stream[T], op string, f func(r *batchRun, in []T, buf func(n int) []U) []U) *Stream[U] {
 	s := newStream[U](parent.job, op, parent.slide, parent)
-	s.owns = true
+	s.output = outReused
 	s.compute = func(r *batchRun) ([]U, bool) {
 		if !parent.has {
 			return nil, false
@@ -340,7 +327,7 @@ func (s *Stream[T]) Union(others ...*Stream[T]) *Stream[T] {
 // processed in one process here, so it returns the elements unchanged.
 func (s *Stream[T]) Repartition(int) *Stream[T] {
 	r := derive(s, "repartition", func(_ *batchRun, in []T) []T { return in })
-	r.aliases = true
+	r.output = outPassThrough
 	return r
 }
 
@@ -368,14 +355,14 @@ func (s *Stream[T]) Reduce(f func(a, b T) T) *Stream[T] {
 // as those of package rdd.
 func Transform[T, U any](s *Stream[T], f func(batch []T) []U) *Stream[U] {
 	t := derive(s, "transform", func(_ *batchRun, in []T) []U { return f(in) })
-	t.aliases = true
+	t.output = outPassThrough
 	return t
 }
 
 // TransformTime is Transform with the batch time passed to f.
 func TransformTime[T, U any](s *Stream[T], f func(t time.Time, batch []T) []U) *Stream[U] {
 	t := derive(s, "transform", func(r *batchRun, in []T) []U { return f(r.plan.Time, in) })
-	t.aliases = true
+	t.output = outPassThrough
 	return t
 }
 
@@ -386,7 +373,7 @@ func TransformWith[T, U, V any](a *Stream[T], b *Stream[U], f func(x []T, y []U)
 			a.SlideDuration(), b.SlideDuration()))
 	}
 	s := newStream[V](a.job, "transformWith", a.slide, a, b)
-	s.aliases = true
+	s.output = outPassThrough
 	s.compute = func(*batchRun) ([]V, bool) {
 		if !a.has || !b.has {
 			return nil, false

@@ -50,20 +50,7 @@ func (j *Job) windowed(op string, parent node, length, slide time.Duration) (len
 	pslide := time.Duration(parent.base().slide) * j.interval
 	lengthB = j.batches(op, "window length", length, pslide)
 	slideB = j.batches(op, "slide", slide, pslide)
-	markRebuild(parent)
 	return lengthB, slideB
-}
-
-// markRebuild marks n and its ancestors to run while windows are rebuilt.
-func markRebuild(n node) {
-	b := n.base()
-	if b.rebuild {
-		return
-	}
-	b.rebuild = true
-	for _, p := range b.parents {
-		markRebuild(p)
-	}
 }
 
 // Window returns a stream whose batch at time t holds all elements of s in
@@ -75,18 +62,17 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 	if lengthB == 1 && slideB == 1 {
 		// A window of one batch is the batch itself: nothing to buffer.
 		w := derive(s, "window", func(_ *batchRun, in []T) []T { return in })
-		w.aliases = true
+		w.output = outPassThrough
 		return w
 	}
 	buf := &windowBuffer[T]{span: lengthB}
-	markRetained(s)
 	w := newStream[T](s.job, "window", slideB, s)
-	w.owns = true
+	w.output, w.keepsInputs, w.windowSpan, w.windowLength = outReused, true, lengthB, lengthB
 	w.compute = func(r *batchRun) ([]T, bool) {
 		if s.has {
 			buf.push(r.id, s.out)
 		}
-		if r.id%slideB != 0 || (r.rebuild && !w.rebuild) {
+		if r.id%slideB != 0 || (r.rebuild && !w.derived.rebuild) {
 			return nil, false
 		}
 		parts := buf.between(r.id-min(r.id, lengthB), r.id)
@@ -100,8 +86,6 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		}
 		return out, true
 	}
-	w.windowSpan = lengthB
-	w.buffers = true
 	return w
 }
 
@@ -137,11 +121,45 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	}
 	lengthB, slideB := s.job.windowed("reduceByKeyAndWindow", perBatch, length, slide)
 	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
-	markRetained(perBatch)
 	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
-	st.buffers = true // runs during rebuilds to refill its buffer, never to update its state
-	st.windowSpan = lengthB + slideB
+	// It runs during rebuilds to refill its buffer, never to update its state.
+	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
 	sub := newFolder[K](func(v V) V { return v }, f)
+	add := func(kv Pair[K, V]) {
+		st.update(kv.Key, func(v V, ok bool) V {
+			if ok {
+				return f(v, kv.Value)
+			}
+			return kv.Value
+		})
+	}
+	dropRejected := func() {
+		if keep == nil {
+			return
+		}
+		var drop []K
+		st.each(func(k K, v V, _ int64) {
+			if !keep(Pair[K, V]{k, v}) {
+				drop = append(drop, k)
+			}
+		})
+		for _, k := range drop {
+			st.remove(k)
+		}
+	}
+	// After a restart whose window or slide changed (or that added the
+	// operator), the state is what the next update expects to find: the
+	// batches of the window that ended at the last slide at or before the
+	// committed batch, from the buffer the recorded plans refilled.
+	st.recompute = func(committed uint64) {
+		last := committed - committed%slideB
+		for _, part := range buf.between(last-min(last, lengthB), last) {
+			for _, kv := range part {
+				add(kv)
+			}
+		}
+		dropRejected()
+	}
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
 		if perBatch.has {
 			buf.push(r.id, perBatch.out)
@@ -152,12 +170,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 		prev := r.id - min(r.id, slideB)
 		for _, part := range buf.between(prev, r.id) {
 			for _, kv := range part {
-				st.update(kv.Key, func(v V, ok bool) V {
-					if ok {
-						return f(v, kv.Value)
-					}
-					return kv.Value
-				})
+				add(kv)
 			}
 		}
 		if r.id > lengthB {

@@ -1,0 +1,306 @@
+package microbatch
+
+import (
+	"crypto/sha256"
+		"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+)
+
+// graph is a job's compiled DStream graph: what Start derives, once, from
+// what the operators declared when they were built. It never changes after.
+type graph struct {
+	nodes    []node
+	stateful []stateful
+	// span bounds how many past batches the windows need.
+	span uint64
+	// fingerprint describes what a checkpoint depends on; fingerprintJSON
+	// is how the Store keeps it.
+	fingerprint     Fingerprint
+	fingerprintJSON []byte
+}
+
+// Named names s's operator. A stateful operator's state is stored under
+// its name, so naming it keeps its state across changes to the rest of the
+// graph; an unnamed one is named by its kind and its position among the
+// stateful operators (updateStateByKey-1), which moves when stateful
+// operators are added before it. Names are letters, digits, '.', '_' and
+// '-', unique within a job.
+func (s *Stream[T]) Named(name string) *Stream[T] {
+	s.name = name
+	return s
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// compile checks the graph and derives, for every node, what the operators'
+// declarations imply: which outputs are retained (never reused), which
+// nodes run while windows are rebuilt, how many consumers read each
+// output, the names of stateful operators and the fingerprint.
+func (j *Job) compile(replay bool) (*graph, error) {
+	errs := append([]error(nil), j.buildErr...)
+	if len(j.outputs) == 0 {
+		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no output operations: add Pprint, ForeachBatch or Write")})
+	}
+	if len(j.inputs) == 0 {
+		errs = append(errs, &BuildError{Op: "Start", Err: errors.New("no inputs: add Lines, Records or QueueStream")})
+	}
+	txn := 0
+	for _, s := range j.sinks {
+		if _, ok := s.(TransactionalSink); ok {
+			txn++
+		}
+	}
+	if txn > 1 {
+		errs = append(errs, &BuildError{Op: "Write", Err: errors.New("a job writes to at most one transactional sink")})
+	}
+	g := &graph{nodes: j.nodes, stateful: j.stateful}
+	deriveFlags(g.nodes, j.outputs)
+	for _, n := range g.nodes {
+		g.span += n.base().windowSpan
+	}
+	names := map[string]bool{}
+	for i, st := range g.stateful {
+		b := st.base()
+		name := b.name
+		if name == "" {
+			name = fmt.Sprintf("%s-%d", b.op, i)
+		} else if !validName.MatchString(name) {
+			errs = append(errs, &BuildError{Op: b.op, Err: fmt.Errorf("name %q: use 1 to 64 letters, digits, '.', '_' or '-'", name)})
+		}
+		if names[name] {
+			errs = append(errs, &BuildError{Op: b.op, Err: fmt.Errorf("two stateful operators are named %q: names must be unique", name)})
+		}
+		names[name] = true
+		st.setName(name)
+		if err := st.checkCodecs(); err != nil {
+			errs = append(errs, &BuildError{Op: name, Err: err})
+		}
+	}
+	if len(g.stateful) > 0 && j.store == nil && !replay {
+		errs = append(errs, &BuildError{Op: g.stateful[0].stateOp(), Err: errors.New("stateful operators need a checkpoint store: call Job.Checkpoint")})
+	}
+	stateful := map[*nodeBase]bool{}
+	for _, st := range g.stateful {
+		stateful[st.base()] = true
+	}
+	for _, n := range g.nodes {
+		if n.base().windowSpan > 0 && hasAncestor(n, stateful) {
+			errs = append(errs, &BuildError{Op: n.base().op, Err: errors.New("a window over the output of a stateful operator cannot be rebuilt from recorded plans; window its input instead")})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	g.fingerprint = j.fingerprintOf(g)
+	var err error
+	if g.fingerprintJSON, err = json.Marshal(g.fingerprint); err != nil {
+		return nil, fmt.Errorf("microbatch: encode the graph's fingerprint: %w", err)
+	}
+	return g, nil
+}
+
+// deriveFlags sets the derived flags of nodes, which are in creation order
+// (parents before children).
+func deriveFlags(nodes []node, outputs []output) {
+	for _, n := range nodes {
+		n.base().derived = derivedFlags{}
+	}
+	for _, n := range nodes {
+		b := n.base()
+		for _, p := range b.parents {
+			if p == b.lookupOf {
+				continue
+			}
+			p.base().derived.readers++
+			if b.keepsInputs {
+				p.base().derived.retained = true
+			}
+		}
+	}
+	for _, o := range outputs {
+		b := o.node().base()
+		b.derived.readers++
+		if o.keepsBatch() {
+			b.derived.retained = true
+		}
+	}
+	// A pass-through node hands its parents' memory on: if its output is
+	// kept, so are theirs. Children come after parents, so one backward
+	// pass carries retention up any chain.
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if b := nodes[i].base(); b.derived.retained && b.output == outPassThrough {
+			for _, p := range b.parents {
+				p.base().derived.retained = true
+			}
+		}
+	}
+	// Whatever feeds a window's buffer runs while windows are rebuilt.
+	var mark func(n node)
+	mark = func(n node) {
+		if b := n.base(); !b.derived.rebuild {
+			b.derived.rebuild = true
+			for _, p := range b.parents {
+				mark(p)
+			}
+		}
+	}
+	for _, n := range nodes {
+		if b := n.base(); b.windowSpan > 0 {
+			for _, p := range b.parents {
+				mark(p)
+			}
+		}
+	}
+}
+
+func hasAncestor(n node, of map[*nodeBase]bool) bool {
+	for _, p := range n.base().parents {
+		if of[p.base()] || hasAncestor(p, of) {
+			return true
+		}
+	}
+	return false
+}
+
+// Fingerprint describes what a job's checkpoint depends on: the batch
+// interval, the inputs, every stateful operator's name, kind, types,
+// codecs and windows, and the windows of the graph. A checkpoint stores the
+// fingerprint of the graph that wrote it; a restart compares it with its
+// own (see docs/checkpoint.md).
+type Fingerprint struct {
+	Version    int                `json:"version"`
+	IntervalMS int64              `json:"interval_ms"`
+	Inputs     []string           `json:"inputs"`
+	State      []StateFingerprint `json:"state,omitempty"`
+	// Windows are the plain windows, in batches, in graph order.
+	Windows []WindowFingerprint `json:"windows,omitempty"`
+}
+
+// StateFingerprint describes one stateful operator.
+type StateFingerprint struct {
+	Name       string `json:"name"`
+	Kind       string `json:"kind"`
+	Key        string `json:"key"`
+	Value      string `json:"value"`
+	KeyCodec   string `json:"key_codec"`
+	ValueCodec string `json:"value_codec"`
+	// Window and Slide are a windowed operator's, in batches (0: none).
+	Window uint64 `json:"window,omitempty"`
+	Slide  uint64 `json:"slide,omitempty"`
+	// InputSlide is how often, in batches, the operator's input produces.
+	InputSlide uint64 `json:"input_slide"`
+}
+
+// WindowFingerprint describes a plain window, in batches.
+type WindowFingerprint struct {
+	Length uint64 `json:"length"`
+	Slide  uint64 `json:"slide"`
+}
+
+// fingerprintVersion is the layout of Fingerprint.
+const fingerprintVersion = 1
+
+func (j *Job) fingerprintOf(g *graph) Fingerprint {
+	fp := Fingerprint{Version: fingerprintVersion, IntervalMS: j.interval.Milliseconds()}
+	for _, in := range j.inputs {
+		fp.Inputs = append(fp.Inputs, in.topic())
+	}
+	for _, st := range g.stateful {
+		fp.State = append(fp.State, st.fingerprint())
+	}
+	for _, n := range g.nodes {
+		if b := n.base(); b.windowSpan > 0 && b.state == nil {
+			fp.Windows = append(fp.Windows, WindowFingerprint{Length: b.windowLength, Slide: b.slide})
+		}
+	}
+	return fp
+}
+
+// Hash returns a short hash of the fingerprint, for markers and logs.
+func (fp Fingerprint) Hash() string {
+	b, _ := json.Marshal(fp) // plain data: always encodes
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// typeName names a type for a fingerprint: package path and name.
+func typeName(t reflect.Type) string {
+	if t.PkgPath() != "" {
+		return t.PkgPath() + "." + t.Name()
+	}
+	return t.String()
+}
+
+// codecName names a codec for a fingerprint.
+func codecName(c any) string {
+	name := reflect.TypeOf(c).String()
+	if i := strings.IndexByte(name, '['); i >= 0 {
+		name = name[:i] // a generic codec's type argument is the state type, named already
+	}
+	return name
+}
+
+var (
+	jsonMarshaler   = reflect.TypeFor[json.Marshaler]()
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+)
+
+// jsonRoundTrip reports why JSON cannot store a value of type t and give it
+// back whole: a field JSON skips (unexported, or tagged "-"), or a kind it
+// cannot encode or decode to the same type (func, chan, complex, interface,
+// unsafe pointer, a map keyed by something that is not text).
+func jsonRoundTrip(t reflect.Type) error {
+	return jsonRoundTripAt(t, "", map[reflect.Type]bool{})
+}
+
+func jsonRoundTripAt(t reflect.Type, path string, seen map[reflect.Type]bool) error {
+	if seen[t] {
+		return nil
+	}
+	seen[t] = true
+	at := func() string {
+		if path == "" {
+			return typeName(t)
+		}
+		return fmt.Sprintf("%s (at %s)", typeName(t), path)
+	}
+	if t.Implements(jsonMarshaler) && reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return nil // it encodes itself
+	}
+	switch t.Kind() {
+	case reflect.Func, reflect.Chan, reflect.Complex64, reflect.Complex128, reflect.UnsafePointer:
+		return fmt.Errorf("%s is a %s, which JSON cannot store", at(), t.Kind())
+	case reflect.Interface:
+		return fmt.Errorf("%s is an interface: JSON would decode it as another type", at())
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return jsonRoundTripAt(t.Elem(), path+"[]", seen)
+	case reflect.Map:
+		switch k := t.Key(); {
+		case k.Kind() == reflect.String, k.Kind() >= reflect.Int && k.Kind() <= reflect.Uintptr,
+			k.Implements(textMarshaler):
+		default:
+			return fmt.Errorf("%s is a map keyed by %s, which JSON cannot store", at(), k)
+		}
+		return jsonRoundTripAt(t.Elem(), path+"[key]", seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := path + "." + f.Name
+			if !f.IsExported() && !f.Anonymous {
+				return fmt.Errorf("%s has the unexported field %s, which JSON skips: export it or give the operator a codec", at(), f.Name)
+			}
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag == "-" {
+				return fmt.Errorf("%s's field %s is tagged json:\"-\", so JSON skips it: give the operator a codec", at(), f.Name)
+			}
+			if err := jsonRoundTripAt(f.Type, strings.TrimPrefix(name, "."), seen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,219 @@
+package microbatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
+	// idle is ctx, also canceled by Stop: what the job waits for while no
+	// batch is in flight.
+	idle, cancelIdle := context.WithCancel(ctx)
+	defer cancelIdle()
+	defer context.AfterFunc(j.stopped, cancelIdle)()
+	rec, err := j.recover(idle, store, meta)
+	if err != nil {
+		return err
+	}
+	last, ran := rec.last, uint64(0)
+	for _, p := range rec.heal {
+		err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, p) })
+		if err == nil {
+			err = j.runBatch(ctx, store, batchStart{plan: p, started: j.now(), heal: true})
+		}
+		if err != nil {
+			return fmt.Errorf("heal batch %d: %w", p.ID, healError(p, meta.Committed, err))
+		}
+		last = p
+		ran++
+	}
+	if len(rec.heal) > 0 {
+		j.log.Info().Int("batches", len(rec.heal)).Uint64("committed", last.ID).Msg("healed: the checkpoint holds every batch the output holds")
+	}
+	j.lead.Store(int64(j.skewFrom(last)))
+	if rec.pending != nil {
+		if err := j.runBatch(ctx, store, batchStart{plan: *rec.pending, started: j.now()}); err != nil {
+			return err
+		}
+		last = *rec.pending
+		ran++
+	}
+	next := last.Time.Add(j.interval)
+	if last.ID == 0 {
+		// A fresh job aligns its batch times to the interval, as Spark does.
+		next = j.now().Truncate(j.interval).Add(j.interval)
+	}
+	// While a batch computes and commits, the next one is cut and read if
+	// its time has come (the job is catching up): reading then overlaps
+	// computing rather than adding to it.
+	var ahead *early
+	earlyCtx, cancelEarly := context.WithCancel(ctx)
+	defer func() {
+		cancelEarly()
+		if ahead != nil {
+			<-ahead.done
+		}
+	}()
+	for {
+		if j.maxBatches > 0 && ran >= j.maxBatches {
+			return nil
+		}
+		// Stop cancels j.stopped at once, idle a moment later.
+		if j.stopped.Err() != nil {
+			return nil
+		}
+		if err := j.waitFor(idle, next); err != nil {
+			if j.stopped.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if j.stopped.Err() != nil {
+			return nil
+		}
+		started := j.now()
+		var (
+			plan     Plan
+			installs []func()
+			err      error
+		)
+		if ahead != nil {
+			<-ahead.done
+			plan, installs, err = ahead.plan, ahead.installs, ahead.err
+			ahead = nil
+		} else {
+			plan, err = j.cut(idle, last, next)
+		}
+		if err != nil {
+			if j.stopped.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plan) }); err != nil {
+			return fmt.Errorf("record plan %d: %w", plan.ID, err)
+		}
+		readNext := func() {
+			t := next.Add(j.interval)
+			if (j.maxBatches == 0 || ran+1 < j.maxBatches) && j.due(t) {
+				ahead = j.readEarly(earlyCtx, plan, t)
+			}
+		}
+		if err := j.runBatch(ctx, store, batchStart{plan: plan, started: started, installs: installs, readNext: readNext}); err != nil {
+			return err
+		}
+		last, next = plan, next.Add(j.interval)
+		ran++
+	}
+}
+
+// cut plans the batch after last at batch time t.
+func (j *Job) cut(ctx context.Context, last Plan, t time.Time) (Plan, error) {
+	plan := Plan{ID: last.ID + 1, Time: t}
+	for _, in := range j.inputs {
+		var ranges []Range
+		err := j.retry(ctx, "cut", func() (err error) {
+			ranges, err = in.cut(ctx, rangesOf(last.Ranges, in.topic()))
+			return err
+		})
+		if err != nil {
+			return plan, fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
+		}
+		plan.Ranges = append(plan.Ranges, ranges...)
+	}
+	return plan, nil
+}
+
+// early is a batch cut and read ahead, on a goroutine of its own, while the
+// batch before it computes and commits. Reading is free of side effects, so
+// a batch read early and then not run (the job stopped) leaves no trace;
+// its plan is recorded, as always, before the batch runs.
+type early struct {
+	plan     Plan
+	installs []func()
+	err      error
+	done     chan struct{}
+}
+
+// readEarly cuts and reads the batch after last, at batch time t.
+func (j *Job) readEarly(ctx context.Context, last Plan, t time.Time) *early {
+	e := &early{done: make(chan struct{})}
+	reads := j.readers()
+	go func() {
+		defer close(e.done)
+		if e.plan, e.err = j.cut(ctx, last, t); e.err == nil {
+			e.installs, e.err = j.read(ctx, e.plan, reads)
+		}
+	}()
+	return e
+}
+
+// due reports whether batch time t has come, so that its batch may be cut
+// now. Every time has come for a VirtualClock, which jumps to it.
+func (j *Job) due(t time.Time) bool {
+	if _, ok := j.clock.(*VirtualClock); ok {
+		return true
+	}
+	return !j.now().Before(t)
+}
+
+// now is the time on the job's timeline: this host's clock plus the lead
+// the recorded timeline has over it.
+func (j *Job) now() time.Time { return j.clock.Now().Add(time.Duration(j.lead.Load())) }
+
+// waitFor waits until batch time t comes on the job's timeline.
+func (j *Job) waitFor(ctx context.Context, t time.Time) error {
+	return j.clock.Wait(ctx, t.Add(-time.Duration(j.lead.Load())))
+}
+
+// ClockSkew returns how far the job's recorded timeline ran ahead of this
+// host's clock when the job recovered (0 if it did not): the previous
+// instance's clock ran fast by about that much. The job adds it to its
+// clock, so batch times stay monotonic without waiting it out.
+func (j *Job) ClockSkew() time.Duration { return time.Duration(j.lead.Load()) }
+
+func rangesOf(all []Range, topic string) []Range {
+	var out []Range
+	for _, r := range all {
+		if r.Topic == topic {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (j *Job) load(ctx context.Context, r *batchRun) error {
+	installs, err := j.read(ctx, r.plan, j.readers())
+	for _, install := range installs {
+		install()
+	}
+	return err
+}
+
+// readers returns, on the job's goroutine, a read for every input.
+func (j *Job) readers() []func(context.Context, []Range) (func(), error) {
+	reads := make([]func(context.Context, []Range) (func(), error), len(j.inputs))
+	for i, in := range j.inputs {
+		reads[i] = in.reader()
+	}
+	return reads
+}
+
+// read reads the batch of plan p with reads; installing what it returns
+// makes it the inputs' batch.
+func (j *Job) read(ctx context.Context, p Plan, reads []func(context.Context, []Range) (func(), error)) ([]func(), error) {
+	installs := make([]func(), 0, len(j.inputs))
+	for i, in := range j.inputs {
+		var install func()
+		err := j.retry(ctx, "read", func() (err error) {
+			install, err = reads[i](ctx, rangesOf(p.Ranges, in.topic()))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read batch %d of %s: %w", p.ID, in.topic(), err)
+		}
+		installs = append(installs, install)
+	}
+	return installs, nil
+}

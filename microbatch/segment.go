@@ -1,0 +1,571 @@
+package microbatch
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// Keyed state is stored as segments and deltas (docs/checkpoint.md). Every
+// entry has a sequence number, the order in which its key got state;
+// segment i holds the live entries with sequence numbers in
+// [i<<segmentShift, (i+1)<<segmentShift) as of one batch, and the delta of
+// batch n every entry that n changed or removed. A Store keeps a few large
+// values per operator, not one per key, and a commit writes the delta plus a
+// few segments, round-robin, about as many bytes as the delta.
+const segmentShift = 16
+
+// minRewrite is the least a commit spends rewriting segments, so that a
+// trickle of changes still cycles through the segments and lets old deltas go.
+const minRewrite = 256 << 10
+
+// Both segments and deltas are encoded as a header and entries:
+//
+//	header: format byte, flags byte (flagTimed), batch uvarint, next sequence
+//	        number uvarint, entry count uvarint
+//	entry:  sequence number uvarint, kind byte (0 removed, 1 set), and for a
+//	        set entry: key length uvarint, key, [touched varint if timed],
+//	        value length uvarint, value
+const (
+	partFormat = 1
+	flagTimed  = 1
+)
+
+// storedState is a table's record of what the Store holds of it.
+type storedState struct {
+	// segs has, by segment index, the batch of its stored snapshot (0:
+	// none) and the delta bytes written for it since.
+	segs []segmentInfo
+	// deltas are the committed deltas the Store keeps, in batch order,
+	// each with the segments it touched.
+	deltas []deltaInfo
+	// cursor is the segment the next rewrite starts at (round-robin).
+	cursor int
+	// replace makes the next checkpoint rewrite every segment, replacing
+	// all the Store holds: after a rebuilt or renumbered state.
+	replace bool
+	// next is what the checkpoint being committed changes, applied by
+	// committed.
+	next struct {
+		batch     uint64
+		delta     *deltaInfo
+		deltaSize map[int]int
+		rewritten []int
+		drop      int // deltas dropped from the front of deltas
+		replace   bool
+	}
+}
+
+type segmentInfo struct {
+	batch uint64
+	dirty int
+}
+
+type deltaInfo struct {
+	batch uint64
+	segs  []int
+}
+
+func appendHeader(b []byte, timed bool, batch, nextSeq uint64, count int) []byte {
+	flags := byte(0)
+	if timed {
+		flags |= flagTimed
+	}
+	b = append(b, partFormat, flags)
+	b = binary.AppendUvarint(b, batch)
+	b = binary.AppendUvarint(b, nextSeq)
+	return binary.AppendUvarint(b, uint64(count))
+}
+
+// appendEntry appends entry i as a set entry.
+func (t *table[K, S]) appendEntry(b []byte, i int) []byte {
+	e := &t.entries[i]
+	b = binary.AppendUvarint(b, e.seq())
+	b = append(b, 1)
+	lenAt := len(b)
+	b = append(b, 0) // a one-byte length, widened below if need be
+	b = t.keys.Append(b, e.key)
+	b = fixLength(b, lenAt)
+	if t.timed {
+		b = binary.AppendVarint(b, t.touched[i])
+	}
+	lenAt = len(b)
+	b = append(b, 0)
+	b = t.vals.Append(b, e.val)
+	return fixLength(b, lenAt)
+}
+
+// fixLength writes the length of what follows b[at] as a uvarint at at,
+// where one byte was reserved, moving the bytes when it needs more.
+func fixLength(b []byte, at int) []byte {
+	n := len(b) - at - 1
+	if n < 0x80 {
+		b[at] = byte(n)
+		return b
+	}
+	var tmp [binary.MaxVarintLen64]byte
+	w := binary.PutUvarint(tmp[:], uint64(n))
+	b = slices.Insert(b, at+1, tmp[1:w]...)
+	copy(b[at:], tmp[:w])
+	return b
+}
+
+// delta encodes the entries batch changed, or returns false if it changed
+// none. It records which segments the delta touches for the checkpoint.
+func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
+	st := &t.stored
+	st.next.batch, st.next.delta, st.next.deltaSize = batch, nil, nil
+	if len(t.dirty) == 0 {
+		return Delta{}, false
+	}
+	buf := make([]byte, 0, max(64, t.encoded))
+	buf = appendHeader(buf, t.timed, batch, t.nextSeq, len(t.dirty))
+	sizes := map[int]int{}
+	for _, i := range t.dirty {
+		from := len(buf)
+		if e := &t.entries[i]; e.live() {
+			buf = t.appendEntry(buf, int(i))
+		} else {
+			buf = binary.AppendUvarint(buf, e.seq())
+			buf = append(buf, 0)
+		}
+		sizes[int(t.entries[i].seq()>>segmentShift)] += len(buf) - from
+	}
+	t.encoded = len(buf)
+	info := &deltaInfo{batch: batch, segs: make([]int, 0, len(sizes))}
+	for s := range sizes {
+		info.segs = append(info.segs, s)
+	}
+	slices.Sort(info.segs)
+	st.next.delta, st.next.deltaSize = info, sizes
+	return Delta{Op: t.op, Batch: batch, Data: buf}, true
+}
+
+// checkpoint adds to c what committing batch stores of the table: the
+// segments it rewrites and the deltas it drops. delta must have run for
+// the batch first.
+func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
+	st := &t.stored
+	if st.next.batch != batch {
+		st.next.batch, st.next.delta, st.next.deltaSize = batch, nil, nil
+	}
+	st.next.rewritten, st.next.drop, st.next.replace = nil, 0, false
+	if t.nextSeq > 2*uint64(t.len())+2<<segmentShift {
+		// Keys that come and go (a window's) use sequence numbers up;
+		// numbering the live ones afresh keeps the segments dense.
+		t.renumber()
+		st.replace = true
+	}
+	nseg := int((t.nextSeq + 1<<segmentShift - 1) >> segmentShift)
+	dirty := func(s int) int {
+		d := st.next.deltaSize[s]
+		if s < len(st.segs) {
+			d += st.segs[s].dirty
+		}
+		return d
+	}
+	if st.replace {
+		st.next.replace = true
+		c.Replace = append(c.Replace, t.op)
+		for s := range nseg {
+			st.next.rewritten = append(st.next.rewritten, s)
+		}
+	} else if nseg > 0 {
+		budget := minRewrite
+		if st.next.delta != nil {
+			budget = max(budget, t.encoded)
+		}
+		start := st.cursor % nseg
+		for k := 0; k < nseg && budget > 0; k++ {
+			s := (start + k) % nseg
+			if dirty(s) == 0 && (s < len(st.segs) && st.segs[s].batch > 0 || t.segmentEmpty(s)) {
+				continue // its stored snapshot (or absence) is current
+			}
+			st.next.rewritten = append(st.next.rewritten, s)
+			budget -= t.segmentBytes(s)
+			st.cursor = s + 1
+		}
+	}
+	for _, s := range st.next.rewritten {
+		c.Segments = append(c.Segments, Segment{Op: t.op, Index: uint32(s), Data: t.encodeSegment(s, batch)})
+	}
+	if st.next.replace {
+		return // the replaced deltas go with the operator's old state
+	}
+	// A delta goes once every segment it touched has a newer snapshot.
+	snap := func(s int) uint64 {
+		if slices.Contains(st.next.rewritten, s) {
+			return batch
+		}
+		if s < len(st.segs) {
+			return st.segs[s].batch
+		}
+		return 0
+	}
+	passed := func(d *deltaInfo) bool {
+		for _, s := range d.segs {
+			if snap(s) < d.batch {
+				return false
+			}
+		}
+		return true
+	}
+	for st.next.drop < len(st.deltas) && passed(&st.deltas[st.next.drop]) {
+		c.Drop = append(c.Drop, Delta{Op: t.op, Batch: st.deltas[st.next.drop].batch})
+		st.next.drop++
+	}
+	if d := st.next.delta; d != nil && st.next.drop == len(st.deltas) && passed(d) {
+		c.Drop = append(c.Drop, Delta{Op: t.op, Batch: d.batch})
+		st.next.delta = nil
+	}
+}
+
+// checkpointed applies what the committed checkpoint stored.
+func (t *table[K, S]) checkpointed() {
+	st := &t.stored
+	nseg := int((t.nextSeq + 1<<segmentShift - 1) >> segmentShift)
+	if len(st.segs) < nseg {
+		st.segs = append(st.segs, make([]segmentInfo, nseg-len(st.segs))...)
+	}
+	if st.next.replace {
+		st.deltas, st.replace = nil, false
+		clear(st.segs)
+		st.segs = st.segs[:nseg]
+	} else {
+		st.deltas = st.deltas[st.next.drop:]
+		for s, n := range st.next.deltaSize {
+			if s < len(st.segs) {
+				st.segs[s].dirty += n
+			}
+		}
+		if st.next.delta != nil {
+			st.deltas = append(st.deltas, *st.next.delta)
+		}
+	}
+	for _, s := range st.next.rewritten {
+		st.segs[s] = segmentInfo{batch: st.next.batch}
+	}
+	st.next.delta, st.next.deltaSize, st.next.rewritten, st.next.drop, st.next.replace = nil, nil, nil, 0, false
+}
+
+// segmentRange returns the positions of the entries of segment s.
+func (t *table[K, S]) segmentRange(s int) (lo, hi int) {
+	first, last := uint64(s)<<segmentShift, uint64(s+1)<<segmentShift
+	lo = sort.Search(len(t.entries), func(i int) bool { return t.entries[i].seq() >= first })
+	hi = lo + sort.Search(len(t.entries)-lo, func(i int) bool { return t.entries[lo+i].seq() >= last })
+	return lo, hi
+}
+
+func (t *table[K, S]) segmentEmpty(s int) bool {
+	lo, hi := t.segmentRange(s)
+	for i := lo; i < hi; i++ {
+		if t.entries[i].live() {
+			return false
+		}
+	}
+	return true
+}
+
+// segmentBytes estimates the encoded size of segment s.
+func (t *table[K, S]) segmentBytes(s int) int {
+	lo, hi := t.segmentRange(s)
+	per := 16
+	if n := t.len(); n > 0 && t.encoded > 0 && len(t.dirty) > 0 {
+		per = max(8, t.encoded/len(t.dirty))
+	}
+	return (hi - lo) * per
+}
+
+func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
+	lo, hi := t.segmentRange(s)
+	live := 0
+	for i := lo; i < hi; i++ {
+		if t.entries[i].live() {
+			live++
+		}
+	}
+	b := appendHeader(make([]byte, 0, 16+live*16), t.timed, batch, t.nextSeq, live)
+	for i := lo; i < hi; i++ {
+		if t.entries[i].live() {
+			b = t.appendEntry(b, i)
+		}
+	}
+	return b
+}
+
+// renumber gives the live entries the sequence numbers 0, 1, … in their
+// order, dropping the dead ones. The whole state is rewritten after it, so
+// which entries the batch changed no longer matters.
+func (t *table[K, S]) renumber() {
+	for _, i := range t.dirty {
+		t.entries[i].meta &^= dirtyFlag
+	}
+	t.dirty = t.dirty[:0]
+	t.compact()
+	for i := range t.entries {
+		e := &t.entries[i]
+		e.meta = e.meta&^seqMask | uint64(i)
+	}
+	t.nextSeq = uint64(len(t.entries))
+}
+
+// part is one decoded stored part.
+type part struct {
+	batch   uint64
+	nextSeq uint64
+	timed   bool
+	entries []rawEntry
+}
+
+// rawEntry is an entry whose key and value are still encoded.
+type rawEntry struct {
+	seq     uint64
+	set     bool
+	touched int64
+	key     []byte
+	val     []byte
+}
+
+var errCorrupt = errors.New("corrupt state part")
+
+func decodePart(b []byte) (part, error) {
+	if len(b) < 2 || b[0] != partFormat {
+		return part{}, fmt.Errorf("%w: unknown format", errCorrupt)
+	}
+	p := part{timed: b[1]&flagTimed != 0}
+	b = b[2:]
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	bytesOf := func() ([]byte, bool) {
+		n, ok := uv()
+		if !ok || n > uint64(len(b)) {
+			return nil, false
+		}
+		v := b[:n:n]
+		b = b[n:]
+		return v, true
+	}
+	var count uint64
+	var ok1, ok2, ok3 bool
+	p.batch, ok1 = uv()
+	p.nextSeq, ok2 = uv()
+	count, ok3 = uv()
+	if !ok1 || !ok2 || !ok3 || count > uint64(len(b)) {
+		return part{}, fmt.Errorf("%w: header", errCorrupt)
+	}
+	p.entries = make([]rawEntry, 0, count)
+	for range count {
+		var e rawEntry
+		var ok bool
+		if e.seq, ok = uv(); !ok || len(b) == 0 || b[0] > 1 {
+			return part{}, fmt.Errorf("%w: entry %d", errCorrupt, len(p.entries))
+		}
+		e.set = b[0] == 1
+		b = b[1:]
+		if e.set {
+			if e.key, ok = bytesOf(); !ok {
+				return part{}, fmt.Errorf("%w: key of entry %d", errCorrupt, len(p.entries))
+			}
+			if p.timed {
+				t, n := binary.Varint(b)
+				if n <= 0 {
+					return part{}, fmt.Errorf("%w: time of entry %d", errCorrupt, len(p.entries))
+				}
+				e.touched, b = t, b[n:]
+			}
+			if e.val, ok = bytesOf(); !ok {
+				return part{}, fmt.Errorf("%w: value of entry %d", errCorrupt, len(p.entries))
+			}
+		}
+		p.entries = append(p.entries, e)
+	}
+	if len(b) != 0 {
+		return part{}, fmt.Errorf("%w: %d bytes after the entries", errCorrupt, len(b))
+	}
+	return p, nil
+}
+
+// stateLoader collects the stored parts of one operator's state.
+type stateLoader struct {
+	committed uint64
+	segments  map[uint32][]byte
+	deltas    map[uint64][]byte
+}
+
+func (l *stateLoader) add(p StatePart) error {
+	switch p.Kind {
+	case SegmentPart:
+		l.segments[p.Index] = p.Data
+	case DeltaPart:
+		if p.Batch <= l.committed { // a later one is a prepared batch's
+			l.deltas[p.Batch] = p.Data
+		}
+	default:
+		return fmt.Errorf("%w: part of kind %d", errCorrupt, p.Kind)
+	}
+	return nil
+}
+
+// restoreParts rebuilds the table from the parts l collected: every
+// segment, then the deltas newer than it for its entries, in batch order.
+func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
+	segs := map[int]part{}
+	maxSeg := -1
+	nextSeq := uint64(0)
+	for i, data := range l.segments {
+		p, err := decodePart(data)
+		if err != nil {
+			return fmt.Errorf("state %s: segment %d: %w", t.op, i, err)
+		}
+		segs[int(i)] = p
+		maxSeg = max(maxSeg, int(i))
+		nextSeq = max(nextSeq, p.nextSeq)
+	}
+	batches := make([]uint64, 0, len(l.deltas))
+	for b := range l.deltas {
+		batches = append(batches, b)
+	}
+	slices.Sort(batches)
+	// overlay holds, by segment, the delta entries newer than its
+	// snapshot, in batch order.
+	overlay := map[int][]rawEntry{}
+	var deltas []deltaInfo
+	for _, b := range batches {
+		p, err := decodePart(l.deltas[b])
+		if err != nil {
+			return fmt.Errorf("state %s: delta of batch %d: %w", t.op, b, err)
+		}
+		nextSeq = max(nextSeq, p.nextSeq)
+		info := deltaInfo{batch: b}
+		for _, e := range p.entries {
+			s := int(e.seq >> segmentShift)
+			if !slices.Contains(info.segs, s) {
+				info.segs = append(info.segs, s)
+			}
+			maxSeg = max(maxSeg, s)
+			if b > segs[s].batch {
+				overlay[s] = append(overlay[s], e)
+			}
+		}
+		slices.Sort(info.segs)
+		deltas = append(deltas, info)
+	}
+	merged := make([][]rawEntry, maxSeg+1)
+	for s := range merged {
+		merged[s] = mergeSegment(segs[s].entries, overlay[s])
+	}
+	// Decoding keys and values is most of a restore's work: by segment,
+	// in parallel.
+	decoded := make([][]entry[K, S], len(merged))
+	touched := make([][]int64, len(merged))
+	errs := make([]error, len(merged))
+	work := make(chan int, len(merged))
+	for s := range merged {
+		work <- s
+	}
+	close(work)
+	var wg sync.WaitGroup
+	for range max(1, min(parallelism, len(merged))) {
+		wg.Go(func() {
+			for s := range work {
+				decoded[s], touched[s], errs[s] = t.decodeEntries(merged[s])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	n := 0
+	for _, d := range decoded {
+		n += len(d)
+	}
+	t.entries = make([]entry[K, S], 0, n)
+	if t.timed {
+		t.touched = make([]int64, 0, n)
+	}
+	for s, d := range decoded {
+		t.entries = append(t.entries, d...)
+		if t.timed {
+			t.touched = append(t.touched, touched[s]...)
+		}
+	}
+	t.keyBytes = 0
+	for i := range t.entries {
+		t.keyBytes += keySize(t.entries[i].key)
+	}
+	if len(t.entries) > 0 {
+		nextSeq = max(nextSeq, t.entries[len(t.entries)-1].seq()+1)
+	}
+	t.nextSeq = nextSeq
+	t.index.reserve(len(t.entries))
+	for i := range t.entries {
+		t.index.add(t.entries[i].key, int32(i), t.keyAt)
+	}
+	st := &t.stored
+	st.segs = make([]segmentInfo, maxSeg+1)
+	for s, p := range segs {
+		st.segs[s].batch = p.batch
+	}
+	for s, o := range overlay {
+		for _, e := range o {
+			st.segs[s].dirty += len(e.key) + len(e.val) + 4
+		}
+	}
+	st.deltas, st.cursor, st.replace = deltas, 0, false
+	return nil
+}
+
+// mergeSegment applies a segment's newer delta entries, in batch order, to
+// its snapshot entries, which are in sequence order; the result is too.
+func mergeSegment(base, overlay []rawEntry) []rawEntry {
+	if len(overlay) == 0 {
+		return base
+	}
+	out := slices.Clone(base)
+	for _, e := range overlay {
+		i, found := slices.BinarySearchFunc(out, e.seq, func(x rawEntry, seq uint64) int { return cmp.Compare(x.seq, seq) })
+		if found {
+			out[i] = e
+		} else {
+			out = slices.Insert(out, i, e)
+		}
+	}
+	return slices.DeleteFunc(out, func(e rawEntry) bool { return !e.set })
+}
+
+func (t *table[K, S]) decodeEntries(raw []rawEntry) ([]entry[K, S], []int64, error) {
+	out := make([]entry[K, S], len(raw))
+	var touched []int64
+	if t.timed {
+		touched = make([]int64, len(raw))
+	}
+	for i, e := range raw {
+		k, err := t.keys.Decode(e.key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("state %s: decode key: %w", t.op, err)
+		}
+		v, err := t.vals.Decode(e.val)
+		if err != nil {
+			return nil, nil, fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
+		}
+		if e.seq > seqMask {
+			return nil, nil, fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, e.seq, k)
+		}
+		out[i] = entry[K, S]{key: k, val: v, meta: e.seq | liveFlag}
+		if t.timed {
+			touched[i] = e.touched
+		}
+	}
+	return out, touched, nil
+}
