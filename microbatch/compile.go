@@ -2,7 +2,7 @@ package microbatch
 
 import (
 	"crypto/sha256"
-		"encoding/hex"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"

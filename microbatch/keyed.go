@@ -280,13 +280,16 @@ func group[K comparable, V, W any](a []Pair[K, V], b []Pair[K, W], bOnly bool) [
 
 // pairwise builds a stream from two keyed streams of equal slide.
 func pairwise[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
-	return pairwiseBy(op, a, b, cogroup[K, V, W], f)
+	return pairwiseBy(op, a, b, false, cogroup[K, V, W], f)
 }
 
-// pairwiseBy is pairwise with the grouping of the two batches chosen.
-func pairwiseBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]],
+// pairwiseBy is pairwise with the grouping of the two batches chosen. A
+// grouping that looks keys up in b's state (lookup) needs b to have
+// computed every batch a computes, so b's slide must divide a's; one that
+// reads both batches needs equal slides.
+func pairwiseBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], lookup bool,
 	group func([]Pair[K, V], []Pair[K, W]) []Pair[K, Pair[[]V, []W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
-	if a.slide != b.slide {
+	if a.slide != b.slide && !(lookup && a.slide%b.slide == 0) {
 		a.job.fail(op, fmt.Errorf("streams slide every %v and %v: %s needs equal slides",
 			a.SlideDuration(), b.SlideDuration(), op))
 	}
@@ -306,10 +309,10 @@ func pairwiseBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *
 // lookups, and the totals are not listed at all if nothing else reads them.
 func joinBy[K comparable, V, W, U any](op string, a *Stream[Pair[K, V]], b *Stream[Pair[K, W]], f func(groups []Pair[K, Pair[[]V, []W]]) []U) *Stream[U] {
 	view, ok := b.view.(keyedView[K, W])
-	if !ok {
-		return pairwiseBy(op, a, b, joinGroups[K, V, W], f)
+	if !ok || a.slide%b.slide != 0 {
+		return pairwiseBy(op, a, b, false, joinGroups[K, V, W], f)
 	}
-	s := pairwiseBy(op, a, b, func(av []Pair[K, V], _ []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
+	s := pairwiseBy(op, a, b, true, func(av []Pair[K, V], _ []Pair[K, W]) []Pair[K, Pair[[]V, []W]] {
 		return lookupGroups(av, view)
 	}, f)
 	s.lookupOf = b

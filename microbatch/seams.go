@@ -160,6 +160,10 @@ type Message struct {
 	Key     []byte
 	Value   []byte
 	Headers []Header
+	// MayTruncate lets the sink cut the value to what its topic takes
+	// (a dead letter of an oversized line), noting the original size in a
+	// header, rather than fail the batch.
+	MayTruncate bool
 }
 
 // Header is a record header of a Message.

@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,8 +17,9 @@ import (
 	"github.com/dstream-io/dstream/microbatch"
 )
 
-// FormatVersion is the checkpoint layout this build reads and writes.
-const FormatVersion = "1"
+// FormatVersion is the checkpoint layout this build reads and writes
+// (docs/checkpoint.md).
+const FormatVersion = "2"
 
 // Client is the part of a Redis client the store uses; *redis.Client and
 // *redis.ClusterClient satisfy it.
@@ -66,18 +66,18 @@ type Redis struct {
 	log   zerolog.Logger
 	keys  keys
 	epoch uint64
-
-	// staged are the changes of the batch this instance prepared last, so
-	// that Commit need not read them back.
-	staged struct {
-		batch   uint64
-		changes []microbatch.Change
-	}
 }
 
 type keys struct {
 	meta, lease, plans, pending, statePrefix string
 }
+
+// stateKey is the hash of operator op's segments and deltas.
+func (k keys) stateKey(op string) string { return k.statePrefix + op }
+
+// Fields of a state hash: segment i is s<i>, the delta of batch n d<n>.
+func segmentField(i uint32) string { return "s" + strconv.FormatUint(uint64(i), 10) }
+func deltaField(n uint64) string   { return "d" + strconv.FormatUint(n, 10) }
 
 // Option configures a Redis store.
 type Option func(*Redis)
@@ -103,7 +103,7 @@ func NewRedis(rdb Client, cfg Config, opts ...Option) (*Redis, error) {
 	tag := "{dstream:" + cfg.Job + "}"
 	r := &Redis{rdb: rdb, cfg: cfg, log: zerolog.Nop(), keys: keys{
 		meta: tag + ":meta", lease: tag + ":lease", plans: tag + ":plans",
-		pending: tag + ":pending", statePrefix: tag + ":state:",
+		pending: tag + ":pending", statePrefix: tag + ":st:",
 	}}
 	for _, o := range opts {
 		o(r)
@@ -145,8 +145,8 @@ if v and v ~= ARGV[3] then return {-1, v} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], 'version', ARGV[3])
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
-local m = redis.call('HMGET', KEYS[2], 'committed', 'planned', 'prepared')
-return {epoch, m[1] or '0', m[2] or '0', m[3] or '0'}
+local m = redis.call('HMGET', KEYS[2], 'committed', 'planned', 'prepared', 'base', 'graph')
+return {epoch, m[1] or '0', m[2] or '0', m[3] or '0', m[4] or '0', m[5] or ''}
 `)
 
 // Acquire implements microbatch.Store: it waits while another instance
@@ -174,12 +174,12 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 			return microbatch.Meta{}, fmt.Errorf("state: acquire %s: %w", r.cfg.Job, err)
 		}
 		if n, _ := res[0].(int64); n == -1 {
-			return microbatch.Meta{}, permanentError{fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s: "+
-				"run the dstream version that wrote it, or reset the job by deleting its keys "+
-				"(redis-cli --scan --pattern '{dstream:%s}:*' | xargs redis-cli del)", r.cfg.Job, res[1], FormatVersion, r.cfg.Job)}
+			return microbatch.Meta{}, permanentError{fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s "+
+				"(docs/checkpoint.md): run the dstream version that wrote it, or `dstream reset --yes` to start the job over "+
+				"(its state goes; batch ids go on)", r.cfg.Job, res[1], FormatVersion)}
 		}
-		nums := make([]uint64, 4)
-		for i, v := range res {
+		nums := make([]uint64, 5)
+		for i, v := range res[:5] {
 			switch v := v.(type) {
 			case int64:
 				nums[i] = uint64(v)
@@ -188,7 +188,11 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 			}
 		}
 		r.epoch = nums[0]
-		return microbatch.Meta{Epoch: nums[0], Committed: nums[1], Planned: nums[2], Prepared: nums[3]}, nil
+		meta := microbatch.Meta{Epoch: nums[0], Committed: nums[1], Planned: nums[2], Prepared: nums[3], Base: nums[4]}
+		if g, _ := res[5].(string); g != "" {
+			meta.Graph = []byte(g)
+		}
+		return meta, nil
 	}
 }
 
@@ -317,16 +321,22 @@ func (r *Redis) Plans(ctx context.Context, from, to uint64) ([]microbatch.Plan, 
 }
 
 // LoadState implements microbatch.Store.
-func (r *Redis) LoadState(ctx context.Context, op string, fn func(key, value []byte) error) error {
-	key := r.keys.statePrefix + op
+func (r *Redis) LoadState(ctx context.Context, op string, fn func(microbatch.StatePart) error) error {
+	key := r.keys.stateKey(op)
 	var cursor uint64
 	for {
-		kvs, next, err := r.rdb.HScan(ctx, key, cursor, "", 10000).Result()
+		// Values are large (a segment holds up to 65536 entries): a few
+		// fields a call.
+		kvs, next, err := r.rdb.HScan(ctx, key, cursor, "", 16).Result()
 		if err != nil {
 			return fmt.Errorf("state: load %s: %w", op, err)
 		}
 		for i := 0; i+1 < len(kvs); i += 2 {
-			if err := fn([]byte(kvs[i]), []byte(kvs[i+1])); err != nil {
+			p, err := statePart(kvs[i], kvs[i+1])
+			if err != nil {
+				return permanentError{fmt.Errorf("state: load %s: %w", op, err)}
+			}
+			if err := fn(p); err != nil {
 				return err
 			}
 		}
@@ -337,197 +347,111 @@ func (r *Redis) LoadState(ctx context.Context, op string, fn func(key, value []b
 	}
 }
 
-// chunk bounds the fields of one HSET or HDEL in a transaction.
+// statePart parses a field of a state hash.
+func statePart(field, value string) (microbatch.StatePart, error) {
+	if len(field) > 1 {
+		n, err := strconv.ParseUint(field[1:], 10, 64)
+		switch {
+		case err != nil:
+		case field[0] == 's' && n <= 1<<32-1:
+			return microbatch.StatePart{Kind: microbatch.SegmentPart, Index: uint32(n), Data: []byte(value)}, nil
+		case field[0] == 'd':
+			return microbatch.StatePart{Kind: microbatch.DeltaPart, Batch: n, Data: []byte(value)}, nil
+		}
+	}
+	return microbatch.StatePart{}, fmt.Errorf("unknown field %q in a state hash", field)
+}
+
+// chunk bounds the fields of one HDEL in a transaction.
 const chunk = 1000
 
-// Prepare implements microbatch.Store. The changes go to …:pending, one
-// string in the layout of encodePending, in a MULTI/EXEC transaction that
-// Redis runs only if …:meta did not change since the epoch and batch id
-// were checked (see cas).
-func (r *Redis) Prepare(ctx context.Context, batch uint64, changes []microbatch.Change) error {
-	blob := encodePending(changes)
-	err := r.cas(ctx, fmt.Sprintf("prepare batch %d", batch), func(_ *redis.Tx, m meta) (bool, error) {
+// Prepare implements microbatch.Store: each delta goes to its operator's
+// state hash as field d<batch>, where loads ignore it until the batch
+// commits, and …:pending lists the operators, in a MULTI/EXEC transaction
+// that Redis runs only if …:meta did not change since the epoch and batch
+// id were checked (see cas).
+func (r *Redis) Prepare(ctx context.Context, batch uint64, deltas []microbatch.Delta) error {
+	ops := make([]string, 0, len(deltas))
+	for _, d := range deltas {
+		ops = append(ops, d.Op)
+	}
+	return r.cas(ctx, fmt.Sprintf("prepare batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
 		if batch != m.committed+1 || batch != m.planned {
-			return false, fmt.Errorf("prepare %d with committed %d, planned %d", batch, m.committed, m.planned)
+			return false, conflictf("prepare %d with committed %d, planned %d", batch, m.committed, m.planned)
 		}
 		return false, nil
 	}, func(p redis.Pipeliner, _ meta) {
-		p.Set(ctx, r.keys.pending, blob, 0)
+		for _, d := range deltas {
+			p.HSet(ctx, r.keys.stateKey(d.Op), deltaField(batch), d.Data)
+		}
+		p.Set(ctx, r.keys.pending, strings.Join(ops, "\n"), 0)
 		p.HSet(ctx, r.keys.meta, "prepared", batch)
 	})
-	if err == nil {
-		r.staged.batch, r.staged.changes = batch, changes
-	}
-	return err
 }
 
 // Commit implements microbatch.Store: in one MULTI/EXEC transaction that
-// runs only if …:meta did not change since it was checked, the staged
-// changes go to the state hashes, …:pending goes and committed becomes
-// batch. The changes come from this instance's Prepare, or from …:pending
-// when another instance prepared the batch (recovery completing it).
-func (r *Redis) Commit(ctx context.Context, batch, keepFrom uint64) error {
-	if keepFrom > batch {
-		return fmt.Errorf("state: commit batch %d: keeping plans from %d, after the batch: %w", batch, keepFrom, microbatch.ErrPermanent)
+// runs only if …:meta did not change since it was checked, the replaced
+// operators' hashes go, the rewritten segments and the dropped deltas
+// change, …:pending goes and committed becomes c.Batch.
+func (r *Redis) Commit(ctx context.Context, c microbatch.Checkpoint) error {
+	batch := c.Batch
+	if c.KeepFrom > batch {
+		return permanentError{fmt.Errorf("state: commit batch %d: keeping plans from %d, after the batch", batch, c.KeepFrom)}
 	}
-	var changes []microbatch.Change
 	offsets := ""
-	err := r.cas(ctx, fmt.Sprintf("commit batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
+	return r.cas(ctx, fmt.Sprintf("commit batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
 		if m.committed == batch && m.prepared == 0 {
 			return true, nil // a retry of a commit that went through
 		}
 		if batch != m.committed+1 || m.prepared != batch {
-			return false, fmt.Errorf("commit %d with committed %d, prepared %d", batch, m.committed, m.prepared)
+			return false, conflictf("commit %d with committed %d, prepared %d", batch, m.committed, m.prepared)
 		}
-		changes = r.staged.changes
-		if r.staged.batch != batch {
-			var err error
-			if changes, err = r.loadPending(ctx, tx); err != nil {
-				return false, err
-			}
+		s, err := tx.HGet(ctx, r.keys.plans, strconv.FormatUint(batch, 10)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return false, err
 		}
-		if s, err := tx.HGet(ctx, r.keys.plans, strconv.FormatUint(batch, 10)).Result(); err == nil {
-			if p, err := decodePlan(s); err == nil {
-				offsets = p.OffsetsHeader()
-			}
+		if p, err := decodePlan(s); err == nil {
+			offsets = p.OffsetsHeader()
 		}
 		return false, nil
 	}, func(p redis.Pipeliner, m meta) {
-		var ops []string
-		sets, dels := map[string][]any{}, map[string][]string{}
-		for _, c := range changes {
-			if _, ok := sets[c.Op]; !ok {
-				ops = append(ops, c.Op)
-				sets[c.Op] = nil
-			}
-			if c.Delete {
-				dels[c.Op] = append(dels[c.Op], string(c.Key))
-			} else {
-				sets[c.Op] = append(sets[c.Op], c.Key, c.Value)
-			}
+		for _, op := range c.Replace {
+			p.Unlink(ctx, r.keys.stateKey(op))
 		}
-		for _, op := range ops {
-			hash, kv, del := r.keys.statePrefix+op, sets[op], dels[op]
-			for i := 0; i < len(kv); i += 2 * chunk {
-				p.HSet(ctx, hash, kv[i:min(len(kv), i+2*chunk)]...)
+		for _, seg := range c.Segments {
+			p.HSet(ctx, r.keys.stateKey(seg.Op), segmentField(seg.Index), seg.Data)
+		}
+		drops := map[string][]string{}
+		var dropOps []string
+		for _, d := range c.Drop {
+			if _, ok := drops[d.Op]; !ok {
+				dropOps = append(dropOps, d.Op)
 			}
-			for i := 0; i < len(del); i += chunk {
-				p.HDel(ctx, hash, del[i:min(len(del), i+chunk)]...)
+			drops[d.Op] = append(drops[d.Op], deltaField(d.Batch))
+		}
+		for _, op := range dropOps {
+			fields := drops[op]
+			for i := 0; i < len(fields); i += chunk {
+				p.HDel(ctx, r.keys.stateKey(op), fields[i:min(len(fields), i+chunk)]...)
 			}
 		}
 		p.Unlink(ctx, r.keys.pending)
 		p.HSet(ctx, r.keys.meta, "committed", batch, "prepared", 0, "offsets", offsets)
-		if keepFrom > m.trimmed {
-			ids := make([]string, 0, min(keepFrom-m.trimmed, chunk))
-			for id := m.trimmed; id < keepFrom; id++ {
+		if c.Graph != nil {
+			p.HSet(ctx, r.keys.meta, "graph", c.Graph)
+		}
+		if c.KeepFrom > m.trimmed {
+			ids := make([]string, 0, min(c.KeepFrom-m.trimmed, chunk))
+			for id := m.trimmed; id < c.KeepFrom; id++ {
 				ids = append(ids, strconv.FormatUint(id, 10))
-				if len(ids) == chunk || id == keepFrom-1 {
+				if len(ids) == chunk || id == c.KeepFrom-1 {
 					p.HDel(ctx, r.keys.plans, ids...)
 					ids = ids[:0]
 				}
 			}
-			p.HSet(ctx, r.keys.meta, "trimmed", keepFrom)
+			p.HSet(ctx, r.keys.meta, "trimmed", c.KeepFrom)
 		}
 	})
-	if err == nil {
-		r.staged.batch, r.staged.changes = 0, nil
-	}
-	return err
-}
-
-// encodePending lays changes out as one string: for each, the op, the key
-// and, unless it is a deletion, the value, each as a uvarint length and its
-// bytes, a deletion marked by a length of 0 and a flag byte 0 before the
-// value (1 for a value).
-func encodePending(changes []microbatch.Change) []byte {
-	n := 0
-	for _, c := range changes {
-		n += len(c.Op) + len(c.Key) + len(c.Value) + 3*binary.MaxVarintLen32 + 1
-	}
-	b := make([]byte, 0, n)
-	for _, c := range changes {
-		b = binary.AppendUvarint(b, uint64(len(c.Op)))
-		b = append(b, c.Op...)
-		b = binary.AppendUvarint(b, uint64(len(c.Key)))
-		b = append(b, c.Key...)
-		if c.Delete {
-			b = append(b, 0)
-			continue
-		}
-		b = append(b, 1)
-		b = binary.AppendUvarint(b, uint64(len(c.Value)))
-		b = append(b, c.Value...)
-	}
-	return b
-}
-
-// decodePending is the inverse of encodePending.
-func decodePending(b []byte) ([]microbatch.Change, error) {
-	var out []microbatch.Change
-	next := func() ([]byte, bool) {
-		n, l := binary.Uvarint(b)
-		if l <= 0 || uint64(len(b)-l) < n {
-			return nil, false
-		}
-		v := b[l : l+int(n)]
-		b = b[l+int(n):]
-		return v, true
-	}
-	for len(b) > 0 {
-		op, ok1 := next()
-		key, ok2 := next()
-		if !ok1 || !ok2 || len(b) == 0 {
-			return nil, fmt.Errorf("pending changes: malformed at change %d", len(out))
-		}
-		c := microbatch.Change{Op: string(op), Key: key, Delete: b[0] == 0}
-		b = b[1:]
-		if !c.Delete {
-			v, ok := next()
-			if !ok {
-				return nil, fmt.Errorf("pending changes: malformed value at change %d", len(out))
-			}
-			c.Value = v
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-// loadPending reads the staged changes of another instance. A hash is the
-// layout of earlier builds: field op NUL key, value 1 and the value, or 0
-// for a deletion.
-func (r *Redis) loadPending(ctx context.Context, tx *redis.Tx) ([]microbatch.Change, error) {
-	typ, err := tx.Type(ctx, r.keys.pending).Result()
-	if err != nil {
-		return nil, err
-	}
-	switch typ {
-	case "none":
-		return nil, errors.New("the staged changes are missing")
-	case "string":
-		b, err := tx.Get(ctx, r.keys.pending).Bytes()
-		if err != nil {
-			return nil, err
-		}
-		return decodePending(b)
-	}
-	fields, err := tx.HGetAll(ctx, r.keys.pending).Result()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]microbatch.Change, 0, len(fields))
-	for f, v := range fields {
-		op, key, ok := strings.Cut(f, "\x00")
-		if !ok || v == "" {
-			return nil, fmt.Errorf("pending change %q: malformed", f)
-		}
-		c := microbatch.Change{Op: op, Key: []byte(key), Delete: v[0] == 0}
-		if !c.Delete {
-			c.Value = []byte(v[1:])
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 // meta is what the transactions check.
@@ -535,13 +459,23 @@ type meta struct {
 	committed, planned, prepared, trimmed uint64
 }
 
+// conflictError is a compare-and-set that found other progress: the one
+// error of a check that is microbatch.ErrConflict. Anything else a check
+// returns (the network, a timeout) is left for the caller to retry.
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string        { return e.msg }
+func (e conflictError) Is(target error) bool { return target == microbatch.ErrConflict }
+
+func conflictf(format string, args ...any) error { return conflictError{fmt.Sprintf(format, args...)} }
+
 // cas checks the caller's epoch against …:meta and runs check, which may
 // read more (its reads see what the transaction will change); unless check
 // fails or reports the work done, the commands queued by queue run in a
 // MULTI/EXEC transaction. Redis runs it only if …:meta did not change since
 // it was read (WATCH): an instance that took the job over meanwhile bumped
 // the epoch, so a fenced instance cannot write. This keeps the atomicity and
-// fencing of a script while the bulk of a batch's changes travel as plain
+// fencing of a script while the bulk of a batch's state travels as plain
 // commands rather than through Lua, which costs ten times as much.
 func (r *Redis) cas(ctx context.Context, what string, check func(tx *redis.Tx, m meta) (done bool, err error), queue func(p redis.Pipeliner, m meta)) error {
 	var checkErr error
@@ -571,8 +505,11 @@ func (r *Redis) cas(ctx context.Context, what string, check func(tx *redis.Tx, m
 			m := meta{committed: num(1, 0), planned: num(2, 0), prepared: num(3, 0), trimmed: num(4, 1)}
 			done, err := check(tx, m)
 			if err != nil {
-				checkErr = fmt.Errorf("%w: %w", microbatch.ErrConflict, err)
-				return nil
+				if errors.Is(err, microbatch.ErrConflict) {
+					checkErr = err
+					return nil
+				}
+				return err
 			}
 			if done {
 				return nil
@@ -599,18 +536,30 @@ func (r *Redis) cas(ctx context.Context, what string, check func(tx *redis.Tx, m
 	}
 }
 
-var discardScript = redis.NewScript(epochCheck + `
-if prepared == tonumber(ARGV[2]) then
-  redis.call('UNLINK', KEYS[2])
-  redis.call('HSET', KEYS[1], 'prepared', '0')
-end
-return 'ok'
-`)
-
-// Discard implements microbatch.Store.
+// Discard implements microbatch.Store: the prepared batch's deltas go from
+// the state hashes …:pending lists.
 func (r *Redis) Discard(ctx context.Context, batch uint64) error {
-	return r.write(ctx, fmt.Sprintf("discard batch %d", batch), discardScript,
-		[]string{r.keys.meta, r.keys.pending}, batch)
+	var ops []string
+	return r.cas(ctx, fmt.Sprintf("discard batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
+		if m.prepared != batch {
+			return true, nil
+		}
+		list, err := tx.Get(ctx, r.keys.pending).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return false, err
+		}
+		ops = nil
+		if list != "" {
+			ops = strings.Split(list, "\n")
+		}
+		return false, nil
+	}, func(p redis.Pipeliner, _ meta) {
+		for _, op := range ops {
+			p.HDel(ctx, r.keys.stateKey(op), deltaField(batch))
+		}
+		p.Unlink(ctx, r.keys.pending)
+		p.HSet(ctx, r.keys.meta, "prepared", 0)
+	})
 }
 
 // planJSON is the stored form of a plan.
@@ -618,6 +567,8 @@ type planJSON struct {
 	ID     uint64      `json:"id"`
 	Time   time.Time   `json:"time"`
 	Ranges []rangeJSON `json:"ranges"`
+	// IDs maps each topic to its topic ID.
+	IDs map[string]string `json:"ids,omitempty"`
 }
 
 type rangeJSON struct {
@@ -630,7 +581,13 @@ type rangeJSON struct {
 func encodePlan(p microbatch.Plan) (string, error) {
 	pj := planJSON{ID: p.ID, Time: p.Time.UTC(), Ranges: make([]rangeJSON, len(p.Ranges))}
 	for i, r := range p.Ranges {
-		pj.Ranges[i] = rangeJSON(r)
+		pj.Ranges[i] = rangeJSON{Topic: r.Topic, Partition: r.Partition, From: r.From, Until: r.Until}
+		if r.TopicID != "" {
+			if pj.IDs == nil {
+				pj.IDs = map[string]string{}
+			}
+			pj.IDs[r.Topic] = r.TopicID
+		}
 	}
 	b, err := json.Marshal(pj)
 	if err != nil {
@@ -646,7 +603,7 @@ func decodePlan(s string) (microbatch.Plan, error) {
 	}
 	p := microbatch.Plan{ID: pj.ID, Time: pj.Time.UTC(), Ranges: make([]microbatch.Range, len(pj.Ranges))}
 	for i, r := range pj.Ranges {
-		p.Ranges[i] = microbatch.Range(r)
+		p.Ranges[i] = microbatch.Range{Topic: r.Topic, Partition: r.Partition, From: r.From, Until: r.Until, TopicID: pj.IDs[r.Topic]}
 	}
 	return p, nil
 }

@@ -2,11 +2,13 @@ package state_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dstream-io/dstream/internal/redistest"
+	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/state"
 )
 
@@ -44,7 +46,7 @@ func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
 	srv := redistest.Shared(t)
 	rdb := srv.Client()
 	ctx := context.Background()
-	if err := rdb.HSet(ctx, "{dstream:old-format}:meta", "version", "0", "committed", "7").Err(); err != nil {
+	if err := rdb.HSet(ctx, "{dstream:old-format}:meta", "version", "1", "committed", "7").Err(); err != nil {
 		t.Fatal(err)
 	}
 	s, err := state.NewRedis(rdb, state.Config{Job: "old-format", LeaseTTL: time.Second})
@@ -52,8 +54,8 @@ func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.Acquire(ctx)
-	if err == nil || !strings.Contains(err.Error(), "format version 0") || !strings.Contains(err.Error(), "redis-cli") {
-		t.Fatalf("Acquire on a v0 checkpoint: %v, want a refusal that says how to reset", err)
+	if err == nil || !errors.Is(err, microbatch.ErrPermanent) || !strings.Contains(err.Error(), "format version 1") || !strings.Contains(err.Error(), "dstream reset") {
+		t.Fatalf("Acquire on a format-1 checkpoint: %v, want a permanent refusal that says how to reset", err)
 	}
 }
 

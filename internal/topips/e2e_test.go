@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/internal/topips"
 	"github.com/dstream-io/dstream/internal/weblog"
+	"github.com/dstream-io/dstream/internal/wiring"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/rdd"
 	"github.com/dstream-io/dstream/sinks"
@@ -196,7 +198,7 @@ func (f *fixture) run(t *testing.T, batches uint64, store microbatch.Store) erro
 		t.Fatal(err)
 	}
 	src := &planCheckingSource{Source: kafkaSrc, t: t, plans: f.store(t)}
-	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: f.out, Topics: []string{f.dlq}, TransactionalID: "dstream-" + f.job}, []kgo.Opt{kgo.SeedBrokers(f.broker.Addr())})
+	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: f.job, Output: f.out, DeadLetters: f.dlq}, []kgo.Opt{kgo.SeedBrokers(f.broker.Addr())}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,20 +379,20 @@ func (s *crashingStore) RecordPlan(ctx context.Context, p microbatch.Plan) error
 	return err
 }
 
-func (s *crashingStore) Prepare(ctx context.Context, batch uint64, ch []microbatch.Change) error {
-	err := s.Store.Prepare(ctx, batch, ch)
+func (s *crashingStore) Prepare(ctx context.Context, batch uint64, deltas []microbatch.Delta) error {
+	err := s.Store.Prepare(ctx, batch, deltas)
 	if err == nil && batch == s.batch && s.at == "after-prepare" {
 		return errCrash
 	}
 	return err
 }
 
-func (s *crashingStore) Commit(ctx context.Context, batch, keep uint64) error {
-	if batch == s.batch && s.at == "after-sink" {
+func (s *crashingStore) Commit(ctx context.Context, c microbatch.Checkpoint) error {
+	if c.Batch == s.batch && s.at == "after-sink" {
 		return errCrash // the output transaction committed, the checkpoint did not
 	}
-	err := s.Store.Commit(ctx, batch, keep)
-	if err == nil && batch == s.batch && s.at == "after-commit" {
+	err := s.Store.Commit(ctx, c)
+	if err == nil && c.Batch == s.batch && s.at == "after-commit" {
 		return errCrash
 	}
 	return err

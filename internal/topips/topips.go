@@ -5,7 +5,7 @@
 //
 // Unlike the lecture's literal program, which feeds updateStateByKey the
 // windowed counts (so overlapping windows count a line several times), the
-// totals here come from tumbling slide-long counts: every line counts once.
+// totals here come from every batch's counts: every line counts once.
 // Window counts are kept incrementally (ReduceByKeyAndWindow with an
 // inverse), so a slide costs the lines that entered and left, not the window.
 //
@@ -141,7 +141,7 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 	}
 	if cfg.DeadLetterTopic != "" {
 		microbatch.Write(bad, sink, func(_ microbatch.BatchInfo, f microbatch.Failure[microbatch.Record]) microbatch.Message {
-			return microbatch.Message{Topic: cfg.DeadLetterTopic, Value: f.Elem.Value, Headers: []microbatch.Header{
+			return microbatch.Message{Topic: cfg.DeadLetterTopic, Value: f.Elem.Value, MayTruncate: true, Headers: []microbatch.Header{
 				{Key: HeaderSourceTopic, Value: []byte(cfg.InputTopic)},
 				{Key: HeaderSourcePartition, Value: strconv.AppendInt(nil, int64(f.Elem.Partition), 10)},
 				{Key: HeaderSourceOffset, Value: strconv.AppendInt(nil, f.Elem.Offset, 10)},
@@ -151,18 +151,20 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 	}
 
 	// Every line is counted once, into its batch's counts; the window counts
-	// and the totals both start from those, not from the lines.
+	// and the totals both start from those, not from the lines. The totals
+	// take every batch's counts, whatever the slide: so a changed window or
+	// slide leaves them as they are, and only the window counts are rebuilt
+	// (docs/checkpoint.md). The operators are named, so that their state
+	// stays theirs as the job changes.
 	batchCounts := microbatch.ReduceByKey(hits, add)
 	windowCounts := microbatch.ReduceByKeyAndWindow(batchCounts, add, sub, cfg.Window, cfg.Slide,
-		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 })
-	// Tumbling slide-long counts: each line counts once in the totals.
-	slideCounts := microbatch.ReduceByKey(batchCounts.Window(cfg.Slide, cfg.Slide), add)
-	totals := microbatch.UpdateStateByKey(slideCounts, func(values []int64, total int64, _ bool) (int64, bool) {
+		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 }).Named("window-counts")
+	totals := microbatch.UpdateStateByKey(batchCounts, func(values []int64, total int64, _ bool) (int64, bool) {
 		for _, v := range values {
 			total += v
 		}
 		return total, true
-	})
+	}).Named("totals")
 	top := microbatch.Transform(windowCounts, func(batch []microbatch.Pair[weblog.IP, int64]) []microbatch.Pair[weblog.IP, int64] {
 		return ranking(batch, cfg.TopN)
 	})

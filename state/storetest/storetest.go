@@ -5,6 +5,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,6 +29,8 @@ func Run(t *testing.T, newJob func(t *testing.T) Opener) {
 		{"RetriesAreIdempotent", testRetries},
 		{"Conflicts", testConflicts},
 		{"DiscardDropsPrepared", testDiscard},
+		{"ReplaceDropsAnOperatorsState", testReplace},
+		{"CommitByNextHolder", testCommitByNextHolder},
 		{"Fencing", testFencing},
 		{"TrimsPlans", testTrim},
 	} {
@@ -37,8 +42,8 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
 
 func plan(id uint64) microbatch.Plan {
 	return microbatch.Plan{ID: id, Time: t0.Add(time.Duration(id) * time.Second), Ranges: []microbatch.Range{
-		{Topic: "logs", Partition: 0, From: int64(id-1) * 10, Until: int64(id) * 10},
-		{Topic: "logs", Partition: 1, From: int64(id-1) * 5, Until: int64(id) * 5},
+		{Topic: "logs", Partition: 0, From: int64(id-1) * 10, Until: int64(id) * 10, TopicID: "abcdef0123456789abcdef0123456789"},
+		{Topic: "logs", Partition: 1, From: int64(id-1) * 5, Until: int64(id) * 5, TopicID: "abcdef0123456789abcdef0123456789"},
 	}}
 }
 
@@ -49,30 +54,43 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func state(t *testing.T, s microbatch.Store, op string) map[string]string {
+// parts returns what the store holds of op's state, by name: s<index> for
+// segments, d<batch> for deltas.
+func parts(t *testing.T, s microbatch.Store, op string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	must(t, s.LoadState(context.Background(), op, func(k, v []byte) error {
-		out[string(k)] = string(v)
+	must(t, s.LoadState(context.Background(), op, func(p microbatch.StatePart) error {
+		switch p.Kind {
+		case microbatch.SegmentPart:
+			out[fmt.Sprintf("s%d", p.Index)] = string(p.Data)
+		case microbatch.DeltaPart:
+			out[fmt.Sprintf("d%d", p.Batch)] = string(p.Data)
+		default:
+			t.Errorf("part of unknown kind %d", p.Kind)
+		}
 		return nil
 	}))
 	return out
 }
 
+func delta(op string, batch uint64, data string) microbatch.Delta {
+	return microbatch.Delta{Op: op, Batch: batch, Data: []byte(data)}
+}
+
 // commit runs the whole protocol for batch id.
-func commit(t *testing.T, s microbatch.Store, id uint64, changes ...microbatch.Change) {
+func commit(t *testing.T, s microbatch.Store, id uint64, deltas ...microbatch.Delta) {
 	t.Helper()
 	ctx := context.Background()
 	must(t, s.RecordPlan(ctx, plan(id)))
-	must(t, s.Prepare(ctx, id, changes))
-	must(t, s.Commit(ctx, id, 1))
+	must(t, s.Prepare(ctx, id, deltas))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: id, KeepFrom: 1}))
 }
 
 func testFresh(t *testing.T, open Opener) {
 	s := open(t)
 	meta, err := s.Acquire(context.Background())
 	must(t, err)
-	if meta.Committed != 0 || meta.Planned != 0 || meta.Prepared != 0 || meta.Epoch == 0 {
+	if meta.Committed != 0 || meta.Planned != 0 || meta.Prepared != 0 || meta.Epoch == 0 || meta.Graph != nil || meta.Base != 0 {
 		t.Fatalf("fresh job: %+v, want nothing committed and an epoch", meta)
 	}
 }
@@ -83,33 +101,54 @@ func testPlanThenCommit(t *testing.T, open Opener) {
 	_, err := s.Acquire(ctx)
 	must(t, err)
 	must(t, s.RecordPlan(ctx, plan(1)))
-	must(t, s.Prepare(ctx, 1, []microbatch.Change{{Op: "a", Key: []byte("k1"), Value: []byte("v1")}, {Op: "b", Key: []byte("x"), Value: []byte("\x00bin")}}))
-	if got := state(t, s, "a"); len(got) != 0 {
-		t.Fatalf("prepared state is visible before commit: %v", got)
+	must(t, s.Prepare(ctx, 1, []microbatch.Delta{delta("a", 1, "A1"), delta("b", 1, "\x00bin")}))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: 1, KeepFrom: 1, Graph: []byte(`{"g":1}`),
+		Segments: []microbatch.Segment{{Op: "a", Index: 0, Data: []byte("S0@1")}, {Op: "a", Index: 3, Data: []byte("S3@1")}}}))
+	if got, want := parts(t, s, "a"), map[string]string{"d1": "A1", "s0": "S0@1", "s3": "S3@1"}; !maps.Equal(got, want) {
+		t.Fatalf("state a = %q, want %q", got, want)
 	}
-	must(t, s.Commit(ctx, 1, 1))
-	if got := state(t, s, "a"); got["k1"] != "v1" || len(got) != 1 {
-		t.Fatalf("state a = %v", got)
+	if got := parts(t, s, "b"); got["d1"] != "\x00bin" || len(got) != 1 {
+		t.Fatalf("binary delta lost: %q", got)
 	}
-	if got := state(t, s, "b"); got["x"] != "\x00bin" {
-		t.Fatalf("binary value lost: %q", got["x"])
-	}
-	commit(t, s, 2, microbatch.Change{Op: "a", Key: []byte("k1"), Delete: true}, microbatch.Change{Op: "a", Key: []byte("k2"), Value: []byte("v2")})
-	if got := state(t, s, "a"); len(got) != 1 || got["k2"] != "v2" {
-		t.Fatalf("after delete: %v", got)
+	// Batch 2 rewrites segment 0 and drops delta 1 of a.
+	must(t, s.RecordPlan(ctx, plan(2)))
+	must(t, s.Prepare(ctx, 2, []microbatch.Delta{delta("a", 2, "A2")}))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1,
+		Segments: []microbatch.Segment{{Op: "a", Index: 0, Data: []byte("S0@2")}},
+		Drop:     []microbatch.Delta{{Op: "a", Batch: 1}}}))
+	if got, want := parts(t, s, "a"), map[string]string{"d2": "A2", "s0": "S0@2", "s3": "S3@1"}; !maps.Equal(got, want) {
+		t.Fatalf("state a after batch 2 = %q, want %q", got, want)
 	}
 	plans, err := s.Plans(ctx, 1, 5)
 	must(t, err)
-	if len(plans) != 2 || plans[0].ID != 1 || plans[1].ID != 2 || !plans[1].Time.Equal(plan(2).Time) || plans[1].Ranges[1] != plan(2).Ranges[1] {
-		t.Fatalf("plans = %+v", plans)
+	if len(plans) != 2 || plans[0].ID != 1 || plans[1].ID != 2 || !plans[1].Time.Equal(plan(2).Time) || !slices.Equal(plans[1].Ranges, plan(2).Ranges) {
+		t.Fatalf("plans = %+v, want plans 1 and 2 with their topic ids", plans)
 	}
-	// A new instance sees the progress.
+	// A new instance sees the progress and the graph.
 	s2 := open(t)
 	must(t, s.Release(ctx))
 	meta, err := s2.Acquire(ctx)
 	must(t, err)
-	if meta.Committed != 2 || meta.Planned != 2 || meta.Prepared != 0 {
-		t.Fatalf("meta after two batches: %+v", meta)
+	if meta.Committed != 2 || meta.Planned != 2 || meta.Prepared != 0 || string(meta.Graph) != `{"g":1}` {
+		t.Fatalf("meta after two batches: %+v, graph %s", meta, meta.Graph)
+	}
+}
+
+func testReplace(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	_, err := s.Acquire(ctx)
+	must(t, err)
+	commit(t, s, 1, delta("a", 1, "A1"), delta("b", 1, "B1"))
+	must(t, s.RecordPlan(ctx, plan(2)))
+	must(t, s.Prepare(ctx, 2, []microbatch.Delta{delta("a", 2, "A2")}))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1, Replace: []string{"a"},
+		Segments: []microbatch.Segment{{Op: "a", Index: 1, Data: []byte("S1@2")}}}))
+	if got, want := parts(t, s, "a"), map[string]string{"s1": "S1@2"}; !maps.Equal(got, want) {
+		t.Fatalf("replaced state a = %q, want %q", got, want)
+	}
+	if got, want := parts(t, s, "b"), map[string]string{"d1": "B1"}; !maps.Equal(got, want) {
+		t.Fatalf("state b = %q, want %q (untouched)", got, want)
 	}
 }
 
@@ -120,13 +159,14 @@ func testRetries(t *testing.T, open Opener) {
 	must(t, err)
 	must(t, s.RecordPlan(ctx, plan(1)))
 	must(t, s.RecordPlan(ctx, plan(1))) // same plan again: fine
-	ch := []microbatch.Change{{Op: "a", Key: []byte("k"), Value: []byte("1")}}
-	must(t, s.Prepare(ctx, 1, ch))
-	must(t, s.Prepare(ctx, 1, ch))
-	must(t, s.Commit(ctx, 1, 1))
-	must(t, s.Commit(ctx, 1, 1)) // a retried commit that went through
-	if got := state(t, s, "a"); got["k"] != "1" {
-		t.Fatalf("state = %v", got)
+	d := []microbatch.Delta{delta("a", 1, "1")}
+	must(t, s.Prepare(ctx, 1, d))
+	must(t, s.Prepare(ctx, 1, d))
+	ck := microbatch.Checkpoint{Batch: 1, KeepFrom: 1, Segments: []microbatch.Segment{{Op: "a", Data: []byte("S")}}}
+	must(t, s.Commit(ctx, ck))
+	must(t, s.Commit(ctx, ck)) // a retried commit that went through
+	if got, want := parts(t, s, "a"), map[string]string{"d1": "1", "s0": "S"}; !maps.Equal(got, want) {
+		t.Fatalf("state = %q, want %q", got, want)
 	}
 }
 
@@ -152,7 +192,7 @@ func testConflicts(t *testing.T, open Opener) {
 	if err := s.RecordPlan(ctx, other); !errors.Is(err, microbatch.ErrConflict) {
 		t.Errorf("re-recording plan 1 with other ranges: err = %v, want ErrConflict", err)
 	}
-	if err := s.Commit(ctx, 1, 1); !errors.Is(err, microbatch.ErrConflict) {
+	if err := s.Commit(ctx, microbatch.Checkpoint{Batch: 1, KeepFrom: 1}); !errors.Is(err, microbatch.ErrConflict) {
 		t.Errorf("commit without prepare: err = %v, want ErrConflict", err)
 	}
 }
@@ -162,9 +202,9 @@ func testDiscard(t *testing.T, open Opener) {
 	s := open(t)
 	_, err := s.Acquire(ctx)
 	must(t, err)
-	commit(t, s, 1, microbatch.Change{Op: "a", Key: []byte("k"), Value: []byte("1")})
+	commit(t, s, 1, delta("a", 1, "1"))
 	must(t, s.RecordPlan(ctx, plan(2)))
-	must(t, s.Prepare(ctx, 2, []microbatch.Change{{Op: "a", Key: []byte("k"), Value: []byte("2")}}))
+	must(t, s.Prepare(ctx, 2, []microbatch.Delta{delta("a", 2, "2"), delta("b", 2, "x")}))
 	must(t, s.Release(ctx))
 	s2 := open(t)
 	meta, err := s2.Acquire(ctx)
@@ -173,14 +213,44 @@ func testDiscard(t *testing.T, open Opener) {
 		t.Fatalf("meta = %+v, want batch 2 prepared", meta)
 	}
 	must(t, s2.Discard(ctx, 2))
-	if got := state(t, s2, "a"); got["k"] != "1" {
-		t.Fatalf("state after discard = %v", got)
+	if got, want := parts(t, s2, "a"), map[string]string{"d1": "1"}; !maps.Equal(got, want) {
+		t.Fatalf("state a after discard = %q, want %q", got, want)
+	}
+	if got := parts(t, s2, "b"); len(got) != 0 {
+		t.Fatalf("state b after discard = %q, want none", got)
 	}
 	// The batch runs again from its plan and commits.
-	must(t, s2.Prepare(ctx, 2, []microbatch.Change{{Op: "a", Key: []byte("k"), Value: []byte("3")}}))
-	must(t, s2.Commit(ctx, 2, 1))
-	if got := state(t, s2, "a"); got["k"] != "3" {
-		t.Fatalf("state after rerun = %v", got)
+	must(t, s2.Prepare(ctx, 2, []microbatch.Delta{delta("a", 2, "3")}))
+	must(t, s2.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1}))
+	if got, want := parts(t, s2, "a"), map[string]string{"d1": "1", "d2": "3"}; !maps.Equal(got, want) {
+		t.Fatalf("state after rerun = %q, want %q", got, want)
+	}
+}
+
+// testCommitByNextHolder stages a batch with one instance and commits it
+// with the next, as recovery does when the batch's output is already in the
+// sink: the staged deltas become the committed ones.
+func testCommitByNextHolder(t *testing.T, open Opener) {
+	ctx := context.Background()
+	first := open(t)
+	_, err := first.Acquire(ctx)
+	must(t, err)
+	commit(t, first, 1, delta("a", 1, "A1"))
+	must(t, first.RecordPlan(ctx, plan(2)))
+	must(t, first.Prepare(ctx, 2, []microbatch.Delta{delta("a", 2, "A2"), delta("b", 2, "B2")}))
+	must(t, first.Release(ctx)) // it crashed here
+	next := open(t)
+	meta, err := next.Acquire(ctx)
+	must(t, err)
+	if meta.Prepared != 2 {
+		t.Fatalf("meta = %+v, want batch 2 prepared", meta)
+	}
+	must(t, next.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1}))
+	if got, want := parts(t, next, "a"), map[string]string{"d1": "A1", "d2": "A2"}; !maps.Equal(got, want) {
+		t.Fatalf("state a = %q, want %q", got, want)
+	}
+	if got, want := parts(t, next, "b"), map[string]string{"d2": "B2"}; !maps.Equal(got, want) {
+		t.Fatalf("state b = %q, want %q", got, want)
 	}
 }
 
@@ -201,7 +271,7 @@ func testFencing(t *testing.T, open Opener) {
 	}{
 		{"renew", old.Renew(ctx)},
 		{"prepare", old.Prepare(ctx, 2, nil)},
-		{"commit", old.Commit(ctx, 2, 1)},
+		{"commit", old.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1})},
 		{"discard", old.Discard(ctx, 2)},
 		{"plan", old.RecordPlan(ctx, plan(3))},
 	} {
@@ -210,7 +280,7 @@ func testFencing(t *testing.T, open Opener) {
 		}
 	}
 	must(t, cur.Prepare(ctx, 2, nil))
-	must(t, cur.Commit(ctx, 2, 1))
+	must(t, cur.Commit(ctx, microbatch.Checkpoint{Batch: 2, KeepFrom: 1}))
 	must(t, cur.Renew(ctx))
 	if meta.Committed != 1 {
 		t.Fatalf("takeover meta = %+v", meta)
@@ -225,7 +295,7 @@ func testTrim(t *testing.T, open Opener) {
 	for id := uint64(1); id <= 6; id++ {
 		must(t, s.RecordPlan(ctx, plan(id)))
 		must(t, s.Prepare(ctx, id, nil))
-		must(t, s.Commit(ctx, id, max(1, id-1)))
+		must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: id, KeepFrom: max(1, id-1)}))
 	}
 	plans, err := s.Plans(ctx, 1, 6)
 	must(t, err)
