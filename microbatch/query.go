@@ -1,7 +1,9 @@
 package microbatch
 
 import (
+	"context"
 	"fmt"
+	"runtime"
 	"unsafe"
 )
 
@@ -90,3 +92,22 @@ func (t *table[K, S]) lockFor(batch uint64) {
 }
 
 func (t *table[K, S]) unlock() { t.mu.Unlock() }
+
+// ReadState decodes operator op's state in store as of the committed batch,
+// the way a restart loads it, in the order the keys got state: the typed
+// reader for audits, tests and tools. K and S must be the operator's key
+// and state types (or types whose default codecs read the same bytes, such
+// as string for a key stored as text).
+func ReadState[K comparable, S any](ctx context.Context, store Store, op string, committed uint64) ([]Pair[K, S], error) {
+	t := newTable[K, S](op)
+	l := &stateLoader{committed: committed, segments: map[uint32][]byte{}, deltas: map[uint64][]byte{}}
+	if err := store.LoadState(ctx, op, l.add); err != nil {
+		return nil, err
+	}
+	if err := t.restoreParts(l, runtime.GOMAXPROCS(0)); err != nil {
+		return nil, err
+	}
+	out := make([]Pair[K, S], 0, t.len())
+	t.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })
+	return out, nil
+}

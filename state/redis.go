@@ -114,6 +114,25 @@ func NewRedis(rdb Client, cfg Config, opts ...Option) (*Redis, error) {
 // Epoch returns the fencing epoch this instance acquired (0 before).
 func (r *Redis) Epoch() uint64 { return r.epoch }
 
+// Progress reads the job's progress without taking the job: for standbys'
+// status, audits and tools. Meta.Epoch is the current holder's.
+func (r *Redis) Progress(ctx context.Context) (microbatch.Meta, error) {
+	vals, err := r.rdb.HMGet(ctx, r.keys.meta, "epoch", "committed", "planned", "prepared", "base", "graph").Result()
+	if err != nil {
+		return microbatch.Meta{}, fmt.Errorf("state: progress of %s: %w", r.cfg.Job, err)
+	}
+	num := func(i int) uint64 {
+		s, _ := vals[i].(string)
+		n, _ := strconv.ParseUint(s, 10, 64)
+		return n
+	}
+	m := microbatch.Meta{Epoch: num(0), Committed: num(1), Planned: num(2), Prepared: num(3), Base: num(4)}
+	if g, _ := vals[5].(string); g != "" {
+		m.Graph = []byte(g)
+	}
+	return m, nil
+}
+
 // Check inspects the server's settings and returns warnings about ones that
 // can lose checkpoints: eviction and disabled persistence.
 func (r *Redis) Check(ctx context.Context) []string {

@@ -198,7 +198,9 @@ func (f *fakeSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatc
 	return f.fail
 }
 
-func (f *fakeSink) LastBatch(context.Context) (uint64, error) { return 7, nil }
+func (f *fakeSink) Committed(context.Context, uint64) ([]microbatch.BatchInfo, error) {
+	return []microbatch.BatchInfo{{Plan: microbatch.Plan{ID: 7}}}, nil
+}
 
 func TestTransactionAborts(t *testing.T) {
 	m := newMetrics()
@@ -207,8 +209,8 @@ func TestTransactionAborts(t *testing.T) {
 	if _, ok := sink.(microbatch.TransactionalSink); !ok {
 		t.Fatal("the counting sink hides TransactionalSink")
 	}
-	if last, _ := sink.(microbatch.TransactionalSink).LastBatch(context.Background()); last != 7 {
-		t.Errorf("LastBatch = %d, want the wrapped sink's 7", last)
+	if held, _ := sink.(microbatch.TransactionalSink).Committed(context.Background(), 0); len(held) != 1 || held[0].ID != 7 {
+		t.Errorf("Committed = %v, want the wrapped sink's batch 7", held)
 	}
 	ctx := context.Background()
 	_ = sink.WriteBatch(ctx, microbatch.BatchInfo{}, nil)

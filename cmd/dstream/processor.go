@@ -20,9 +20,9 @@ import (
 
 	"github.com/dstream-io/dstream/ingest"
 	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/wiring"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/rdd"
-	"github.com/dstream-io/dstream/sinks"
 	"github.com/dstream-io/dstream/state"
 )
 
@@ -76,11 +76,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		log.Warn().Str("component", "state").Msg(w)
 	}
 
-	sinkCfg := sinks.KafkaConfig{Topic: cfg.OutputTopic, TransactionalID: "dstream-" + cfg.JobID}
-	if cfg.DeadLetterTopic != "" {
-		sinkCfg.Topics = []string{cfg.DeadLetterTopic}
-	}
-	sink, err := sinks.NewKafka(sinkCfg, base, sinks.WithKafkaLogger(log))
+	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: cfg.JobID, Output: cfg.OutputTopic, DeadLetters: cfg.DeadLetterTopic}, base, log)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dstream-io/dstream/ingest"
@@ -15,8 +16,8 @@ import (
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/wiring"
 	"github.com/dstream-io/dstream/microbatch"
-	"github.com/dstream-io/dstream/sinks"
 	"github.com/dstream-io/dstream/state"
 )
 
@@ -29,11 +30,11 @@ type crashAfterSink struct {
 
 var errCrash = fmt.Errorf("injected crash: %w", microbatch.ErrPermanent)
 
-func (s crashAfterSink) Commit(ctx context.Context, batch, keepFrom uint64) error {
-	if batch == s.batch {
+func (s crashAfterSink) Commit(ctx context.Context, c microbatch.Checkpoint) error {
+	if c.Batch == s.batch {
 		return errCrash
 	}
-	return s.Store.Commit(ctx, batch, keepFrom)
+	return s.Store.Commit(ctx, c)
 }
 
 // TestDeadLettersOnlyBatch crashes the job between the output transaction
@@ -79,9 +80,8 @@ func TestDeadLettersOnlyBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sink, err := sinks.NewKafka(sinks.KafkaConfig{
-			Topic: spec.Output, Topics: []string{spec.DeadLetter}, TransactionalID: "dstream-" + job,
-		}, []kgo.Opt{kgo.SeedBrokers(broker.Addr())})
+		sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: job, Output: spec.Output, DeadLetters: spec.DeadLetter},
+			[]kgo.Opt{kgo.SeedBrokers(broker.Addr())}, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
 		}

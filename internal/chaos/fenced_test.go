@@ -60,13 +60,13 @@ func (s *takenOverSink) WriteBatch(_ context.Context, b microbatch.BatchInfo, _ 
 	return nil
 }
 
-func (s *takenOverSink) LastBatch(context.Context) (uint64, error) {
+func (s *takenOverSink) Committed(context.Context, uint64) ([]microbatch.BatchInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.over {
 		s.after++
 	}
-	return 0, nil
+	return nil, nil
 }
 
 // TestFencedInstanceDoesNotRetryTheSink: an instance whose sink write fails

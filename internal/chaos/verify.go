@@ -3,7 +3,6 @@ package chaos
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -549,24 +548,20 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 }
 
 // CheckTotals compares the running totals the job checkpointed in Redis
-// with the input's counts per IP up to the end of the last slide of the
-// committed batch: every line counted once. Run it when no processor holds
-// the job.
+// with the input's counts per IP up to the end of the committed batch:
+// every line counted once. Run it when no processor holds the job.
 func CheckTotals(ctx context.Context, rdb *redis.Client, job string, spec Spec, in *Input) (committed uint64, problems []string, err error) {
-	tag := "{dstream:" + job + "}"
-	c, err := rdb.HGet(ctx, tag+":meta", "committed").Uint64()
-	if err != nil {
-		return 0, nil, fmt.Errorf("chaos: committed batch of %s: %w", job, err)
-	}
-	if slideB := uint64(spec.Slide / spec.Interval); slideB > 1 {
-		c -= c % slideB // the totals advance every slide
-	}
-	if c == 0 {
-		return 0, nil, nil
-	}
 	store, err := state.NewRedis(rdb, state.Config{Job: job})
 	if err != nil {
 		return 0, nil, err
+	}
+	meta, err := store.Progress(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	c := meta.Committed
+	if c == 0 {
+		return 0, nil, nil
 	}
 	plans, err := store.Plans(ctx, c, c)
 	if err != nil || len(plans) != 1 {
@@ -580,30 +575,13 @@ func CheckTotals(ctx context.Context, rdb *redis.Client, job string, spec Spec, 
 	if _, err := in.count(want, nil, in.starts(), until, 1); err != nil {
 		return c, nil, err
 	}
-	var ops []string
-	iter := rdb.Scan(ctx, 0, tag+":state:updateStateByKey-*", 1000).Iterator()
-	for iter.Next(ctx) {
-		ops = append(ops, iter.Val())
-	}
-	if err := iter.Err(); err != nil || len(ops) != 1 {
-		return c, nil, fmt.Errorf("chaos: the totals' state hash: %v %v", ops, err)
-	}
-	op := strings.TrimPrefix(ops[0], tag+":state:")
-	got := map[string]int64{}
-	err = store.LoadState(ctx, op, func(k, v []byte) error {
-		// The engine's encoding: sequence (uvarint), last touched
-		// (varint), then the int64 total (varint).
-		_, n := binary.Uvarint(v)
-		_, m := binary.Varint(v[max(n, 0):])
-		total, l := binary.Varint(v[max(n+m, 0):])
-		if n <= 0 || m <= 0 || l <= 0 {
-			return fmt.Errorf("chaos: total of %q: cannot decode %x", k, v)
-		}
-		got[string(k)] = total
-		return nil
-	})
+	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", c)
 	if err != nil {
-		return c, nil, err
+		return c, nil, fmt.Errorf("chaos: read the totals: %w", err)
+	}
+	got := map[string]int64{}
+	for _, kv := range totals {
+		got[kv.Key] = kv.Value
 	}
 	for id, ip := range in.ips {
 		if want[id] != got[ip] {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,21 +9,21 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dstream-io/dstream/ingest"
 	"github.com/dstream-io/dstream/internal/gcpolicy"
 	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/wiring"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/rdd"
-	"github.com/dstream-io/dstream/sinks"
 	"github.com/dstream-io/dstream/state"
 )
 
@@ -87,8 +85,8 @@ func childDstream(args []string) error {
 	if err != nil {
 		return err
 	}
-	sink, err := sinks.NewKafka(sinks.KafkaConfig{Topic: *out, TransactionalID: "dstream-" + *job},
-		[]kgo.Opt{kgo.SeedBrokers(*brokers)})
+	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: *job, Output: *out, DeadLetters: *dlq},
+		[]kgo.Opt{kgo.SeedBrokers(*brokers)}, zerolog.Nop())
 	if err != nil {
 		return err
 	}
@@ -169,7 +167,7 @@ func childDstream(args []string) error {
 	mu.Unlock()
 	fmt.Printf("dstream: %d lines in %d batches, %v\n", report.Lines, report.Batches, elapsed)
 	if *totalsPath != "" {
-		totals, err := checkpointedTotals(context.Background(), rdb, store, *job)
+		totals, err := checkpointedTotals(context.Background(), store)
 		if err != nil {
 			return err
 		}
@@ -180,42 +178,20 @@ func childDstream(args []string) error {
 	return writeReport(*reportPath, report)
 }
 
-// checkpointedTotals reads the running totals (the updateStateByKey
-// operator's state) back from the job's checkpoint in Redis: what a restart
-// would resume from.
-func checkpointedTotals(ctx context.Context, rdb *redis.Client, store *state.Redis, job string) (map[string]int64, error) {
-	prefix := "{dstream:" + job + "}:state:"
-	keys, err := rdb.Keys(ctx, prefix+"*").Result()
+// checkpointedTotals reads the running totals (the totals operator's state)
+// back from the job's checkpoint in Redis: what a restart would resume from.
+func checkpointedTotals(ctx context.Context, store *state.Redis) (map[string]int64, error) {
+	meta, err := store.Progress(ctx)
 	if err != nil {
 		return nil, err
 	}
-	op := ""
-	for _, k := range keys {
-		if name := strings.TrimPrefix(k, prefix); strings.HasPrefix(name, "updateStateByKey") {
-			op = name
-		}
+	pairs, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
+	if err != nil {
+		return nil, err
 	}
-	if op == "" {
-		return nil, fmt.Errorf("no updateStateByKey state among %v", keys)
+	totals := make(map[string]int64, len(pairs))
+	for _, kv := range pairs {
+		totals[kv.Key] = kv.Value
 	}
-	totals := map[string]int64{}
-	err = store.LoadState(ctx, op, func(key, value []byte) error {
-		// The engine's encoding: uvarint sequence, varint batch time, then
-		// the int64 state as a varint.
-		_, n := binary.Uvarint(value)
-		if n <= 0 {
-			return errors.New("bad sequence")
-		}
-		_, m := binary.Varint(value[n:])
-		if m <= 0 {
-			return errors.New("bad time")
-		}
-		v, k := binary.Varint(value[n+m:])
-		if k <= 0 || n+m+k != len(value) {
-			return fmt.Errorf("state value of %q: %x is not seq, time, int64", key, value)
-		}
-		totals[string(key)] = v
-		return nil
-	})
-	return totals, err
+	return totals, nil
 }

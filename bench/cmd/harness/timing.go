@@ -84,9 +84,9 @@ func (s timedSink) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs 
 	return s.sink.WriteBatch(ctx, b, msgs)
 }
 
-func (s timedSink) LastBatch(ctx context.Context) (uint64, error) {
-	defer s.t.time("sink.LastBatch", time.Now())
-	return s.sink.LastBatch(ctx)
+func (s timedSink) Committed(ctx context.Context, after uint64) ([]microbatch.BatchInfo, error) {
+	defer s.t.time("sink.Committed", time.Now())
+	return s.sink.Committed(ctx, after)
 }
 
 type timedStore struct {
@@ -99,14 +99,14 @@ func (s timedStore) RecordPlan(ctx context.Context, p microbatch.Plan) error {
 	return s.Store.RecordPlan(ctx, p)
 }
 
-func (s timedStore) Prepare(ctx context.Context, batch uint64, changes []microbatch.Change) error {
+func (s timedStore) Prepare(ctx context.Context, batch uint64, deltas []microbatch.Delta) error {
 	defer s.t.time("store.Prepare", time.Now())
-	return s.Store.Prepare(ctx, batch, changes)
+	return s.Store.Prepare(ctx, batch, deltas)
 }
 
-func (s timedStore) Commit(ctx context.Context, batch, keepFrom uint64) error {
+func (s timedStore) Commit(ctx context.Context, c microbatch.Checkpoint) error {
 	defer s.t.time("store.Commit", time.Now())
-	return s.Store.Commit(ctx, batch, keepFrom)
+	return s.Store.Commit(ctx, c)
 }
 
 func (s timedStore) Renew(ctx context.Context) error {
