@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,7 @@ type env struct {
 	topic  string
 	prod   *kgo.Client // non-transactional producer, manual partitioning
 	adm    *kadm.Client
+	id     string // the topic's id, once looked up
 }
 
 func newEnv(t *testing.T, partitions int32, configs map[string]*string) *env {
@@ -277,8 +279,24 @@ func recs(in []microbatch.Record) []rec {
 }
 
 // span is a range of the test's topic.
+// span is the range [from, until) of partition p, as a cut of the topic
+// names it: with its topic id.
 func (e *env) span(p int32, from, until int64) microbatch.Range {
-	return microbatch.Range{Topic: e.topic, Partition: p, From: from, Until: until}
+	return microbatch.Range{Topic: e.topic, Partition: p, From: from, Until: until, TopicID: e.topicID()}
+}
+
+// topicID returns the topic's id in hex.
+func (e *env) topicID() string {
+	e.t.Helper()
+	if e.id == "" {
+		topics, err := e.adm.ListTopics(context.Background(), e.topic)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		id := topics[e.topic].ID
+		e.id = hex.EncodeToString(id[:])
+	}
+	return e.id
 }
 
 // only returns the records of want with offsets in [from, until).

@@ -62,6 +62,10 @@ func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(
 			return err
 		}
 	}
+	// A plan cut from a topic deleted since names records it no longer has.
+	if was, now := recordedID(ranges), s.topicID(); was != "" && now != "" && was != now {
+		return &TopicRecreatedError{Topic: s.cfg.Topic, Was: was, Now: now}
+	}
 
 	readCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,6 +49,50 @@ func TestTopicRecreated(t *testing.T) {
 				t.Fatalf("%s after the topic was recreated: %v, want a permanent error saying it was created again", test.name, err)
 			}
 		})
+	}
+}
+
+// TestTopicRecreatedAfterRestart deletes and recreates the topic while no
+// source runs, as when the job is down: a new source, given the last plan's
+// ranges (with the topic id they were cut with), refuses to go on by
+// default, and with Follow starts the new topic at its start offset. The
+// ranges it cuts carry the new topic's id.
+func TestTopicRecreatedAfterRestart(t *testing.T) {
+	e := newEnv(t, 2, nil)
+	e.produce(0, values("old", 5)...)
+	e.produce(1, values("old", 3)...)
+	plan := cut(t, e.source(ingest.Config{}), nil)
+	if plan[0].TopicID == "" || plan[0].TopicID != plan[1].TopicID {
+		t.Fatalf("ranges %+v: want the topic id on each", plan)
+	}
+	resp, err := e.adm.DeleteTopics(context.Background(), e.topic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, e.topic+" is created again", func(ctx context.Context) (bool, error) {
+		err := e.broker.CreateTopic(ctx, e.topic, 2, nil)
+		return err == nil, err
+	})
+	prod := e.client(kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(e.topic))
+	produceWith(t, prod, e.topic, 0, values("new", 9)...)
+
+	// A new process: nothing in memory but the plan.
+	_, err = e.source(ingest.Config{}).Cut(context.Background(), plan)
+	var recreated *ingest.TopicRecreatedError
+	if !errors.As(err, &recreated) || !errors.Is(err, microbatch.ErrPermanent) || recreated.Was != plan[0].TopicID ||
+		!strings.Contains(err.Error(), "DSTREAM_ON_TOPIC_RECREATED=follow") {
+		t.Fatalf("cut after the old topic's plan: %v, want a permanent TopicRecreatedError that says how to follow", err)
+	}
+	next := cut(t, e.source(ingest.Config{OnRecreated: ingest.Follow}), plan)
+	want := []microbatch.Range{
+		{Topic: e.topic, Partition: 0, From: 0, Until: 9, TopicID: recreated.Now},
+		{Topic: e.topic, Partition: 1, From: 0, Until: 0, TopicID: recreated.Now},
+	}
+	if !slices.Equal(next, want) {
+		t.Fatalf("following the recreated topic cut %+v, want %+v", next, want)
 	}
 }
 

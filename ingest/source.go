@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -50,6 +51,37 @@ type Config struct {
 	// learnt from the fetches before, up to this; a record batch larger
 	// than this still comes whole.
 	PartitionFetchBytes int32
+	// OnRecreated says what Cut does when the topic was deleted and
+	// created again since the last batch (its topic ID changed): Refuse
+	// (the default) fails with a TopicRecreatedError; Follow starts the new
+	// topic at StartOffset and logs a warning.
+	OnRecreated RecreatePolicy
+}
+
+// RecreatePolicy is what a Source does about a recreated topic.
+type RecreatePolicy string
+
+const (
+	// Refuse fails with a TopicRecreatedError.
+	Refuse RecreatePolicy = "refuse"
+	// Follow starts the new topic at the start offset, logging it.
+	Follow RecreatePolicy = "follow"
+)
+
+// TopicRecreatedError reports that the input topic was deleted and created
+// again: its offsets name other records now. It is permanent.
+type TopicRecreatedError struct {
+	Topic    string
+	Was, Now string // topic IDs
+}
+
+// Is makes a TopicRecreatedError permanent.
+func (e *TopicRecreatedError) Is(target error) bool { return target == microbatch.ErrPermanent }
+
+func (e *TopicRecreatedError) Error() string {
+	return fmt.Sprintf("ingest: topic %s was deleted and created again (its id changed from %s to %s): "+
+		"the planned offsets name other records now; set DSTREAM_ON_TOPIC_RECREATED=follow to start the new topic at "+
+		"DSTREAM_START_OFFSET, or `dstream reset --yes` to start the job over", e.Topic, e.Was, e.Now)
 }
 
 func (c Config) withDefaults() Config {
@@ -58,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PartitionFetchBytes == 0 {
 		c.PartitionFetchBytes = 8 << 20
+	}
+	if c.OnRecreated == "" {
+		c.OnRecreated = Refuse
 	}
 	return c
 }
@@ -71,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.StartOffset != Earliest && c.StartOffset != Latest {
 		errs = append(errs, fmt.Errorf("ingest: start offset %q: use %q or %q", c.StartOffset, Earliest, Latest))
+	}
+	if c.OnRecreated != Refuse && c.OnRecreated != Follow {
+		errs = append(errs, fmt.Errorf("ingest: on recreated %q: use %q or %q", c.OnRecreated, Refuse, Follow))
 	}
 	if c.MaxRatePerPartition < 0 {
 		errs = append(errs, fmt.Errorf("ingest: max rate per partition %d: use 0 (no cap) or a positive rate", c.MaxRatePerPartition))
@@ -185,6 +223,15 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	if err != nil {
 		return nil, err
 	}
+	id := s.topicID()
+	if was := recordedID(after); was != "" && id != "" && was != id {
+		if s.cfg.OnRecreated != Follow {
+			return nil, &TopicRecreatedError{Topic: s.cfg.Topic, Was: was, Now: id}
+		}
+		s.log.Warn().Str("topic", s.cfg.Topic).Str("was", was).Str("now", id).Str("start_offset", string(s.cfg.StartOffset)).
+			Msg("the input topic was deleted and created again: following it from the start offset, as DSTREAM_ON_TOPIC_RECREATED=follow says")
+		after = nil
+	}
 	partitions := slices.Sorted(maps.Keys(leaders))
 	prev := make(map[int32]int64, len(after))
 	for _, r := range after {
@@ -213,7 +260,7 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 		}
 		// A log start listed after the end (records deleted in between)
 		// may pass it: the range is empty then.
-		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: max(from, end)})
+		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: p, From: from, Until: max(from, end), TopicID: id})
 		cut = append(cut, CutPosition{Partition: p, End: end})
 	}
 	s.bound(out)
@@ -374,10 +421,27 @@ func (s *Source) refreshMetadata(ctx context.Context) (map[int32]int32, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.topicID != ([16]byte{}) && td.TopicID != ([16]byte{}) && td.TopicID != s.mu.topicID {
-		return nil, fmt.Errorf("ingest: topic %s was deleted and created again (its id changed): "+
-			"its offsets name other records now; reset the job's checkpoint to start over (%w)", s.cfg.Topic, microbatch.ErrPermanent)
-	}
 	s.mu.topicID, s.mu.leaders = td.TopicID, leaders // never changed once published
 	return leaders, nil
+}
+
+// topicID returns the topic's ID as the last metadata showed it, in hex
+// ("" if the broker has none).
+func (s *Source) topicID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.topicID == ([16]byte{}) {
+		return ""
+	}
+	return hex.EncodeToString(s.mu.topicID[:])
+}
+
+// recordedID returns the topic ID the ranges were cut with ("" if none).
+func recordedID(ranges []microbatch.Range) string {
+	for _, r := range ranges {
+		if r.TopicID != "" {
+			return r.TopicID
+		}
+	}
+	return ""
 }
