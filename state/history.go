@@ -23,7 +23,10 @@ type BatchRecord struct {
 	CheckpointTime  time.Duration
 	OutputRecords   int
 	StateChanges    int
-	CommittedAt     time.Time // wall clock of the commit
+	// Lag is how many records the input held past the batch's end when
+	// it was planned (-1: not known).
+	Lag         int64
+	CommittedAt time.Time // wall clock of the commit
 }
 
 // HistoryClient is the part of a Redis client History uses;
@@ -61,16 +64,21 @@ type batchJSON struct {
 	CheckpointTime  int64  `json:"ct"`
 	OutputRecords   int    `json:"o"`
 	StateChanges    int    `json:"s"`
+	Lag             *int64 `json:"l,omitempty"`
 	CommittedAt     int64  `json:"at"`
 }
 
 // Record adds b to the history and drops the entries beyond the cap.
 func (h *History) Record(ctx context.Context, b BatchRecord) error {
+	var lag *int64
+	if b.Lag >= 0 {
+		lag = &b.Lag
+	}
 	data, err := json.Marshal(batchJSON{
 		ID: b.ID, Time: b.Time.UnixMicro(), Records: b.Records,
 		SchedulingDelay: b.SchedulingDelay.Microseconds(), ProcessingTime: b.ProcessingTime.Microseconds(),
 		CheckpointTime: b.CheckpointTime.Microseconds(), OutputRecords: b.OutputRecords,
-		StateChanges: b.StateChanges, CommittedAt: b.CommittedAt.UnixMicro(),
+		StateChanges: b.StateChanges, Lag: lag, CommittedAt: b.CommittedAt.UnixMicro(),
 	})
 	if err != nil {
 		return fmt.Errorf("state: record batch %d in the history: %w", b.ID, err)
@@ -103,12 +111,16 @@ func (h *History) Recent(ctx context.Context, n int) ([]BatchRecord, error) {
 			continue
 		}
 		seen[b.ID] = true
+		lag := int64(-1)
+		if b.Lag != nil {
+			lag = *b.Lag
+		}
 		out = append(out, BatchRecord{
 			ID: b.ID, Time: time.UnixMicro(b.Time).UTC(), Records: b.Records,
 			SchedulingDelay: time.Duration(b.SchedulingDelay) * time.Microsecond,
 			ProcessingTime:  time.Duration(b.ProcessingTime) * time.Microsecond,
 			CheckpointTime:  time.Duration(b.CheckpointTime) * time.Microsecond,
-			OutputRecords:   b.OutputRecords, StateChanges: b.StateChanges,
+			OutputRecords:   b.OutputRecords, StateChanges: b.StateChanges, Lag: lag,
 			CommittedAt: time.UnixMicro(b.CommittedAt).UTC(),
 		})
 	}

@@ -20,7 +20,7 @@ func TestHistory(t *testing.T) {
 		return state.BatchRecord{
 			ID: id, Time: t0.Add(time.Duration(id) * 10 * time.Second), Records: int(id) * 100,
 			SchedulingDelay: time.Duration(id) * time.Millisecond, ProcessingTime: 1500 * time.Microsecond,
-			CheckpointTime: 250 * time.Microsecond, OutputRecords: 3, StateChanges: int(id),
+			CheckpointTime: 250 * time.Microsecond, OutputRecords: 3, StateChanges: int(id), Lag: int64(id%3) - 1,
 			CommittedAt: t0.Add(time.Duration(id)*10*time.Second + 2*time.Second),
 		}
 	}
