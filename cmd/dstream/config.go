@@ -274,9 +274,7 @@ func (c Config) Validate() error {
 	if c.BackpressureMinRate < 1 || c.BackpressureMinRate > maxRate {
 		bad("DSTREAM_BACKPRESSURE_MIN_RATE=%v: use 1 to %d records/s", c.BackpressureMinRate, maxRate)
 	}
-	if err := checkHostPort(c.HTTPAddr); err != nil && !strings.HasPrefix(c.HTTPAddr, ":") {
-		bad("DSTREAM_HTTP_ADDR=%q %v: use [host]:port, such as :8080", c.HTTPAddr, err)
-	} else if _, port, _ := net.SplitHostPort(c.HTTPAddr); !validPort(port, true) {
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port, true) {
 		bad("DSTREAM_HTTP_ADDR=%q: use [host]:port, such as :8080, with a port up to 65535 (0: any free port)", c.HTTPAddr)
 	}
 	switch c.KafkaSASLMechanism {

@@ -60,9 +60,13 @@ func TestValidate(t *testing.T) {
 		{"huge top", func(c *Config) { c.TopN = math.MaxInt64 }, []string{"DSTREAM_TOP_N=9223372036854775807", "use 1 to 10000"}},
 		{"huge rate", func(c *Config) { c.MaxRatePerPartition = math.MaxInt64 }, []string{"DSTREAM_MAX_RATE_PER_PARTITION=9223372036854775807", "up to 1000000000"}},
 		{"backpressure floor under 1", func(c *Config) { c.BackpressureMinRate = 0.5 }, []string{"DSTREAM_BACKPRESSURE_MIN_RATE=0.5", "use 1 to 1000000000"}},
-		{"long interval", func(c *Config) { c.BatchInterval, c.Window, c.Slide, c.ShutdownGrace = 2*time.Hour, 2*time.Hour, 2*time.Hour, time.Hour },
+		{"long interval", func(c *Config) {
+			c.BatchInterval, c.Window, c.Slide, c.ShutdownGrace = 2*time.Hour, 2*time.Hour, 2*time.Hour, time.Hour
+		},
 			[]string{"DSTREAM_BATCH_INTERVAL=2h0m0s", "use 10ms to 1h0m0s"}},
-		{"window of too many batches", func(c *Config) { c.BatchInterval, c.ShutdownGrace, c.Window = 10*time.Millisecond, time.Second, 20*time.Minute },
+		{"window of too many batches", func(c *Config) {
+			c.BatchInterval, c.ShutdownGrace, c.Window = 10*time.Millisecond, time.Second, 20*time.Minute
+		},
 			[]string{"DSTREAM_WINDOW=20m0s", "at most 24h0m0s and 100000 batches"}},
 		{"long lease", func(c *Config) { c.LeaseTTL = time.Hour }, []string{"DSTREAM_LEASE_TTL=1h0m0s", "use 500ms to 5m0s"}},
 		{"long grace", func(c *Config) { c.ShutdownGrace = 2 * time.Hour }, []string{"DSTREAM_SHUTDOWN_GRACE=2h0m0s", "at most 1h0m0s"}},
