@@ -27,16 +27,13 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	}
 	for i := 0; i+1 < len(keyvals); i += 2 {
 		key := fmt.Sprint(keyvals[i])
+		if key == "err" {
+			key = zerolog.ErrorFieldName
+		}
 		switch v := keyvals[i+1].(type) {
+		case nil:
 		case error:
-			if key == "err" {
-				key = zerolog.ErrorFieldName
-			}
-			if v == nil {
-				ev = ev.Str(key, "")
-			} else {
-				ev = ev.Str(key, v.Error())
-			}
+			ev = ev.Str(key, v.Error())
 		case time.Duration:
 			ev = ev.Str(key, v.String())
 		case fmt.Stringer:

@@ -249,6 +249,13 @@ func TestStatusPageInChromium(t *testing.T) {
 	if len(got.results) == 0 {
 		t.Errorf("no results on the page")
 	}
+	// The demo's badge (the page once read the broker setting after the
+	// demo had set it), the role, and the columns operators asked for.
+	for _, want := range []string{`id="demo"`, `data-role="active"`, `>ready</span>`, "<th>Checkpoint time</th>", "Lag at plan</th>", `<tr data-partition="3">`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
 
 	shot := filepath.Join(t.TempDir(), "status.png")
 	runChromium(t, bin, url, "--screenshot="+shot, "--window-size=1280,1300")
