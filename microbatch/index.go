@@ -20,6 +20,9 @@ func newIndex[K comparable]() index[K] { return index[K]{seed: maphash.MakeSeed(
 
 func (x *index[K]) len() int { return x.n }
 
+// bytes is the memory of the index's slots.
+func (x *index[K]) bytes() int64 { return int64(cap(x.slots)) * 4 }
+
 func (x *index[K]) home(k K) int {
 	return int(maphash.Comparable(x.seed, k) & uint64(len(x.slots)-1))
 }

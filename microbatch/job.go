@@ -40,9 +40,12 @@ type Job struct {
 	sinks    []Sink
 	buildErr []error
 
-	stopOnce sync.Once
-	stopping chan struct{} // closed by Stop: no batch starts after it
-	mu       struct {
+	// stopped is canceled by Stop: no batch starts after it, and whatever
+	// the job waits for between batches (its batch time, the lease, a
+	// store that is down during recovery) is abandoned at once.
+	stopped context.Context
+	stop    context.CancelFunc
+	mu      struct {
 		sync.Mutex
 		started bool
 		cancel  context.CancelFunc
@@ -107,8 +110,8 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 		renewEvery:  time.Second,
 		retainPlans: 8640,
 		retryFor:    2 * time.Minute,
-		stopping:    make(chan struct{}),
 	}
+	j.stopped, j.stop = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(j)
 	}
@@ -278,7 +281,7 @@ func (j *Job) AwaitTerminationOrTimeout(d time.Duration) (bool, error) {
 // commit; otherwise it is abandoned, to be run again from its recorded plan
 // on the next start.
 func (j *Job) Stop(graceful bool) {
-	j.stopOnce.Do(func() { close(j.stopping) })
+	j.stop()
 	if !graceful {
 		j.mu.Lock()
 		if j.mu.cancel != nil {
@@ -293,13 +296,18 @@ func (j *Job) run(ctx context.Context) error {
 	if store == nil {
 		store = NewMemoryStore()
 	}
+	// idle is ctx, also canceled by Stop: between batches nothing is in
+	// flight, so a stop need not wait for anything there.
+	idle, cancelIdle := context.WithCancel(ctx)
+	defer cancelIdle()
+	defer context.AfterFunc(j.stopped, cancelIdle)()
 	var meta Meta
-	err := j.retry(ctx, "acquire", func() (err error) {
-		meta, err = store.Acquire(ctx)
+	err := j.retry(idle, "acquire", func() (err error) {
+		meta, err = store.Acquire(idle)
 		return err
 	})
 	if err != nil {
-		if ctx.Err() != nil {
+		if idle.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("acquire job: %w", err)
@@ -312,7 +320,11 @@ func (j *Job) run(ctx context.Context) error {
 	defer func() {
 		cancel(nil)
 		wg.Wait()
-		if err := store.Release(context.WithoutCancel(ctx)); err != nil {
+		// Releasing lets a standby take over at once; if the store is
+		// down, the lease lapses on its own within its TTL.
+		rctx, cancelRelease := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancelRelease()
+		if err := store.Release(rctx); err != nil {
 			j.log.Warn().Err(err).Msg("release job")
 		}
 	}()
@@ -343,14 +355,22 @@ func (j *Job) run(ctx context.Context) error {
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+	if (ctx.Err() != nil || j.stopped.Err() != nil) && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
+// releaseTimeout bounds how long a stopping job tries to release the lease.
+const releaseTimeout = 2 * time.Second
+
 func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
-	last, pending, err := j.recover(ctx, store, meta)
+	// idle is ctx, also canceled by Stop: what the job waits for while no
+	// batch is in flight.
+	idle, cancelIdle := context.WithCancel(ctx)
+	defer cancelIdle()
+	defer context.AfterFunc(j.stopped, cancelIdle)()
+	last, pending, err := j.recover(idle, store, meta)
 	if err != nil {
 		return err
 	}
@@ -381,18 +401,18 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		if j.maxBatches > 0 && ran >= j.maxBatches {
 			return nil
 		}
-		select {
-		case <-j.stopping:
+		// Stop cancels j.stopped at once, idle a moment later.
+		if j.stopped.Err() != nil {
 			return nil
-		default:
 		}
-		if err := j.clock.Wait(ctx, next); err != nil {
+		if err := j.clock.Wait(idle, next); err != nil {
+			if j.stopped.Err() != nil {
+				return nil
+			}
 			return err
 		}
-		select {
-		case <-j.stopping:
+		if j.stopped.Err() != nil {
 			return nil
-		default:
 		}
 		started := j.clock.Now()
 		var (
@@ -405,9 +425,12 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 			plan, installs, err = ahead.plan, ahead.installs, ahead.err
 			ahead = nil
 		} else {
-			plan, err = j.cut(ctx, last, next)
+			plan, err = j.cut(idle, last, next)
 		}
 		if err != nil {
+			if j.stopped.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plan) }); err != nil {
@@ -476,14 +499,19 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (last Plan, p
 		return last, nil, &StateLostError{Committed: c, SinkLast: sinkLast}
 	}
 	for _, st := range j.stateful {
+		g := st.base().guard
+		g.lockFor(c)
 		err := j.retry(ctx, "load state", func() error {
 			st.clearState()
 			return store.LoadState(ctx, st.stateOp(), st.restore)
 		})
+		if err == nil {
+			st.finishRestore()
+		}
+		g.unlock()
 		if err != nil {
 			return last, nil, fmt.Errorf("recover: load state: %w", err)
 		}
-		st.finishRestore()
 	}
 	if c > 0 {
 		span := j.windowSpan()

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -23,6 +24,7 @@ type stateful interface {
 	finishRestore()
 	// clearState drops all state before a recovery.
 	clearState()
+	stats() StateStats
 }
 
 // table is the keyed state of one operator. Entries keep the order in which
@@ -51,6 +53,15 @@ type table[K comparable, S any] struct {
 	// encoded is the size of the last batch's encoded changes: the next
 	// batch's buffer starts at that capacity.
 	encoded int
+	// keyBytes counts the bytes of string and byte-slice keys, for
+	// StateStats.
+	keyBytes int64
+
+	// mu is held by the job while the operator computes a batch or its
+	// state is restored or compacted, and by StateView's lookups; batch is
+	// the batch the state reflects.
+	mu    sync.RWMutex
+	batch uint64
 }
 
 type entry[K comparable, S any] struct {
@@ -157,6 +168,7 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 	if p, ok := any(&k).(*string); ok {
 		*p = strings.Clone(*p)
 	}
+	t.keyBytes += keySize(k)
 	i := int32(len(t.entries))
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
 	t.index.add(k, i, t.keyAt)
@@ -173,6 +185,7 @@ func (t *table[K, S]) remove(k K) {
 		return
 	}
 	t.index.remove(k, t.keyAt)
+	t.keyBytes -= keySize(k)
 	t.entries[i].meta &^= liveFlag
 	var zero S
 	t.entries[i].val = zero
@@ -181,6 +194,17 @@ func (t *table[K, S]) remove(k K) {
 }
 
 func (t *table[K, S]) len() int { return t.index.len() }
+
+// keySize is the memory a key holds beyond its entry.
+func keySize[K any](k K) int64 {
+	switch k := any(k).(type) {
+	case string:
+		return int64(len(k))
+	case []byte:
+		return int64(cap(k))
+	}
+	return 0
+}
 
 // each calls f for every live key in state order.
 func (t *table[K, S]) each(f func(k K, v S, touched int64)) {
@@ -230,6 +254,8 @@ func (t *table[K, S]) changes(dst []Change) []Change {
 }
 
 func (t *table[K, S]) committed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, i := range t.dirty {
 		t.entries[i].meta &^= dirtyFlag
 	}
@@ -279,6 +305,7 @@ func (t *table[K, S]) restore(key, value []byte) error {
 		return fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, seq, k)
 	}
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: seq | liveFlag})
+	t.keyBytes += keySize(k)
 	if t.timed {
 		t.touched = append(t.touched, touched)
 	}
@@ -320,7 +347,7 @@ func (t *table[K, S]) reindex() {
 
 func (t *table[K, S]) clearState() {
 	t.index.reset(false)
-	t.entries, t.touched, t.dirty, t.dead, t.nextSeq = nil, nil, nil, 0, 0
+	t.entries, t.touched, t.dirty, t.dead, t.nextSeq, t.keyBytes = nil, nil, nil, 0, 0, 0
 }
 
 // statefulStream is a Stream whose operator owns a table.
@@ -332,7 +359,8 @@ type statefulStream[K comparable, S, T any] struct {
 func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent node) *statefulStream[K, S, T] {
 	name := fmt.Sprintf("%s-%d", op, len(j.stateful))
 	s := &statefulStream[K, S, T]{table: newTable[K, S](name)}
-	s.Stream = &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: []node{parent}}}
+	s.Stream = &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: []node{parent},
+		state: s.table, guard: s.table}}
 	j.nodes = append(j.nodes, s.Stream)
 	j.stateful = append(j.stateful, s)
 	return s

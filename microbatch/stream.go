@@ -47,6 +47,10 @@ type nodeBase struct {
 	// readers counts the consumers that read the node's output; a stateful
 	// node nobody reads does not list its state every batch.
 	readers int
+	// state is the table of a stateful node (nil for others), and guard
+	// its lock, held while the node computes a batch.
+	state any
+	guard guard
 }
 
 func (b *nodeBase) base() *nodeBase { return b }
@@ -71,6 +75,14 @@ func (s *Stream[T]) step(r *batchRun) {
 	if r.rebuild && !s.rebuild && !s.buffers {
 		s.out, s.has = nil, false
 		return
+	}
+	if s.guard != nil {
+		b := r.id
+		if r.rebuild {
+			b = 0 // a rebuild refills buffers; the state stays the committed one
+		}
+		s.guard.lockFor(b)
+		defer s.guard.unlock()
 	}
 	s.out, s.has = s.compute(r)
 }

@@ -236,7 +236,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 		acquired: func(ctx context.Context) { p.acquired(ctx, src, estimator) },
 		planned:  func(plan microbatch.Plan) { p.status.planned(plan, lagAtPlan(src, plan)) },
 	})
-	results := topips.Build(job, src, p.m.countAborts(sink), topips.Config{
+	pipeline := topips.Build(job, src, p.m.countAborts(sink), topips.Config{
 		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
 		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Countries: p.countries, Pprint: true,
@@ -245,7 +245,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 			p.sampled.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
 		},
 	})
-	results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
+	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
 		p.status.results(b, batch)
 		return nil
 	})

@@ -71,13 +71,62 @@ const (
 	HeaderReason          = "dstream-reason"
 )
 
+// Pipeline is the job built into a microbatch.Job: its ranked results, and
+// lookups of its state while it runs.
+type Pipeline struct {
+	// Results is the ranked stream, one element per ranked IP and slide.
+	Results   *microbatch.Stream[Result]
+	totals    *microbatch.StateView[weblog.IP, int64]
+	window    *microbatch.StateView[weblog.IP, int64]
+	countries *rdd.Table[string, string]
+}
+
+// Entry is what the job knows of one IP: its running total, its count in
+// the current window and its country.
+type Entry struct {
+	IP string `json:"ip"`
+	// Total counts the IP's lines in every slide committed so far.
+	Total int64 `json:"total"`
+	// WindowCount counts its lines in the last window computed.
+	WindowCount int64  `json:"window_count"`
+	Country     string `json:"country"`
+	// Batch is the batch the state reflects.
+	Batch uint64 `json:"batch"`
+}
+
+// Lookup returns what the job knows of ip, as of the last batch it
+// computed; ok is false for an IP with no state (never seen, or not a
+// valid address).
+func (p *Pipeline) Lookup(ip string) (e Entry, ok bool) {
+	key, err := weblog.ParseIP(ip)
+	if err != nil {
+		return Entry{}, false
+	}
+	total, hasTotal, batch := p.totals.Get(key)
+	count, inWindow, windowBatch := p.window.Get(key)
+	if !hasTotal && !inWindow {
+		return Entry{}, false
+	}
+	return Entry{IP: key.String(), Total: total, WindowCount: count, Country: p.country(key.String()),
+		Batch: max(batch, windowBatch)}, true
+}
+
+func (p *Pipeline) country(ip string) string {
+	if p.countries != nil {
+		if c, ok := p.countries.Get(ip); ok {
+			return c
+		}
+	}
+	return Unknown
+}
+
 // Build adds the job to j, reading src and writing results and dead letters
-// to sink. It returns the ranked stream.
+// to sink.
 //
 // IPs are keyed as weblog.IP, a word each rather than a string: state holds
 // one entry per distinct IP in the running totals, and the window and
 // per-batch counts hash them for every line.
-func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg Config) *microbatch.Stream[Result] {
+func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg Config) *Pipeline {
 	hits, bad := microbatch.TryMap(j.Records(src), func(r microbatch.Record) (microbatch.Pair[weblog.IP, int64], error) {
 		ip, err := weblog.SourceIP(unsafe.String(unsafe.SliceData(r.Value), len(r.Value)))
 		return microbatch.KV(ip, int64(1)), err
@@ -120,23 +169,21 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 	if cfg.Pprint {
 		top.Pprint(10)
 	}
-	results := microbatch.TransformTime(microbatch.Join(top, totals),
+	p := &Pipeline{countries: cfg.Countries}
+	p.Results = microbatch.TransformTime(microbatch.Join(top, totals),
 		func(t time.Time, batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []Result {
 			out := make([]Result, len(batch))
 			for i, kv := range batch {
 				ip := kv.Key.String()
-				country := Unknown
-				if cfg.Countries != nil {
-					if c, ok := cfg.Countries.Get(ip); ok {
-						country = c
-					}
-				}
-				out[i] = Result{BatchTime: t.UTC(), Rank: i + 1, IP: ip, Count: kv.Value.Key, Country: country, Total: kv.Value.Value}
+				out[i] = Result{BatchTime: t.UTC(), Rank: i + 1, IP: ip, Count: kv.Value.Key, Country: p.country(ip), Total: kv.Value.Value}
 			}
 			return out
 		})
-	microbatch.Write(results, sink, func(_ microbatch.BatchInfo, r Result) microbatch.Message { return Encode(r) })
-	return results
+	microbatch.Write(p.Results, sink, func(_ microbatch.BatchInfo, r Result) microbatch.Message { return Encode(r) })
+	// Both streams are stateful by construction: the views cannot fail.
+	p.totals, _ = microbatch.ViewState(totals)
+	p.window, _ = microbatch.ViewState(windowCounts)
+	return p
 }
 
 func add(a, b int64) int64 { return a + b }

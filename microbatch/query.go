@@ -1,0 +1,92 @@
+package microbatch
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// StateView reads the keyed state of a stateful stream (UpdateStateByKey,
+// or ReduceByKeyAndWindow with an inverse) from other goroutines while the
+// job runs: Kafka Streams' interactive queries. A lookup sees the state as
+// of the last batch the operator computed: that batch commits moments
+// later, or, after a crash, is computed again to the same state. A lookup
+// waits while the operator computes a batch; it never blocks the job for
+// longer than the lookup itself.
+type StateView[K comparable, S any] struct {
+	t *table[K, S]
+}
+
+// ViewState returns a view of the state behind s, which must be the output
+// of UpdateStateByKey or ReduceByKeyAndWindow with an inverse.
+func ViewState[K comparable, S any](s *Stream[Pair[K, S]]) (*StateView[K, S], error) {
+	t, ok := s.state.(*table[K, S])
+	if !ok {
+		return nil, fmt.Errorf("microbatch: %s keeps no keyed state of this type to view", s.op)
+	}
+	return &StateView[K, S]{t: t}, nil
+}
+
+// Get returns key's state and whether it has one, with the id of the batch
+// the state reflects (0 before the first batch).
+func (v *StateView[K, S]) Get(key K) (state S, ok bool, batch uint64) {
+	v.t.mu.RLock()
+	defer v.t.mu.RUnlock()
+	state, ok = v.t.get(key)
+	return state, ok, v.t.batch
+}
+
+// Len returns how many keys have state.
+func (v *StateView[K, S]) Len() int {
+	v.t.mu.RLock()
+	defer v.t.mu.RUnlock()
+	return v.t.len()
+}
+
+// StateStats describes the keyed state of one stateful operator.
+type StateStats struct {
+	// Operator names the operator, as its state is named in the Store.
+	Operator string
+	// Keys is how many keys have state.
+	Keys int
+	// Bytes estimates the memory the state holds: its entries, its index,
+	// and the bytes of string and byte-slice keys.
+	Bytes int64
+	// Batch is the batch the state reflects.
+	Batch uint64
+}
+
+// StateStats returns the size of every stateful operator's state, in the
+// order the operators were declared. It may be called from any goroutine.
+func (j *Job) StateStats() []StateStats {
+	out := make([]StateStats, 0, len(j.stateful))
+	for _, st := range j.stateful {
+		out = append(out, st.stats())
+	}
+	return out
+}
+
+func (t *table[K, S]) stats() StateStats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var e entry[K, S]
+	bytes := int64(cap(t.entries))*int64(unsafe.Sizeof(e)) + int64(cap(t.touched))*8 + t.index.bytes() + t.keyBytes
+	return StateStats{Operator: t.op, Keys: t.len(), Bytes: bytes, Batch: t.batch}
+}
+
+// guard is the lock a stateful node holds while it computes a batch, so
+// that lookups from other goroutines see a batch's state whole.
+type guard interface {
+	lockFor(batch uint64)
+	unlock()
+}
+
+// lockFor locks the table for a batch's changes; batch 0 leaves the
+// table's batch as it is.
+func (t *table[K, S]) lockFor(batch uint64) {
+	t.mu.Lock()
+	if batch != 0 {
+		t.batch = batch
+	}
+}
+
+func (t *table[K, S]) unlock() { t.mu.Unlock() }
