@@ -164,7 +164,7 @@ func (s *status) api(ctx context.Context, now time.Time) apiStatusV1 {
 	}
 	if s.live.state != nil {
 		for _, st := range s.live.state() {
-			out.Job.State = append(out.Job.State, apiStateSize{Operator: st.Operator, Rows: st.Keys, Bytes: st.Bytes})
+			out.Job.State = append(out.Job.State, apiStateSize{Operator: st.Operator, Rows: int64(st.Keys), Bytes: st.Bytes})
 		}
 	}
 	for i, b := range snap.Batches {

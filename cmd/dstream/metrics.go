@@ -44,6 +44,7 @@ type metrics struct {
 	refused         prometheus.Gauge
 	kafka           *kafkaHooks
 	lag             *lagCollector
+	state           *stateCollector
 	rate            atomic.Pointer[ingest.RateEstimator] // the running job's, if backpressure is on
 }
 
@@ -75,11 +76,16 @@ func newMetrics() *metrics {
 	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
 	backpressure := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dstream_backpressure_rate_records_per_second",
 		Help: "The rate backpressure currently bounds batches to, in records/s (0: no bound)."}, m.backpressureRate)
+	m.state = &stateCollector{
+		keys: prometheus.NewDesc("dstream_state_keys", "Keys held in a stateful operator's state (on the active instance).", []string{"operator"}, nil),
+		bytes: prometheus.NewDesc("dstream_state_bytes",
+			"Estimated memory of a stateful operator's state: its entries, its index and its keys' bytes (on the active instance).", []string{"operator"}, nil),
+	}
 	m.lag = &lagCollector{desc: prometheus.NewDesc("dstream_consumer_lag_records",
 		"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil)}
 	m.reg.MustRegister(m.batches, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
 		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch, m.lastBatchTime, m.lastCommitAt, m.active,
-		m.interval, m.fenced, m.refused, buildInfo, backpressure, m.lag,
+		m.interval, m.fenced, m.refused, buildInfo, backpressure, m.lag, m.state,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.kafka = &kafkaHooks{Metrics: kprom.NewMetrics("dstream_kafka",
 		kprom.Registerer(kpromRegisterer{m.reg}), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
@@ -179,6 +185,28 @@ func (h *kafkaHooks) OnNewClient(cl *kgo.Client) { h.once.Do(func() { h.Metrics.
 
 // OnClientClosed implements kgo.HookClientClosed: the metrics stay.
 func (h *kafkaHooks) OnClientClosed(*kgo.Client) {}
+
+// watchState exports dstream_state_keys and dstream_state_bytes per
+// stateful operator from stats, which returns nil while no job runs here.
+func (m *metrics) watchState(stats func() []microbatch.StateStats) { m.state.stats.Store(&stats) }
+
+type stateCollector struct {
+	keys, bytes *prometheus.Desc
+	stats       atomic.Pointer[func() []microbatch.StateStats]
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.keys; ch <- c.bytes }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.stats.Load()
+	if f == nil {
+		return
+	}
+	for _, st := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(st.Keys), st.Operator)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(st.Bytes), st.Operator)
+	}
+}
 
 // lagTimeout bounds the end-offset lookup of one scrape.
 const lagTimeout = 2 * time.Second

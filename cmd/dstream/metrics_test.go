@@ -88,6 +88,8 @@ func TestMetricsFromDemo(t *testing.T) {
 		{"dstream_fenced_total", false},
 		{"dstream_refused", false},
 		{"dstream_consumer_lag_records", false},
+		{"dstream_state_keys", true},
+		{"dstream_state_bytes", true},
 		{"dstream_kafka_connects_total", true},
 		{"dstream_kafka_read_bytes_total", true},
 		{"dstream_kafka_write_bytes_total", true},
@@ -118,6 +120,11 @@ func TestMetricsFromDemo(t *testing.T) {
 		if got := samples[name]; got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
+	}
+	// The reference job keeps two keyed states: the window counts and the
+	// running totals.
+	if _, n := family(samples, "dstream_state_keys"); n != 2 {
+		t.Errorf("dstream_state_keys has %d series, want one per stateful operator", n)
 	}
 	b := buildInfo()
 	info := fmt.Sprintf(`dstream_build_info{go_version=%q,revision=%q,version=%q}`, b.GoVersion, b.Revision, b.Version)

@@ -100,7 +100,8 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		m: m, status: newStatus(cfg, demo, historyLen), batches: newBatchLog(log),
 		sampled: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
 	}
-	p.status.live = live{lag: p.lag, rate: m.backpressureRate}
+	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup}
+	m.watchState(p.stateStats)
 
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHandler(m, p.status), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -145,7 +146,15 @@ type processor struct {
 	m         *metrics
 	status    *status
 	batches   *batchLog
-	src       atomic.Pointer[ingest.Source] // the active job's
+	running   atomic.Pointer[running] // the job, while this instance is active
+}
+
+// running is the job of the active instance: what lookups, state sizes and
+// lag read while it runs.
+type running struct {
+	job      *microbatch.Job
+	pipeline *topips.Pipeline
+	src      *ingest.Source
 }
 
 // run runs turns of the job until ctx is done or one fails.
@@ -231,12 +240,15 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 			}
 			p.committed(bgCtx, b)
 		}))
+	var pipeline *topips.Pipeline
 	job.Checkpoint(&trackedStore{
-		Store:    store,
-		acquired: func(ctx context.Context) { p.acquired(ctx, src, estimator) },
-		planned:  func(plan microbatch.Plan) { p.status.planned(plan, lagAtPlan(src, plan)) },
+		Store: store,
+		acquired: func(ctx context.Context) {
+			p.acquired(ctx, &running{job: job, pipeline: pipeline, src: src}, estimator)
+		},
+		planned: func(plan microbatch.Plan) { p.status.planned(plan, lagAtPlan(src, plan)) },
 	})
-	pipeline := topips.Build(job, src, p.m.countAborts(sink), topips.Config{
+	pipeline = topips.Build(job, src, p.m.countAborts(sink), topips.Config{
 		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
 		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Countries: p.countries, Pprint: true,
@@ -253,7 +265,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 	p.setRole(roleStandby)
 	defer func() {
 		p.setRole(roleStandby)
-		p.src.Store(nil)
+		p.running.Store(nil)
 		p.m.watchLag(nil, nil)
 		p.m.rate.Store(nil)
 	}()
@@ -275,15 +287,14 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 	}
 }
 
-// stop stops the job on SIGTERM: at once while it stands by, else letting
-// the batch in flight finish within the grace period.
+// stop stops the job on SIGTERM: a batch in flight may finish within the
+// grace period; standing by or between batches, the job ends at once.
 func (p *processor) stop(job *microbatch.Job) error {
-	if p.status.role() != roleActive {
+	if p.status.role() == roleActive {
+		p.log.Info().Str("grace", p.cfg.ShutdownGrace.String()).Msg("stopping: finishing the batch in flight")
+	} else {
 		p.log.Info().Msg("stopping")
-		job.Stop(false)
-		return job.AwaitTermination()
 	}
-	p.log.Info().Str("grace", p.cfg.ShutdownGrace.String()).Msg("stopping: finishing the batch in flight")
 	job.Stop(true)
 	if ended, err := job.AwaitTerminationOrTimeout(p.cfg.ShutdownGrace); !ended {
 		p.log.Warn().Msg("grace period over: abandoning the batch in flight; it reruns from its plan on restart")
@@ -303,10 +314,10 @@ func (p *processor) setRole(r role) {
 // acquired runs when the job's Store was acquired: this instance is now
 // the active one. The recent batches that other instances ran are loaded
 // before the first batch here.
-func (p *processor) acquired(ctx context.Context, src *ingest.Source, estimator *ingest.RateEstimator) {
+func (p *processor) acquired(ctx context.Context, r *running, estimator *ingest.RateEstimator) {
 	p.setRole(roleActive)
-	p.src.Store(src)
-	p.m.watchLag(src, p.client)
+	p.running.Store(r)
+	p.m.watchLag(r.src, p.client)
 	if estimator != nil {
 		p.m.rate.Store(estimator)
 	}
@@ -416,12 +427,28 @@ func (p *processor) checkHealth(ctx context.Context) {
 // the active instance, past latest (the last committed batch's ranges) on
 // a standby.
 func (p *processor) lag(ctx context.Context, latest []microbatch.Range) []partitionLag {
-	if src := p.src.Load(); src != nil {
-		if cut := src.LastCut(); len(cut) > 0 {
-			return lagOf(ctx, p.adm, src.Topic(), cutPositions(cut))
+	if r := p.running.Load(); r != nil {
+		if cut := r.src.LastCut(); len(cut) > 0 {
+			return lagOf(ctx, p.adm, r.src.Topic(), cutPositions(cut))
 		}
 	}
 	return lagOf(ctx, p.adm, p.cfg.InputTopic, rangesLag(latest))
+}
+
+// stateStats is the size of the running job's state (nil on a standby).
+func (p *processor) stateStats() []microbatch.StateStats {
+	if r := p.running.Load(); r != nil {
+		return r.job.StateStats()
+	}
+	return nil
+}
+
+// lookup returns the running job's state lookup (nil on a standby).
+func (p *processor) lookup() func(ip string) (topips.Entry, bool) {
+	if r := p.running.Load(); r != nil {
+		return r.pipeline.Lookup
+	}
+	return nil
 }
 
 // lagAtPlan is how many records src left past plan's end when it cut it,

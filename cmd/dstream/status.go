@@ -34,16 +34,14 @@ type batch struct {
 
 // live reads what the status shows but does not keep; any may be nil.
 type live struct {
-	lag   func(ctx context.Context, latest []microbatch.Range) []partitionLag
-	rate  func() float64
-	state func() []operatorState
-}
-
-// operatorState is the size of one stateful operator's state.
-type operatorState struct {
-	Operator string
-	Keys     int64
-	Bytes    int64
+	lag  func(ctx context.Context, latest []microbatch.Range) []partitionLag
+	rate func() float64
+	// state returns the size of the running job's state, nil if this
+	// instance holds no state (a standby).
+	state func() []microbatch.StateStats
+	// lookup returns the running job's lookup, nil if this instance
+	// holds no state.
+	lookup func() func(ip string) (topips.Entry, bool)
 }
 
 // status keeps what the HTTP endpoints report: this instance's role and
@@ -294,5 +292,6 @@ func newHandler(m *metrics, s *status) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET /api/status", apiHandler(s))
+	mux.Handle("GET /api/state/top-ips/{ip}", stateHandler(s))
 	return mux
 }

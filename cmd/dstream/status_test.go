@@ -57,6 +57,9 @@ func TestAPIStatusSchema(t *testing.T) {
 	if len(s.Job.Lag) != 4 || s.Job.CommittedBatch == 0 || s.Job.LastCommitAt == nil {
 		t.Errorf("job: lag of %d partitions, committed %d, last commit %v: want 4 partitions and a commit", len(s.Job.Lag), s.Job.CommittedBatch, s.Job.LastCommitAt)
 	}
+	if len(s.Job.State) != 2 || s.Job.State[0].Rows == 0 || s.Job.State[0].Bytes == 0 {
+		t.Errorf("job.state %+v: want the sizes of the two stateful operators", s.Job.State)
+	}
 	last := s.Batches[len(s.Batches)-1]
 	if len(last.Offsets) != 4 || last.InputRate <= 0 || last.ProcessedRate <= 0 || last.CommittedAt == nil || last.LagAtPlan == nil {
 		t.Errorf("the last batch lacks offsets, rates, its commit time or its lag: %+v", last)
