@@ -167,7 +167,7 @@ func (p *processor) run(ctx, bgCtx context.Context) error {
 		case errors.Is(err, microbatch.ErrFenced):
 			p.m.fenced.Inc()
 			p.status.fenced()
-			p.log.Warn().Str("error", err.Error()).Msg("another instance took the job over: standing by again")
+			p.log.Warn().Err(err).Msg("another instance took the job over: standing by again")
 		case errors.Is(err, microbatch.ErrPermanent):
 			return p.refuse(ctx, err)
 		default:
