@@ -11,9 +11,12 @@ TESTFLAGS ?= -race -shuffle=on -count=1 -timeout 15m
 run demo:
 	$(GO) run ./cmd/dstream
 
-## build: both binaries into bin/
+## build: both binaries into bin/, stamped with VERSION (default: git describe) and REVISION
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/dstream ./cmd/logsender
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION) -X main.revision=$(REVISION)" \
+		-o bin/ ./cmd/dstream ./cmd/logsender
 
 ## install: redis-server, the Kafka broker jars and headless Chromium for integration tests
 install:

@@ -122,7 +122,7 @@ func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
 		StateChanges:    changes,
 		Healed:          b.heal,
 	}
-	j.log.Debug().Uint64("batch", p.ID).Int("records", records).Dur("processing", stats.ProcessingTime).Msg("batch committed")
+	j.log.Debug().Uint64("batch", p.ID).Int("records", records).Str("processing", stats.ProcessingTime.String()).Msg("batch committed")
 	for _, l := range j.listeners {
 		l(stats)
 	}
@@ -149,7 +149,7 @@ func (j *Job) retry(ctx context.Context, what string, f func() error) error {
 			errors.Is(err, ErrPermanent) || time.Now().Add(backoff).After(deadline) {
 			return err
 		}
-		j.log.Warn().Err(err).Str("op", what).Int("attempt", attempt).Dur("backoff", backoff).Msg("retrying")
+		j.log.Warn().Err(err).Str("op", what).Int("attempt", attempt).Str("backoff", backoff.String()).Msg("retrying")
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -3,23 +3,32 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
+	"net"
+	"net/url"
 	"os"
 	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dstream-io/dstream/internal/gcpolicy"
 )
 
 // Config holds every setting of dstream, read from DSTREAM_* variables.
+// A field's envconfig tag names its variable (after DSTREAM_), its default
+// tag the default, its desc tag the help text; the packaging checks
+// (tools/composecheck/contract) read the same tags.
 type Config struct {
 	KafkaBrokers        []string      `envconfig:"KAFKA_BROKERS" desc:"Kafka bootstrap brokers, comma-separated; unset runs the in-process demo"`
 	InputTopic          string        `envconfig:"INPUT_TOPIC" default:"logs" desc:"topic of web-log lines"`
 	OutputTopic         string        `envconfig:"OUTPUT_TOPIC" default:"top-ips" desc:"topic of results, written transactionally"`
 	DeadLetterTopic     string        `envconfig:"DEADLETTER_TOPIC" default:"logs-deadletter" desc:"topic of malformed lines (empty: drop them, counted)"`
-	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis host:port for checkpoints; required with KAFKA_BROKERS"`
+	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis for checkpoints, host:port or redis[s]://[user:password@]host:port[/db]; required with KAFKA_BROKERS"`
 	Job                 string        `envconfig:"JOB" default:"top-ips" desc:"built-in job to run"`
 	JobID               string        `envconfig:"JOB_ID" desc:"names the checkpoint keys and the Kafka transactional id (default: JOB)"`
 	BatchInterval       time.Duration `envconfig:"BATCH_INTERVAL" default:"10s" desc:"batch interval"`
@@ -49,57 +58,224 @@ type Config struct {
 
 const envPrefix = "DSTREAM"
 
+// notSettings are DSTREAM_* variables that other tools of the repository
+// read (the test harnesses, the benchmarks, the compose file's host port):
+// set beside dstream, they are not mistakes. A prefix ending in _ covers a
+// family.
+var notSettings = []string{
+	"DSTREAM_REQUIRE_IT", "DSTREAM_KAFKA_HOME", "DSTREAM_KAFKA_VERSION", "DSTREAM_REDIS_SERVER",
+	"DSTREAM_CHROMIUM", "DSTREAM_CHAOS", "DSTREAM_CHAOS_", "DSTREAM_BENCH_", "DSTREAM_HTTP_PORT",
+}
+
+// loadConfig reads the settings from the environment and validates them.
+// With an error it still returns what it could read (defaults for the
+// rest), for `dstream config` to print.
+//
+// It decodes the variables itself rather than with envconfig.Process,
+// which falls back to a setting's unprefixed name (LOG_LEVEL for
+// DSTREAM_LOG_LEVEL), so that a variable meant for another program would
+// configure dstream, and which stops at the first malformed value.
 func loadConfig() (Config, error) {
 	var c Config
-	if err := envconfig.Process(envPrefix, &c); err != nil {
-		return c, fmt.Errorf("config: %w", err)
+	errs := unknownVariables(os.Environ())
+	v, t := reflect.ValueOf(&c).Elem(), reflect.TypeOf(c)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := envPrefix + "_" + f.Tag.Get("envconfig")
+		raw, set := os.LookupEnv(name)
+		if !set {
+			raw = f.Tag.Get("default")
+		}
+		if err := decodeSetting(v.Field(i), raw); err != nil {
+			if !set {
+				panic(fmt.Sprintf("config: the default of %s: %v", name, err)) // a programming error
+			}
+			errs = append(errs, fmt.Errorf("%s=%q: want %s", name, raw, err))
+			_ = decodeSetting(v.Field(i), f.Tag.Get("default"))
+		}
 	}
 	if c.JobID == "" {
 		c.JobID = c.Job
 	}
+	if len(errs) > 0 {
+		// Validate would judge values that were not read: the errors
+		// above come first.
+		return c, errors.Join(errs...)
+	}
 	return c, c.Validate()
+}
+
+// decodeSetting parses raw into a setting's field. Its error is the format
+// the setting wants, for the message.
+func decodeSetting(f reflect.Value, raw string) error {
+	raw = strings.TrimSpace(raw)
+	switch f.Interface().(type) {
+	case string:
+		f.SetString(raw)
+	case []string:
+		var list []string
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				list = append(list, s)
+			}
+		}
+		f.Set(reflect.ValueOf(list))
+	case time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return errors.New("a duration with a unit, such as 10s, 500ms or 1m30s")
+		}
+		f.SetInt(int64(d))
+	case bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return errors.New("true or false")
+		}
+		f.SetBool(b)
+	case int, int64:
+		n, err := strconv.ParseInt(raw, 10, f.Type().Bits())
+		if errors.Is(err, strconv.ErrRange) {
+			return errors.New("a whole number in range")
+		} else if err != nil {
+			return errors.New("a whole number such as 100")
+		}
+		f.SetInt(n)
+	case float64:
+		x, err := strconv.ParseFloat(raw, 64)
+		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+			return errors.New("a number such as 100 or 2.5")
+		}
+		f.SetFloat(x)
+	default:
+		return fmt.Errorf("a value of type %s, which dstream cannot read", f.Type())
+	}
+	return nil
+}
+
+// unknownVariables reports DSTREAM_* variables in environ that are no
+// setting, each with the closest setting's name: a misspelled variable
+// would otherwise be ignored (DSTREAM_KAFKA_BROKER runs the demo).
+func unknownVariables(environ []string) []error {
+	var zero Config
+	var names []string
+	for _, s := range zero.settings() {
+		names = append(names, s[0])
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix+"_") || slices.Contains(names, name) || isNotSetting(name) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s is not a dstream setting: did you mean %s? (dstream help lists them)", name, closest(name, names)))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errs
+}
+
+func isNotSetting(name string) bool {
+	for _, n := range notSettings {
+		if name == n || strings.HasSuffix(n, "_") && strings.HasPrefix(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// closest returns the name nearest to s by edit distance.
+func closest(s string, names []string) string {
+	best, bestDist := "", math.MaxInt
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // Demo reports whether no Kafka is configured: the in-process demo runs.
 func (c Config) Demo() bool { return len(c.KafkaBrokers) == 0 }
 
+// Limits of the numeric settings. Beyond them a value is a typo or would
+// exhaust memory (DSTREAM_TOP_N sizes a slice per slide; a window's
+// batches are replayed on every restart).
+const (
+	minInterval, maxInterval = 10 * time.Millisecond, time.Hour
+	maxWindow                = 24 * time.Hour
+	maxWindowBatches         = 100_000
+	maxTopN                  = 10_000
+	maxRate                  = 1_000_000_000 // records/s
+	minLeaseTTL, maxLeaseTTL = 500 * time.Millisecond, 5 * time.Minute
+	maxShutdownGrace         = time.Hour
+	minGCPercent             = 10
+	maxGCPercent             = 100_000
+)
+
+// topicName is a legal Kafka topic name.
+var (
+	topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+	jobID     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,199}$`)
+)
+
 // Validate checks the settings together and says what to change.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, b := range c.KafkaBrokers {
+		if err := checkHostPort(b); err != nil {
+			bad("DSTREAM_KAFKA_BROKERS: %q %v: list host:port addresses, comma-separated", b, err)
+		}
+	}
 	if !c.Demo() && c.RedisAddr == "" {
 		bad("DSTREAM_REDIS_ADDR is empty: set it to the Redis host:port that keeps checkpoints (or unset DSTREAM_KAFKA_BROKERS for the demo)")
+	}
+	if c.RedisAddr != "" {
+		if _, err := c.redisOptions(); err != nil {
+			bad("%v", err)
+		}
 	}
 	if c.Job != "top-ips" {
 		bad("DSTREAM_JOB=%q: the built-in jobs are: top-ips", c.Job)
 	}
-	if strings.ContainsAny(c.JobID, "{} ") {
-		bad("DSTREAM_JOB_ID=%q: use letters, digits, dashes", c.JobID)
+	if !jobID.MatchString(c.JobID) {
+		bad("DSTREAM_JOB_ID=%q: use letters, digits, dots, dashes and underscores (at most 200, starting with a letter or digit)", c.JobID)
 	}
-	if c.BatchInterval <= 0 {
-		bad("DSTREAM_BATCH_INTERVAL=%v: use a positive duration such as 10s", c.BatchInterval)
-	} else {
-		if c.Window <= 0 || c.Window%c.BatchInterval != 0 {
-			bad("DSTREAM_WINDOW=%v: use a positive multiple of DSTREAM_BATCH_INTERVAL (%v)", c.Window, c.BatchInterval)
-		}
-		if c.Slide <= 0 || c.Slide%c.BatchInterval != 0 {
-			bad("DSTREAM_SLIDE=%v: use a positive multiple of DSTREAM_BATCH_INTERVAL (%v)", c.Slide, c.BatchInterval)
-		}
-		if c.ShutdownGrace < c.BatchInterval {
-			bad("DSTREAM_SHUTDOWN_GRACE=%v: give at least one batch interval (%v) so the batch in flight can finish", c.ShutdownGrace, c.BatchInterval)
-		}
-	}
-	if c.TopN < 1 {
-		bad("DSTREAM_TOP_N=%d: use 1 or more", c.TopN)
+	c.validateTopics(bad)
+	c.validateTimes(bad)
+	if c.TopN < 1 || c.TopN > maxTopN {
+		bad("DSTREAM_TOP_N=%d: use 1 to %d", c.TopN, maxTopN)
 	}
 	if c.StartOffset != "earliest" && c.StartOffset != "latest" {
 		bad("DSTREAM_START_OFFSET=%q: use earliest or latest", c.StartOffset)
 	}
-	if c.MaxRatePerPartition < 0 {
-		bad("DSTREAM_MAX_RATE_PER_PARTITION=%d: use 0 (no cap) or a positive rate", c.MaxRatePerPartition)
+	if c.MaxRatePerPartition < 0 || c.MaxRatePerPartition > maxRate {
+		bad("DSTREAM_MAX_RATE_PER_PARTITION=%d: use 0 (no cap) or a rate up to %d records/s", c.MaxRatePerPartition, maxRate)
 	}
-	if c.LeaseTTL < 500*time.Millisecond {
-		bad("DSTREAM_LEASE_TTL=%v: use at least 500ms", c.LeaseTTL)
+	if c.BackpressureMinRate < 1 || c.BackpressureMinRate > maxRate {
+		bad("DSTREAM_BACKPRESSURE_MIN_RATE=%v: use 1 to %d records/s", c.BackpressureMinRate, maxRate)
+	}
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port, true) {
+		bad("DSTREAM_HTTP_ADDR=%q: use [host]:port, such as :8080, with a port up to 65535 (0: any free port)", c.HTTPAddr)
 	}
 	switch c.KafkaSASLMechanism {
 	case "":
@@ -110,16 +286,18 @@ func (c Config) Validate() error {
 	default:
 		bad("DSTREAM_KAFKA_SASL_MECHANISM=%q: use SCRAM-SHA-512 or leave it empty", c.KafkaSASLMechanism)
 	}
-	for name, f := range map[string]string{"DSTREAM_COUNTRIES_FILE": c.CountriesFile, "DSTREAM_KAFKA_TLS_CA_FILE": c.KafkaTLSCAFile, "DSTREAM_REDIS_TLS_CA_FILE": c.RedisTLSCAFile} {
-		if f == "" {
+	for _, f := range []struct{ name, path string }{
+		{"DSTREAM_COUNTRIES_FILE", c.CountriesFile}, {"DSTREAM_KAFKA_TLS_CA_FILE", c.KafkaTLSCAFile}, {"DSTREAM_REDIS_TLS_CA_FILE", c.RedisTLSCAFile},
+	} {
+		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f); err != nil {
-			bad("%s=%q: %v", name, f, err)
+		if _, err := os.Stat(f.path); err != nil {
+			bad("%s=%q: %v", f.name, f.path, err)
 		}
 	}
-	if c.GCPercent < 10 {
-		bad("DSTREAM_GC_PERCENT=%d: use 100 (Go's default) or more; %d (dstream's default) trades memory for throughput", c.GCPercent, gcpolicy.DefaultPercent)
+	if c.GCPercent < minGCPercent || c.GCPercent > maxGCPercent {
+		bad("DSTREAM_GC_PERCENT=%d: use %d to %d; 100 is Go's default, %d (dstream's) trades memory for throughput", c.GCPercent, minGCPercent, maxGCPercent, gcpolicy.DefaultPercent)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("DSTREAM_LOG_LEVEL=%q: use debug, info, warn or error", c.LogLevel)
@@ -127,8 +305,132 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// settings lists every setting with its variable, default and description;
-// secrets are masked.
+// validateTopics checks the topics' names and refuses topics that would
+// loop: a job reading its own results or dead letters feeds on itself (a
+// malformed line sent back to the input comes around forever).
+func (c Config) validateTopics(bad func(string, ...any)) {
+	for _, t := range []struct{ name, topic string }{
+		{"DSTREAM_INPUT_TOPIC", c.InputTopic}, {"DSTREAM_OUTPUT_TOPIC", c.OutputTopic}, {"DSTREAM_DEADLETTER_TOPIC", c.DeadLetterTopic},
+	} {
+		if t.topic == "" && t.name == "DSTREAM_DEADLETTER_TOPIC" {
+			continue // drops malformed lines
+		}
+		if !topicName.MatchString(t.topic) || t.topic == "." || t.topic == ".." {
+			bad("%s=%q: a Kafka topic name is 1 to 249 letters, digits, dots, dashes and underscores", t.name, t.topic)
+		}
+	}
+	switch {
+	case c.OutputTopic == c.InputTopic:
+		bad("DSTREAM_OUTPUT_TOPIC=%q is the input topic: the job would read its own results; use another topic", c.OutputTopic)
+	case c.DeadLetterTopic == c.InputTopic:
+		bad("DSTREAM_DEADLETTER_TOPIC=%q is the input topic: a malformed line would come around forever; use another topic, or empty to drop malformed lines", c.DeadLetterTopic)
+	case c.DeadLetterTopic == c.OutputTopic:
+		bad("DSTREAM_DEADLETTER_TOPIC=%q is the output topic: dead letters would mix with results; use another topic", c.DeadLetterTopic)
+	}
+}
+
+// validateTimes checks the durations: each in range, windows in whole
+// batches, the slide within the window.
+func (c Config) validateTimes(bad func(string, ...any)) {
+	if c.BatchInterval < minInterval || c.BatchInterval > maxInterval {
+		bad("DSTREAM_BATCH_INTERVAL=%v: use %v to %v, such as 10s", c.BatchInterval, minInterval, maxInterval)
+	} else {
+		for _, w := range []struct {
+			name string
+			d    time.Duration
+		}{{"DSTREAM_WINDOW", c.Window}, {"DSTREAM_SLIDE", c.Slide}} {
+			if w.d <= 0 || w.d%c.BatchInterval != 0 || w.d > maxWindow || w.d/c.BatchInterval > maxWindowBatches {
+				bad("%s=%v: use a positive multiple of DSTREAM_BATCH_INTERVAL (%v), at most %v and %d batches", w.name, w.d, c.BatchInterval, maxWindow, maxWindowBatches)
+			}
+		}
+		if c.ShutdownGrace < c.BatchInterval {
+			bad("DSTREAM_SHUTDOWN_GRACE=%v: give at least one batch interval (%v) so the batch in flight can finish", c.ShutdownGrace, c.BatchInterval)
+		}
+	}
+	if c.Window > 0 && c.Slide > c.Window {
+		bad("DSTREAM_WINDOW=%v is shorter than DSTREAM_SLIDE=%v: batches between windows would count nowhere; use a window at least as long as the slide", c.Window, c.Slide)
+	}
+	if c.ShutdownGrace > maxShutdownGrace {
+		bad("DSTREAM_SHUTDOWN_GRACE=%v: use at most %v", c.ShutdownGrace, maxShutdownGrace)
+	}
+	if c.LeaseTTL < minLeaseTTL || c.LeaseTTL > maxLeaseTTL {
+		bad("DSTREAM_LEASE_TTL=%v: use %v to %v", c.LeaseTTL, minLeaseTTL, maxLeaseTTL)
+	}
+}
+
+// checkHostPort checks a host:port address.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("is not host:port")
+	}
+	if host == "" {
+		return errors.New("lacks the host")
+	}
+	if !validPort(port, false) {
+		return fmt.Errorf("has port %q", port)
+	}
+	return nil
+}
+
+func validPort(port string, zeroOK bool) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0)
+}
+
+// redisOptions returns the client options of DSTREAM_REDIS_ADDR (host:port
+// or a redis:// or rediss:// URL) and the other DSTREAM_REDIS_* settings.
+// A URL's user and password, if any, stand in for DSTREAM_REDIS_USER and
+// _PASSWORD; rediss:// turns TLS on. Errors never show the password.
+func (c Config) redisOptions() (*redis.Options, error) {
+	opts := &redis.Options{Addr: c.RedisAddr}
+	if scheme, _, ok := strings.Cut(c.RedisAddr, "://"); ok {
+		if scheme != "redis" && scheme != "rediss" {
+			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: use host:port or a redis:// or rediss:// URL", maskRedisAddr(c.RedisAddr))
+		}
+		var err error
+		if opts, err = redis.ParseURL(c.RedisAddr); err != nil {
+			// go-redis's errors quote the URL: say what is wrong without it.
+			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: not a URL go-redis reads: use redis[s]://[user:password@]host:port[/db]", maskRedisAddr(c.RedisAddr))
+		}
+		if (opts.Username != "" || opts.Password != "") && (c.RedisUser != "" || c.RedisPassword != "") {
+			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q holds credentials and DSTREAM_REDIS_USER or _PASSWORD is set too: set them in one place", maskRedisAddr(c.RedisAddr))
+		}
+	} else if err := checkHostPort(c.RedisAddr); err != nil {
+		return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q %v: use host:port, such as redis:6379, or a redis:// URL", c.RedisAddr, err)
+	}
+	if opts.Username == "" && opts.Password == "" {
+		opts.Username, opts.Password = c.RedisUser, c.RedisPassword
+	}
+	return opts, nil
+}
+
+// maskRedisAddr hides the password of a redis:// URL.
+func maskRedisAddr(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil || u.User == nil {
+		if i := strings.LastIndex(addr, "@"); i >= 0 && strings.Contains(addr, "://") {
+			scheme, _, _ := strings.Cut(addr, "://")
+			return scheme + "://********" + addr[i:]
+		}
+		return addr
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "********")
+	}
+	return strings.Replace(u.String(), "%2A%2A%2A%2A%2A%2A%2A%2A", "********", 1)
+}
+
+// redisHost is the host:port of the configured Redis, for messages.
+func (c Config) redisHost() string {
+	if opts, err := c.redisOptions(); err == nil {
+		return opts.Addr
+	}
+	return maskRedisAddr(c.RedisAddr)
+}
+
+// settings lists every setting with its variable, value, default and
+// description; secrets are masked.
 func (c Config) settings() [][4]string {
 	var rows [][4]string
 	v, t := reflect.ValueOf(c), reflect.TypeOf(c)
@@ -140,6 +442,9 @@ func (c Config) settings() [][4]string {
 		}
 		if f.Tag.Get("secret") == "true" && val != "" {
 			val = "********"
+		}
+		if f.Name == "RedisAddr" {
+			val = maskRedisAddr(val)
 		}
 		rows = append(rows, [4]string{envPrefix + "_" + f.Tag.Get("envconfig"), val, f.Tag.Get("default"), f.Tag.Get("desc")})
 	}

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/dstream-io/dstream/internal/gcpolicy"
@@ -25,40 +28,88 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // the job failed
+	exitUsage  = 2 // a bad command line or configuration
+)
+
+// run runs the command line args and returns the exit code. Help asked for
+// goes to stdout with exit 0; a bad command line or configuration is told on
+// stderr with exit 2.
 func run(args []string, stdout, stderr io.Writer) int {
-	cmd := ""
-	if len(args) > 0 {
-		cmd = args[0]
+	cmd, rest := "run", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, rest = args[0], args[1:]
 	}
 	switch cmd {
-	case "-h", "--help", "help":
-		usage(stdout)
-		return 0
+	case "run":
+		return runCommand(rest, stdout, stderr)
 	case "config":
-		cfg, err := loadConfig()
-		printSettings(stdout, cfg)
-		if err != nil {
-			fmt.Fprintf(stderr, "\ndstream: invalid configuration:\n%v\n", err)
-			return 2
-		}
-		return 0
+		return configCommand(rest, stdout, stderr)
 	case "replay":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return replayCommand(ctx, args[1:], stdout, stderr)
-	case "", "run":
+		return replayCommand(ctx, rest, stdout, stderr)
+	case "version":
+		return versionCommand(rest, stdout, stderr)
+	case "help":
+		return helpCommand(rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "dstream: unknown command %q\n\n", cmd)
+	usage(stderr)
+	return exitUsage
+}
+
+// parseFlags parses a command's flags. --help prints help to stdout; an
+// unknown flag or a stray argument is reported on stderr with the help. It
+// returns false with the exit code when the command should not go on.
+func parseFlags(fs *flag.FlagSet, args []string, help func(io.Writer), stdout, stderr io.Writer) (bool, int) {
+	// The flag package would print its own usage to its output; the
+	// command's help is printed here instead, to stdout when asked for.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		help(stdout)
+		return false, exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "dstream %s: %v\n\n", fs.Name(), err)
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "dstream %s: unexpected argument %q\n\n", fs.Name(), fs.Arg(0))
 	default:
-		fmt.Fprintf(stderr, "dstream: unknown command %q\n\n", cmd)
-		usage(stderr)
-		return 2
+		return true, exitOK
+	}
+	help(stderr)
+	return false, exitUsage
+}
+
+func runCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if ok, code := parseFlags(fs, args, usage, stdout, stderr); !ok {
+		return code
+	}
+	if *showVersion {
+		printVersion(stdout)
+		return exitOK
 	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
-		return 2
+		return exitUsage
 	}
 	level, _ := parseLevel(cfg.LogLevel)
 	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
+	// go-redis has one logger for the whole process (redis.SetLogger, no
+	// per-client option), which prints plain text lines to stderr by
+	// default: set it once, here, before any client exists, so that its
+	// lines are JSON like every other.
+	redis.SetLogger(newRedisLogger(log))
+	b := buildInfo()
+	log.Info().Str("version", b.Version).Str("revision", b.Revision).Str("go_version", b.GoVersion).Msg("dstream")
 	gc := gcpolicy.Apply(cfg.GCPercent, "/sys/fs/cgroup")
 	log.Info().Int("percent", gc.Percent).Str("percent_from", gc.PercentFrom).
 		Int64("memory_limit", gc.MemoryLimit).Str("limit_from", gc.LimitFrom).Msg("garbage collector")
@@ -66,22 +117,77 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if err := runProcessor(ctx, cfg, log, stdout); err != nil {
 		log.Error().Err(err).Msg("dstream stopped")
-		return 1
+		return exitFailed
 	}
-	return 0
+	return exitOK
+}
+
+func configCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("config", flag.ContinueOnError)
+	if ok, code := parseFlags(fs, args, configHelp, stdout, stderr); !ok {
+		return code
+	}
+	cfg, err := loadConfig()
+	printSettings(stdout, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "\ndstream: invalid configuration:\n%v\n", err)
+		return exitUsage
+	}
+	return exitOK
+}
+
+func configHelp(w io.Writer) {
+	fmt.Fprint(w, `usage: dstream config
+
+Prints the effective configuration as VARIABLE=value lines: the DSTREAM_*
+variables set, and the defaults of the others. Secrets are masked. Exits 2,
+naming what to change, if the configuration is invalid.
+`)
+}
+
+func versionCommand(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	help := func(w io.Writer) {
+		fmt.Fprint(w, "usage: dstream version\n\nPrints dstream's version, its VCS revision and the Go version it was built with.\n")
+	}
+	if ok, code := parseFlags(fs, args, help, stdout, stderr); !ok {
+		return code
+	}
+	printVersion(stdout)
+	return exitOK
+}
+
+func helpCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stdout)
+		return exitOK
+	}
+	switch args[0] {
+	case "run":
+		usage(stdout)
+	case "config", "replay", "version":
+		return run([]string{args[0], "--help"}, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "dstream help: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	return exitOK
 }
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `dstream: Spark Streaming's discretized streams on Kafka.
 
 Usage:
-  dstream           run the job configured by DSTREAM_* variables
+  dstream [run]     run the job configured by DSTREAM_* variables
                     (with no DSTREAM_KAFKA_BROKERS: the in-process demo)
   dstream config    print the effective configuration, secrets masked
   dstream replay --batch N | --from N --to M
                     recompute batches from their recorded plans and print their output,
                     without writing to Kafka or touching the checkpoint
-  dstream help      print this help
+  dstream version   print the version (also: dstream --version)
+  dstream help [command]
+                    print this help, or a command's (also: dstream COMMAND --help)
 
 Settings (environment variables):
 `)
@@ -118,3 +224,7 @@ func parseLevel(s string) (zerolog.Level, error) {
 	}
 	return zerolog.InfoLevel, errors.New("unknown level")
 }
+
+// durMillis is a duration in milliseconds, for log fields named *_ms: a
+// float, so that sub-millisecond times keep their precision.
+func durMillis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

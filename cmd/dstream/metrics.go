@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,9 +18,11 @@ import (
 )
 
 // metrics are the Prometheus metrics of the processor, in base units, on a
-// registry of its own: the batch statistics, the consumer lag, the output
-// transactions that did not commit, and franz-go's client metrics
-// (dstream_kafka_*, summed over the processor's Kafka clients).
+// registry of its own: the batch statistics, the job's progress as this
+// instance knows it (a standby reads it from Redis), its role, the consumer
+// lag, the output transactions that did not commit, and franz-go's client
+// metrics (dstream_kafka_*, summed over the processor's Kafka clients).
+// docs/metrics.md lists them all.
 type metrics struct {
 	reg             *prometheus.Registry
 	batches         prometheus.Counter
@@ -32,7 +36,16 @@ type metrics struct {
 	totalDelay      prometheus.Histogram
 	checkpoint      prometheus.Histogram
 	lastBatch       prometheus.Gauge
+	lastBatchTime   prometheus.Gauge
+	lastCommitAt    prometheus.Gauge
+	active          prometheus.Gauge
+	interval        prometheus.Gauge
+	fenced          prometheus.Counter
+	refused         prometheus.Gauge
 	kafka           *kafkaHooks
+	lag             *lagCollector
+	state           *stateCollector
+	rate            atomic.Pointer[ingest.RateEstimator] // the running job's, if backpressure is on
 }
 
 func newMetrics() *metrics {
@@ -49,15 +62,100 @@ func newMetrics() *metrics {
 		schedulingDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dstream_batch_scheduling_delay_seconds", Help: "How late a batch started after its batch time.", Buckets: buckets}),
 		totalDelay:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dstream_batch_total_delay_seconds", Help: "Scheduling delay plus processing time.", Buckets: buckets}),
 		checkpoint:      prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dstream_checkpoint_seconds", Help: "Time spent preparing and committing checkpoints per batch.", Buckets: buckets}),
-		lastBatch:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_last_committed_batch", Help: "Id of the last committed batch."}),
+		lastBatch:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_last_committed_batch", Help: "Id of the job's last committed batch (0: none yet), on a standby too."}),
+		lastBatchTime:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_last_committed_batch_time_seconds", Help: "Batch time of the job's last committed batch, in Unix seconds (0: none yet)."}),
+		lastCommitAt:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_last_commit_timestamp_seconds", Help: "Wall-clock time of the job's last commit, in Unix seconds (0: none yet)."}),
+		active:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_active", Help: "1 on the instance that runs the job's batches, 0 on a standby."}),
+		interval:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_batch_interval_seconds", Help: "The job's batch interval."}),
+		fenced:          prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_fenced_total", Help: "Times this instance lost the job to another instance and went back to standing by."}),
+		refused:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_refused", Help: "1 while this instance refuses to run the job (state lost, a refused change, a topic gone): see /api/status."}),
 	}
+	b := buildInfo()
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dstream_build_info", Help: "Always 1; the labels say which dstream runs."},
+		[]string{"version", "revision", "go_version"})
+	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
+	backpressure := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dstream_backpressure_rate_records_per_second",
+		Help: "The rate backpressure currently bounds batches to, in records/s (0: no bound)."}, m.backpressureRate)
+	m.state = &stateCollector{
+		keys: prometheus.NewDesc("dstream_state_keys", "Keys held in a stateful operator's state (on the active instance).", []string{"operator"}, nil),
+		bytes: prometheus.NewDesc("dstream_state_bytes",
+			"Estimated memory of a stateful operator's state: its entries, its index and its keys' bytes (on the active instance).", []string{"operator"}, nil),
+	}
+	m.lag = &lagCollector{desc: prometheus.NewDesc("dstream_consumer_lag_records",
+		"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil)}
 	m.reg.MustRegister(m.batches, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
-		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch,
+		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch, m.lastBatchTime, m.lastCommitAt, m.active,
+		m.interval, m.fenced, m.refused, buildInfo, backpressure, m.lag, m.state,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.kafka = &kafkaHooks{Metrics: kprom.NewMetrics("dstream_kafka",
-		kprom.Registerer(m.reg), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
+		kprom.Registerer(kpromRegisterer{m.reg}), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
 		kprom.FetchAndProduceDetail(kprom.ByNode, kprom.ByTopic, kprom.Records, kprom.UncompressedBytes))}
 	return m
+}
+
+// kpromRegisterer registers kprom's collectors but for its two
+// buffered-records gauges: their names end in _total, which Prometheus
+// keeps for counters, and they report the first client only, the input's,
+// which never produces and fetches with raw requests, past kgo's buffers:
+// both would always read 0.
+type kpromRegisterer struct{ prometheus.Registerer }
+
+func (r kpromRegisterer) Register(c prometheus.Collector) error {
+	if bufferedGauge(c) {
+		return nil
+	}
+	return r.Registerer.Register(c)
+}
+
+func (r kpromRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if !bufferedGauge(c) {
+			r.Registerer.MustRegister(c)
+		}
+	}
+}
+
+func bufferedGauge(c prometheus.Collector) bool {
+	ch := make(chan *prometheus.Desc, 1)
+	go func() { c.Describe(ch); close(ch) }()
+	found := false
+	for d := range ch {
+		s := d.String()
+		found = found || strings.Contains(s, `buffered_produce_records_total"`) || strings.Contains(s, `buffered_fetch_records_total"`)
+	}
+	return found
+}
+
+// committed sets the job's progress: the last committed batch, its batch
+// time and when it was committed.
+func (m *metrics) committed(id uint64, batchTime, at time.Time) {
+	m.lastBatch.Set(float64(id))
+	if id > 0 && !batchTime.IsZero() {
+		m.lastBatchTime.Set(unixSeconds(batchTime))
+	}
+	if id > 0 && !at.IsZero() {
+		m.lastCommitAt.Set(unixSeconds(at))
+	}
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
+
+func (m *metrics) backpressureRate() float64 {
+	if e := m.rate.Load(); e != nil {
+		if r, ok := e.Limit(); ok {
+			return r
+		}
+	}
+	return 0
+}
+
+// setRole sets dstream_active.
+func (m *metrics) setRole(r role) {
+	if r == roleActive {
+		m.active.Set(1)
+	} else {
+		m.active.Set(0)
+	}
 }
 
 func (m *metrics) observe(b microbatch.BatchStats) {
@@ -69,7 +167,7 @@ func (m *metrics) observe(b microbatch.BatchStats) {
 	m.schedulingDelay.Observe(b.SchedulingDelay.Seconds())
 	m.totalDelay.Observe((b.SchedulingDelay + b.ProcessingTime).Seconds())
 	m.checkpoint.Observe(b.CheckpointTime.Seconds())
-	m.lastBatch.Set(float64(b.ID))
+	m.committed(b.ID, b.Time, time.Now())
 }
 
 // kafkaHooks feeds every Kafka client of the processor into one set of kprom
@@ -88,47 +186,116 @@ func (h *kafkaHooks) OnNewClient(cl *kgo.Client) { h.once.Do(func() { h.Metrics.
 // OnClientClosed implements kgo.HookClientClosed: the metrics stay.
 func (h *kafkaHooks) OnClientClosed(*kgo.Client) {}
 
+// watchState exports dstream_state_keys and dstream_state_bytes per
+// stateful operator from stats, which returns nil while no job runs here.
+func (m *metrics) watchState(stats func() []microbatch.StateStats) { m.state.stats.Store(&stats) }
+
+type stateCollector struct {
+	keys, bytes *prometheus.Desc
+	stats       atomic.Pointer[func() []microbatch.StateStats]
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.keys; ch <- c.bytes }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.stats.Load()
+	if f == nil {
+		return
+	}
+	for _, st := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(st.Keys), st.Operator)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(st.Bytes), st.Operator)
+	}
+}
+
 // lagTimeout bounds the end-offset lookup of one scrape.
 const lagTimeout = 2 * time.Second
 
-// watchLag exports dstream_consumer_lag_records per input partition: the
-// partition's last stable offset at scrape time (at the last cut, if the
-// broker does not answer in time) minus the end of the last planned batch.
+// watchLag exports dstream_consumer_lag_records per input partition of
+// src, read with cl: the partition's last stable offset at scrape time (at
+// the last cut, if the broker does not answer in time) minus the end of the
+// last planned batch. A nil src (a standby's) exports none.
 func (m *metrics) watchLag(src *ingest.Source, cl *kgo.Client) {
-	m.reg.MustRegister(&lagCollector{
-		src: src, adm: kadm.NewClient(cl),
-		desc: prometheus.NewDesc("dstream_consumer_lag_records",
-			"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil),
-	})
+	m.lag.mu.Lock()
+	defer m.lag.mu.Unlock()
+	m.lag.mu.src = src
+	if m.lag.mu.adm == nil && cl != nil {
+		m.lag.mu.adm = kadm.NewClient(cl)
+	}
 }
 
 type lagCollector struct {
-	src  *ingest.Source
-	adm  *kadm.Client
 	desc *prometheus.Desc
+	mu   struct {
+		sync.Mutex
+		src *ingest.Source
+		adm *kadm.Client
+	}
 }
 
 func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
-	cut := c.src.LastCut()
-	if len(cut) == 0 {
+	c.mu.Lock()
+	src, adm := c.mu.src, c.mu.adm
+	c.mu.Unlock()
+	if src == nil {
 		return
 	}
-	topic := c.src.Topic()
 	ctx, cancel := context.WithTimeout(context.Background(), lagTimeout)
 	defer cancel()
-	ends, err := c.adm.ListCommittedOffsets(ctx, topic)
-	for _, p := range cut {
+	for _, l := range lagOf(ctx, adm, src.Topic(), cutPositions(src.LastCut())) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(l.Lag), l.Topic, strconv.Itoa(int(l.Partition)))
+	}
+}
+
+// position is where the job is in one input partition: the end of the last
+// planned batch, and the partition's end when that was known.
+type position struct {
+	Partition  int32
+	Until, End int64
+}
+
+func cutPositions(cut []ingest.CutPosition) []position {
+	out := make([]position, len(cut))
+	for i, p := range cut {
+		out[i] = position{Partition: p.Partition, Until: p.Until, End: p.End}
+	}
+	return out
+}
+
+// partitionLag is the lag of one input partition.
+type partitionLag struct {
+	Topic     string
+	Partition int32
+	Position  int64 // the end of the last planned batch
+	End       int64 // the partition's last stable offset
+	Lag       int64
+}
+
+// lagOf asks the broker for the last stable offsets of topic and
+// returns the lag of every position; a partition the broker does not
+// answer for keeps the end it had at the cut.
+func lagOf(ctx context.Context, adm *kadm.Client, topic string, at []position) []partitionLag {
+	if len(at) == 0 {
+		return nil
+	}
+	var ends kadm.ListedOffsets
+	var err error
+	if adm != nil {
+		ends, err = adm.ListCommittedOffsets(ctx, topic)
+	}
+	out := make([]partitionLag, len(at))
+	for i, p := range at {
 		end := p.End
-		if err == nil {
+		if adm != nil && err == nil {
 			if o, ok := ends.Lookup(topic, p.Partition); ok && o.Err == nil {
 				end = max(end, o.Offset)
 			}
 		}
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(max(0, end-p.Until)),
-			topic, strconv.Itoa(int(p.Partition)))
+		out[i] = partitionLag{Topic: topic, Partition: p.Partition, Position: p.Until, End: end, Lag: max(0, end-p.Until)}
 	}
+	return out
 }
 
 // countAborts counts the batches whose output transaction did not commit.

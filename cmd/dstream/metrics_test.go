@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -76,7 +79,17 @@ func TestMetricsFromDemo(t *testing.T) {
 		{"dstream_batch_total_delay_seconds_count", true},
 		{"dstream_checkpoint_seconds_count", true},
 		{"dstream_last_committed_batch", true},
+		{"dstream_last_committed_batch_time_seconds", true},
+		{"dstream_last_commit_timestamp_seconds", true},
+		{"dstream_active", true},
+		{"dstream_batch_interval_seconds", true},
+		{"dstream_build_info", true},
+		{"dstream_backpressure_rate_records_per_second", false},
+		{"dstream_fenced_total", false},
+		{"dstream_refused", false},
 		{"dstream_consumer_lag_records", false},
+		{"dstream_state_keys", true},
+		{"dstream_state_bytes", true},
 		{"dstream_kafka_connects_total", true},
 		{"dstream_kafka_read_bytes_total", true},
 		{"dstream_kafka_write_bytes_total", true},
@@ -98,6 +111,66 @@ func TestMetricsFromDemo(t *testing.T) {
 	for k := range samples {
 		if strings.HasPrefix(k, "dstream_consumer_lag_records") && !strings.Contains(k, `topic="logs"`) {
 			t.Errorf("lag series without the topic label: %s", k)
+		}
+	}
+	for name, want := range map[string]float64{
+		"dstream_active": 1, "dstream_refused": 0, "dstream_fenced_total": 0, "dstream_batch_interval_seconds": 0.2,
+		"dstream_backpressure_rate_records_per_second": 0,
+	} {
+		if got := samples[name]; got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	// The reference job keeps two keyed states: the window counts and the
+	// running totals.
+	if _, n := family(samples, "dstream_state_keys"); n != 2 {
+		t.Errorf("dstream_state_keys has %d series, want one per stateful operator", n)
+	}
+	b := buildInfo()
+	info := fmt.Sprintf(`dstream_build_info{go_version=%q,revision=%q,version=%q}`, b.GoVersion, b.Revision, b.Version)
+	if samples[info] != 1 {
+		t.Errorf("no %s 1 in /metrics", info)
+	}
+	// The last committed batch's time is a batch boundary; its commit came
+	// after it, and before this scrape.
+	batchTime, commitAt := samples["dstream_last_committed_batch_time_seconds"], samples["dstream_last_commit_timestamp_seconds"]
+	if now := float64(time.Now().Unix()) + 1; commitAt < batchTime || commitAt > now || int64(math.Round(batchTime*1000))%200 != 0 {
+		t.Errorf("last batch at %v, committed at %v: want a multiple of 0.2 s, committed after it and before now", batchTime, commitAt)
+	}
+	checkMetricsDocumented(t, text)
+}
+
+// checkMetricsDocumented checks /metrics against docs/metrics.md: every
+// dstream_* family exposed is documented with its type, and every documented
+// family but the Kafka client's (which appear with their first sample) is
+// exposed.
+func checkMetricsDocumented(t *testing.T, text string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // name → type
+	row := regexp.MustCompile("(?m)^\\| `(dstream_[a-z_]+)` \\| ([a-z]+) \\|")
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = m[2]
+	}
+	exposed := map[string]string{}
+	typeLine := regexp.MustCompile(`(?m)^# TYPE (dstream_[a-z_]+) ([a-z]+)$`)
+	for _, m := range typeLine.FindAllStringSubmatch(text, -1) {
+		exposed[m[1]] = m[2]
+	}
+	for name, typ := range exposed {
+		if documented[name] != typ {
+			t.Errorf("%s (%s) is exposed; docs/metrics.md has it as %q", name, typ, documented[name])
+		}
+		if typ == "gauge" && strings.HasSuffix(name, "_total") {
+			t.Errorf("%s is a gauge named like a counter", name)
+		}
+	}
+	for name := range documented {
+		if _, ok := exposed[name]; !ok && !strings.HasPrefix(name, "dstream_kafka_") {
+			t.Errorf("docs/metrics.md documents %s, which /metrics lacks", name)
 		}
 	}
 }

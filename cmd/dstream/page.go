@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"fmt"
 	"html/template"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/dstream-io/dstream/internal/topips"
-	"github.com/dstream-io/dstream/microbatch"
 )
 
 // The status page at / is Spark's Streaming tab for one job: timelines of
@@ -37,17 +37,23 @@ const pageRows = 20
 type page struct {
 	Job, Input, Output string
 	Demo               bool
+	Version            string
 	Interval           time.Duration
 	Window, Slide      time.Duration
 	TopN               int
 	Started            time.Time
 	Uptime             time.Duration
+	Role               role
+	Refused            string
 	Ready              bool
 	ReadyWhy           string
-	LastBatch          uint64
-	Committed          uint64
+	Committed          batch // the job's last committed batch
+	Ran                uint64
+	Fenced             int
+	Lag                []partitionLag
+	LagTotal           int64
 	Charts             []chart
-	Batches            []microbatch.BatchStats // newest first
+	Batches            []batch // newest first
 	Results            []topips.Result
 	ResultsTime        time.Time
 	RefreshMillis      int64
@@ -81,9 +87,16 @@ type tick struct {
 }
 
 func pageHandler(s *status) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		snap := s.snapshot()
+		var lag []partitionLag
+		if s.live.lag != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), apiLagTimeout)
+			lag = s.live.lag(ctx, snap.Committed.Ranges)
+			cancel()
+		}
 		var buf bytes.Buffer
-		if err := pageTemplate.Execute(&buf, buildPage(s.cfg, s.started, s.snapshot(), time.Now())); err != nil {
+		if err := pageTemplate.Execute(&buf, buildPage(s, snap, lag, time.Now())); err != nil {
 			http.Error(w, "render status page: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -93,24 +106,32 @@ func pageHandler(s *status) http.Handler {
 	})
 }
 
-func buildPage(cfg Config, started time.Time, snap snapshot, now time.Time) page {
+func buildPage(s *status, snap snapshot, lag []partitionLag, now time.Time) page {
+	cfg := s.cfg
 	p := page{
-		Job: cfg.JobID, Input: cfg.InputTopic, Output: cfg.OutputTopic, Demo: cfg.Demo(),
+		Job: cfg.JobID, Input: cfg.InputTopic, Output: cfg.OutputTopic, Demo: s.demo, Version: s.build.Version,
 		Interval: cfg.BatchInterval, Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
-		Started: started, Uptime: now.Sub(started).Round(time.Second),
-		Ready: snap.Ready, ReadyWhy: snap.ReadyWhy, LastBatch: snap.LastBatch, Committed: snap.Committed,
+		Started: s.started, Uptime: now.Sub(s.started).Round(time.Second),
+		Role: snap.Role, Refused: snap.Refused, Ready: snap.Ready, ReadyWhy: snap.ReadyWhy,
+		Committed: snap.Committed, Ran: snap.Ran, Fenced: snap.Fenced, Lag: lag,
 		Results: snap.Results, ResultsTime: snap.ResultsTime,
 		RefreshMillis: min(max(cfg.BatchInterval, time.Second), 10*time.Second).Milliseconds(),
 	}
-	secs := cfg.BatchInterval.Seconds()
-	if secs <= 0 {
-		secs = 1
+	for _, l := range lag {
+		p.LagTotal += l.Lag
 	}
 	bs := snap.Batches
+	inputRate := func(i int) float64 {
+		since := cfg.BatchInterval
+		if i > 0 && bs[i].Time.After(bs[i-1].Time) {
+			since = bs[i].Time.Sub(bs[i-1].Time)
+		}
+		return rate(bs[i].Records, since)
+	}
 	p.Charts = []chart{
-		newChart("input-rate", "Input rate", "records/s", bs, func(b microbatch.BatchStats) float64 { return float64(b.Records) / secs }, fmtRate),
-		newChart("scheduling-delay", "Scheduling delay", "ms", bs, func(b microbatch.BatchStats) float64 { return ms(b.SchedulingDelay) }, fmtMs),
-		newChart("processing-time", "Processing time", "ms", bs, func(b microbatch.BatchStats) float64 { return ms(b.ProcessingTime) }, fmtMs),
+		newChart("input-rate", "Input rate", "records/s", bs, inputRate, fmtRate),
+		newChart("scheduling-delay", "Scheduling delay", "ms", bs, func(i int) float64 { return ms(bs[i].SchedulingDelay) }, fmtMs),
+		newChart("processing-time", "Processing time", "ms", bs, func(i int) float64 { return ms(bs[i].ProcessingTime) }, fmtMs),
 	}
 	for i := len(bs) - 1; i >= 0 && len(p.Batches) < pageRows; i-- {
 		p.Batches = append(p.Batches, bs[i])
@@ -128,7 +149,8 @@ const (
 	plotW, plotH   float64 = chartW - padL - padR, chartH - padT - padB
 )
 
-func newChart(id, title, unit string, bs []microbatch.BatchStats, value func(microbatch.BatchStats) float64, format func(float64) string) chart {
+// newChart draws value(i) of every batch of bs.
+func newChart(id, title, unit string, bs []batch, value func(i int) float64, format func(float64) string) chart {
 	c := chart{ID: id, Title: title, Unit: unit, Width: chartW, Height: chartH,
 		Left: padL, Right: chartW - padR, Bottom: padT + plotH, MidX: padL + plotW/2, MidY: padT + plotH/2,
 		Avg: "–", Last: "–"}
@@ -137,8 +159,8 @@ func newChart(id, title, unit string, bs []microbatch.BatchStats, value func(mic
 	}
 	vals := make([]float64, len(bs))
 	peak, sum := 0.0, 0.0
-	for i, b := range bs {
-		vals[i] = value(b)
+	for i := range bs {
+		vals[i] = value(i)
 		peak, sum = max(peak, vals[i]), sum+vals[i]
 	}
 	c.Avg, c.Last = format(sum/float64(len(vals))), format(vals[len(vals)-1])

@@ -61,24 +61,55 @@ func TestStatusPage(t *testing.T) {
 	cfg := Config{JobID: "top-ips", InputTopic: "logs", OutputTopic: "top-ips", BatchInterval: 10 * time.Second,
 		Window: 30 * time.Second, Slide: 10 * time.Second, TopN: 3, LeaseTTL: 5 * time.Second}
 	t0 := time.Date(2026, 11, 24, 5, 31, 0, 0, time.UTC)
+	lag := []partitionLag{{Topic: "logs", Partition: 0, Position: 1200, End: 1450, Lag: 250}, {Topic: "logs", Partition: 1, Position: 900, End: 900}}
 	for _, test := range []struct {
 		name    string
 		batches int
 		results []topips.Result
+		demo    bool
+		role    role
+		refused string
+		lag     []partitionLag
+		want    []string // in the page
+		absent  []string // not in the page
 	}{
-		{name: "no batch yet"},
-		{name: "one batch", batches: 1, results: []topips.Result{{Rank: 1, IP: "10.0.0.1", Count: 5, Country: "PT", Total: 5}}},
-		{name: "more batches than rows", batches: 45, results: []topips.Result{
+		{name: "no batch yet", role: roleStarting,
+			want:   []string{`data-role="starting"`, "no batch committed yet", "no offsets known yet", `id="ready"`, "not ready"},
+			absent: []string{`id="demo"`, `id="refused"`}},
+		{name: "one batch", batches: 1, role: roleActive, results: []topips.Result{{Rank: 1, IP: "10.0.0.1", Count: 5, Country: "PT", Total: 5}},
+			want: []string{`data-role="active"`, `<dd id="last-batch">1</dd>`, `<dd id="last-commit">05:31:02 UTC</dd>`}},
+		{name: "more batches than rows", batches: 45, role: roleActive, lag: lag, results: []topips.Result{
 			{Rank: 1, IP: "211.191.62.46", Count: 2312, Country: "PT", Total: 9120},
 			{Rank: 2, IP: "126.229.132.89", Count: 1047, Country: "unknown", Total: 3001},
+		}, want: []string{
+			// checkpoint time and lag at plan of batch 45
+			"<td>5.50 ms</td><td>440</td>",
+			`<tr data-partition="0"><td class="l">logs</td><td>0</td><td>1` + "\u2009" + `200</td><td>1` + "\u2009" + `450</td><td>250</td></tr>`,
+			`<dd id="lag">250 records</dd>`,
 		}},
+		{name: "demo", demo: true, role: roleActive, want: []string{`id="demo"`, "DEMO"}},
+		{name: "standby", batches: 3, role: roleStandby, want: []string{`data-role="standby"`, "3 run here"}},
+		{name: "refused", role: roleRefused, refused: "state lost: the checkpoint is at batch 0 but the output already holds batch 7",
+			want: []string{`data-role="refused"`, `<p class="refused" id="refused"><b>Refusing to run the job.</b> state lost: the checkpoint is at batch 0`, "not ready"}},
 	} {
 		t.Run(test.name, func(t *testing.T) {
-			s := newStatus(cfg, 60)
+			s := newStatus(cfg, test.demo, 60)
+			s.live.lag = func(context.Context, []microbatch.Range) []partitionLag { return test.lag }
+			if test.role != roleStarting {
+				s.checked(nil, nil)
+			}
+			s.setRole(test.role)
+			if test.refused != "" {
+				s.refuse(test.refused)
+			}
 			for i := range test.batches {
-				s.observe(microbatch.BatchStats{ID: uint64(i + 1), Time: t0.Add(time.Duration(i) * cfg.BatchInterval),
+				id := uint64(i + 1)
+				bt := t0.Add(time.Duration(i) * cfg.BatchInterval)
+				s.planned(microbatch.Plan{ID: id, Time: bt, Ranges: []microbatch.Range{{Topic: "logs", From: int64(i) * 10, Until: int64(i+1) * 10}}}, int64(10*i))
+				s.observe(microbatch.BatchStats{ID: id, Time: bt,
 					Records: 1000 * (i%7 + 1), SchedulingDelay: time.Duration(i) * time.Millisecond,
-					ProcessingTime: time.Duration(50+i) * time.Millisecond, StateChanges: i, Messages: 3})
+					ProcessingTime: time.Duration(50+i) * time.Millisecond, CheckpointTime: time.Duration(i) * 125 * time.Microsecond,
+					StateChanges: i, Messages: 3}, bt.Add(2*time.Second))
 			}
 			if test.results != nil {
 				s.results(microbatch.BatchInfo{Plan: microbatch.Plan{ID: uint64(test.batches), Time: t0}}, test.results)
@@ -89,6 +120,16 @@ func TestStatusPage(t *testing.T) {
 			if code != http.StatusOK {
 				t.Fatalf("GET /: %d", code)
 			}
+			for _, w := range test.want {
+				if !strings.Contains(html, w) {
+					t.Errorf("the page lacks %q", w)
+				}
+			}
+			for _, w := range test.absent {
+				if strings.Contains(html, w) {
+					t.Errorf("the page shows %q", w)
+				}
+			}
 			got := parsePage(html)
 			for _, series := range []string{"input-rate", "scheduling-delay", "processing-time"} {
 				n, ok := got.charts[series]
@@ -98,6 +139,9 @@ func TestStatusPage(t *testing.T) {
 				if n != test.batches {
 					t.Errorf("%s chart has %d points, want %d", series, n, test.batches)
 				}
+			}
+			if strings.Contains(html, "http://") || strings.Contains(html, "https://") {
+				t.Errorf("the page loads something from elsewhere")
 			}
 			if test.batches == 0 {
 				if len(got.polylines) != 0 || !strings.Contains(html, "no batch committed yet") {
@@ -117,11 +161,8 @@ func TestStatusPage(t *testing.T) {
 			if len(got.batches) != wantRows || got.batches[0] != uint64(test.batches) {
 				t.Errorf("batch rows %v: want %d rows, newest (%d) first", got.batches, wantRows, test.batches)
 			}
-			if len(got.results) != len(test.results) || got.results[0] != test.results[0].IP {
+			if len(got.results) != len(test.results) || len(test.results) > 0 && got.results[0] != test.results[0].IP {
 				t.Errorf("results %v, want %v", got.results, test.results)
-			}
-			if strings.Contains(html, "http://") || strings.Contains(html, "https://") {
-				t.Errorf("the page loads something from elsewhere")
 			}
 		})
 	}
@@ -202,11 +243,18 @@ func TestStatusPageInChromium(t *testing.T) {
 			t.Errorf("a polyline has fewer than %d points: %q", want, pts)
 		}
 	}
-	if len(got.batches) == 0 || got.batches[0] < before.LastBatch {
-		t.Errorf("latest batch row %v: want batch %d or later first", got.batches, before.LastBatch)
+	if len(got.batches) == 0 || got.batches[0] < before.Job.CommittedBatch {
+		t.Errorf("latest batch row %v: want batch %d or later first", got.batches, before.Job.CommittedBatch)
 	}
 	if len(got.results) == 0 {
 		t.Errorf("no results on the page")
+	}
+	// The demo's badge (the page once read the broker setting after the
+	// demo had set it), the role, and the columns operators asked for.
+	for _, want := range []string{`id="demo"`, `data-role="active"`, `>ready</span>`, "<th>Checkpoint time</th>", "Lag at plan</th>", `<tr data-partition="3">`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page lacks %q", want)
+		}
 	}
 
 	shot := filepath.Join(t.TempDir(), "status.png")

@@ -46,7 +46,7 @@ func preflight(ctx context.Context, cfg Config, cl *kgo.Client, rdb *redis.Clien
 	err = rdb.Ping(rctx).Err()
 	cancel()
 	if err != nil {
-		err = fmt.Errorf("redis: connect to %s: %w", cfg.RedisAddr, err)
+		err = fmt.Errorf("redis: connect to %s: %w", cfg.redisHost(), err)
 		switch {
 		case redis.IsAuthError(err), redis.HasErrorPrefix(err, "NOPERM"):
 			user := cfg.RedisUser

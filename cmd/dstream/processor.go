@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
@@ -26,8 +28,15 @@ import (
 	"github.com/dstream-io/dstream/state"
 )
 
+// historyLen is how many recent batches the status keeps, and Redis for it.
+const historyLen = 60
+
 // runProcessor wires Kafka, Redis and the job, serves HTTP, and runs until
-// ctx is done (then stops gracefully within the grace period) or it fails.
+// ctx is done (then stops gracefully within the grace period) or the job
+// fails. It stands by while another instance holds the job, goes back to
+// standing by when another instance takes the job over, and, when the job
+// cannot run (microbatch.ErrPermanent), stays up and refuses until ctx is
+// done, rather than exit and be restarted into the same refusal.
 func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -46,6 +55,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	}
 
 	m := newMetrics()
+	m.interval.Set(cfg.BatchInterval.Seconds())
 	base, err := kafkaOpts(cfg, log)
 	if err != nil {
 		return err
@@ -65,23 +75,17 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	if err := preflight(ctx, cfg, srcClient, rdb, log); err != nil {
 		return err
 	}
-	store, err := state.NewRedis(rdb, state.Config{Job: cfg.JobID, LeaseTTL: cfg.LeaseTTL}, state.WithLogger(log))
+	// reader reads the job's progress without taking the job.
+	reader, err := state.NewRedis(rdb, state.Config{Job: cfg.JobID, LeaseTTL: cfg.LeaseTTL}, state.WithLogger(log))
 	if err != nil {
 		return err
 	}
-	for _, w := range store.Check(ctx) {
+	for _, w := range reader.Check(ctx) {
 		if demo {
 			continue // the demo's Redis is in memory by design
 		}
 		log.Warn().Str("component", "state").Msg(w)
 	}
-
-	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: cfg.JobID, Output: cfg.OutputTopic, DeadLetters: cfg.DeadLetterTopic}, base, log)
-	if err != nil {
-		return err
-	}
-	defer sink.Close()
-
 	countries, err := loadCountries(cfg)
 	if err != nil {
 		return err
@@ -90,50 +94,16 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		log.Info().Int("ips", countries.Len()).Str("file", cfg.CountriesFile).Msg("countries loaded")
 	}
 
-	status := newStatus(cfg, 60)
-	var estimator *ingest.RateEstimator
-	srcOpts := []ingest.Option{ingest.WithLogger(log)}
-	if cfg.Backpressure {
-		estimator = ingest.NewRateEstimator(cfg.BatchInterval, cfg.BackpressureMinRate)
-		srcOpts = append(srcOpts, ingest.WithBackpressure(estimator))
+	p := &processor{
+		cfg: cfg, log: log, stdout: stdout, base: base, client: srcClient, adm: kadm.NewClient(srcClient),
+		rdb: rdb, reader: reader, history: state.NewHistory(rdb, cfg.JobID, historyLen), countries: countries,
+		m: m, status: newStatus(cfg, demo, historyLen), batches: newBatchLog(log),
+		sampled: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
 	}
-	src, err := ingest.New(srcClient, ingest.Config{
-		Topic: cfg.InputTopic, StartOffset: ingest.StartOffset(cfg.StartOffset),
-		BatchInterval: cfg.BatchInterval, MaxRatePerPartition: cfg.MaxRatePerPartition,
-	}, srcOpts...)
-	if err != nil {
-		return err
-	}
-	m.watchLag(src, srcClient)
+	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup}
+	m.watchState(p.stateStats)
 
-	malformedLog := log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})
-	job := microbatch.NewJob(cfg.BatchInterval,
-		microbatch.WithLogger(log),
-		microbatch.WithStdout(stdout),
-		microbatch.WithLeaseRenewal(cfg.LeaseTTL/4),
-		microbatch.WithListener(func(b microbatch.BatchStats) {
-			m.observe(b)
-			status.observe(b)
-			if estimator != nil {
-				estimator.Observe(b)
-			}
-		}))
-	job.Checkpoint(store)
-	pipeline := topips.Build(job, src, m.countAborts(sink), topips.Config{
-		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
-		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-		Countries: countries, Pprint: true,
-		OnMalformed: func(rec microbatch.Record, reason error) {
-			m.malformed.Inc()
-			malformedLog.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
-		},
-	})
-	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
-		status.results(b, batch)
-		return nil
-	})
-
-	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHandler(m, status), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHandler(m, p.status), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w", cfg.HTTPAddr, err)
@@ -148,13 +118,158 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
+	wg.Go(func() { p.checkHealth(bgCtx) })
+	wg.Go(func() { p.follow(bgCtx) })
 
+	b := buildInfo()
 	log.Info().Str("job", cfg.JobID).Strs("brokers", cfg.KafkaBrokers).Str("input", cfg.InputTopic).
-		Str("output", cfg.OutputTopic).Dur("interval", cfg.BatchInterval).Dur("window", cfg.Window).
-		Dur("slide", cfg.Slide).Str("http", ln.Addr().String()).Msg("dstream starting")
+		Str("output", cfg.OutputTopic).Str("interval", cfg.BatchInterval.String()).Str("window", cfg.Window.String()).
+		Str("slide", cfg.Slide.String()).Str("http", ln.Addr().String()).Str("version", b.Version).Msg("dstream starting")
+	return p.run(ctx, bgCtx)
+}
+
+// processor runs the job for as long as dstream runs. What lives as long
+// as the process (clients, metrics, status) is here; a job, its store,
+// source and sink are built anew for every turn as the active instance.
+type processor struct {
+	cfg       Config
+	log       zerolog.Logger
+	sampled   zerolog.Logger // for what may repeat every batch
+	stdout    io.Writer
+	base      []kgo.Opt
+	client    *kgo.Client // the input's, read_committed
+	adm       *kadm.Client
+	rdb       *redis.Client
+	reader    *state.Redis
+	history   *state.History
+	countries *rdd.Table[string, string]
+	m         *metrics
+	status    *status
+	batches   *batchLog
+	running   atomic.Pointer[running] // the job, while this instance is active
+}
+
+// running is the job of the active instance: what lookups, state sizes and
+// lag read while it runs.
+type running struct {
+	job      *microbatch.Job
+	pipeline *topips.Pipeline
+	src      *ingest.Source
+}
+
+// run runs turns of the job until ctx is done or one fails.
+func (p *processor) run(ctx, bgCtx context.Context) error {
+	for {
+		err := p.turn(ctx, bgCtx)
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case errors.Is(err, microbatch.ErrFenced):
+			p.m.fenced.Inc()
+			p.status.fenced()
+			p.log.Warn().Err(err).Msg("another instance took the job over: standing by again")
+		case errors.Is(err, microbatch.ErrPermanent):
+			return p.refuse(ctx, err)
+		default:
+			return err
+		}
+		// A fenced instance waits a moment, so that a fault that fences it
+		// at once cannot spin.
+		t := time.NewTimer(p.cfg.LeaseTTL / 4)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// refuse keeps the process up, not ready, until ctx is done: restarting
+// cannot fix a permanent error, and a process that exits is restarted into
+// the same refusal, over and over.
+func (p *processor) refuse(ctx context.Context, err error) error {
+	p.status.refuse(err.Error())
+	p.m.refused.Set(1)
+	p.m.setRole(roleRefused)
+	p.log.Error().Err(err).Msg("refusing to run the job: staying up, not ready, until stopped; /api/status shows why")
+	<-ctx.Done()
+	p.log.Info().Msg("stopping")
+	return nil
+}
+
+// turn builds a job and runs it: it stands by until it gets the job, runs
+// its batches, and returns when ctx is done (after a graceful stop) or the
+// job ends.
+func (p *processor) turn(ctx, bgCtx context.Context) error {
+	cfg := p.cfg
+	store, err := state.NewRedis(p.rdb, state.Config{Job: cfg.JobID, LeaseTTL: cfg.LeaseTTL}, state.WithLogger(p.log))
+	if err != nil {
+		return err
+	}
+	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: cfg.JobID, Output: cfg.OutputTopic, DeadLetters: cfg.DeadLetterTopic}, p.base, p.log)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	var estimator *ingest.RateEstimator
+	srcOpts := []ingest.Option{ingest.WithLogger(p.log)}
+	if cfg.Backpressure {
+		estimator = ingest.NewRateEstimator(cfg.BatchInterval, cfg.BackpressureMinRate)
+		srcOpts = append(srcOpts, ingest.WithBackpressure(estimator))
+	}
+	src, err := ingest.New(p.client, ingest.Config{
+		Topic: cfg.InputTopic, StartOffset: ingest.StartOffset(cfg.StartOffset),
+		BatchInterval: cfg.BatchInterval, MaxRatePerPartition: cfg.MaxRatePerPartition,
+	}, srcOpts...)
+	if err != nil {
+		return err
+	}
+
+	job := microbatch.NewJob(cfg.BatchInterval,
+		microbatch.WithLogger(p.log),
+		microbatch.WithStdout(p.stdout),
+		microbatch.WithLeaseRenewal(cfg.LeaseTTL/4),
+		microbatch.WithListener(func(b microbatch.BatchStats) {
+			if estimator != nil {
+				estimator.Observe(b)
+			}
+			p.committed(bgCtx, b)
+		}))
+	var pipeline *topips.Pipeline
+	job.Checkpoint(&trackedStore{
+		Store: store,
+		acquired: func(ctx context.Context) {
+			p.acquired(ctx, &running{job: job, pipeline: pipeline, src: src}, estimator)
+		},
+		planned: func(plan microbatch.Plan) { p.status.planned(plan, lagAtPlan(src, plan)) },
+	})
+	pipeline = topips.Build(job, src, p.m.countAborts(sink), topips.Config{
+		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
+		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
+		Countries: p.countries, Pprint: true,
+		OnMalformed: func(rec microbatch.Record, reason error) {
+			p.m.malformed.Inc()
+			p.sampled.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
+		},
+	})
+	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
+		p.status.results(b, batch)
+		return nil
+	})
+
+	p.setRole(roleStandby)
+	defer func() {
+		p.setRole(roleStandby)
+		p.running.Store(nil)
+		p.m.watchLag(nil, nil)
+		p.m.rate.Store(nil)
+	}()
 	if err := job.Start(bgCtx); err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ended := make(chan struct{})
 	wg.Go(func() {
 		_ = job.AwaitTermination()
@@ -162,19 +277,225 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	})
 	select {
 	case <-ctx.Done():
-		log.Info().Dur("grace", cfg.ShutdownGrace).Msg("stopping: finishing the batch in flight")
-		job.Stop(true)
-		if ended, err := job.AwaitTerminationOrTimeout(cfg.ShutdownGrace); !ended {
-			log.Warn().Msg("grace period over: abandoning the batch in flight; it reruns from its plan on restart")
-			job.Stop(false)
-			return job.AwaitTermination()
-		} else if err != nil {
-			return err
-		}
-		return nil
+		return p.stop(job)
 	case <-ended:
 		return job.AwaitTermination()
 	}
+}
+
+// stop stops the job on SIGTERM: a batch in flight may finish within the
+// grace period; standing by or between batches, the job ends at once.
+func (p *processor) stop(job *microbatch.Job) error {
+	if p.status.role() == roleActive {
+		p.log.Info().Str("grace", p.cfg.ShutdownGrace.String()).Msg("stopping: finishing the batch in flight")
+	} else {
+		p.log.Info().Msg("stopping")
+	}
+	job.Stop(true)
+	if ended, err := job.AwaitTerminationOrTimeout(p.cfg.ShutdownGrace); !ended {
+		p.log.Warn().Msg("grace period over: abandoning the batch in flight; it reruns from its plan on restart")
+		job.Stop(false)
+		return job.AwaitTermination()
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func (p *processor) setRole(r role) {
+	p.status.setRole(r)
+	p.m.setRole(p.status.role())
+}
+
+// acquired runs when the job's Store was acquired: this instance is now
+// the active one. The recent batches that other instances ran are loaded
+// before the first batch here.
+func (p *processor) acquired(ctx context.Context, r *running, estimator *ingest.RateEstimator) {
+	p.setRole(roleActive)
+	p.running.Store(r)
+	p.m.watchLag(r.src, p.client)
+	if estimator != nil {
+		p.m.rate.Store(estimator)
+	}
+	p.loadHistory(ctx)
+}
+
+// committed is the job's listener: it runs on the job's goroutine after
+// every commit.
+func (p *processor) committed(ctx context.Context, b microbatch.BatchStats) {
+	rec := p.status.observe(b, time.Now())
+	p.m.observe(b)
+	p.batches.observe(b)
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	err := p.history.Record(ctx, state.BatchRecord{
+		ID: b.ID, Time: b.Time, Records: b.Records, SchedulingDelay: b.SchedulingDelay,
+		ProcessingTime: b.ProcessingTime, CheckpointTime: b.CheckpointTime, OutputRecords: b.Messages,
+		StateChanges: b.StateChanges, Lag: rec.Lag, CommittedAt: rec.CommittedAt,
+	})
+	if err != nil {
+		p.sampled.Warn().Err(err).Msg("the status history misses a batch")
+	}
+}
+
+// historyTimeout bounds the Redis calls for the status history.
+const historyTimeout = 5 * time.Second
+
+// loadHistory reads the job's progress and recent batches from Redis.
+func (p *processor) loadHistory(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	err := func() error {
+		progress, err := p.reader.Progress(ctx)
+		if err != nil {
+			return err
+		}
+		committed := progress.Committed
+		recs, err := p.history.Recent(ctx, historyLen)
+		if err != nil {
+			return err
+		}
+		from, to := committed, committed
+		if len(recs) > 0 {
+			from, to = min(from, recs[0].ID), max(to, recs[len(recs)-1].ID)
+		}
+		var plans []microbatch.Plan
+		if to > 0 {
+			if plans, err = p.reader.Plans(ctx, max(from, 1), to); err != nil {
+				return err
+			}
+		}
+		p.status.loadHistory(recs, plans, committed)
+		return nil
+	}()
+	if err != nil {
+		p.log.Debug().Err(err).Msg("read the job's history")
+		return
+	}
+	c := p.status.committed()
+	p.m.committed(c.ID, c.Time, c.CommittedAt)
+}
+
+// follow keeps a standby's view of the job current: its committed batch
+// (dstream_last_committed_batch and the status) and recent batches, read
+// from Redis once a batch interval (1 s to 10 s).
+func (p *processor) follow(ctx context.Context) {
+	t := time.NewTicker(min(max(p.cfg.BatchInterval, time.Second), 10*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if p.status.role() != roleActive {
+			p.loadHistory(ctx)
+		}
+	}
+}
+
+// healthEvery is how often Redis and Kafka are checked for readiness.
+const healthEvery = 2 * time.Second
+
+// checkHealth pings Redis and Kafka every healthEvery for readiness.
+func (p *processor) checkHealth(ctx context.Context) {
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, healthEvery)
+		redisErr := p.rdb.Ping(rctx).Err()
+		cancel()
+		kctx, cancel := context.WithTimeout(ctx, healthEvery)
+		kafkaErr := p.client.Ping(kctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		p.status.checked(redisErr, kafkaErr)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// lag is the lag of every input partition: past the last planned batch on
+// the active instance, past latest (the last committed batch's ranges) on
+// a standby.
+func (p *processor) lag(ctx context.Context, latest []microbatch.Range) []partitionLag {
+	if r := p.running.Load(); r != nil {
+		if cut := r.src.LastCut(); len(cut) > 0 {
+			return lagOf(ctx, p.adm, r.src.Topic(), cutPositions(cut))
+		}
+	}
+	return lagOf(ctx, p.adm, p.cfg.InputTopic, rangesLag(latest))
+}
+
+// stateStats is the size of the running job's state (nil on a standby).
+func (p *processor) stateStats() []microbatch.StateStats {
+	if r := p.running.Load(); r != nil {
+		return r.job.StateStats()
+	}
+	return nil
+}
+
+// lookup returns the running job's state lookup (nil on a standby).
+func (p *processor) lookup() func(ip string) (topips.Entry, bool) {
+	if r := p.running.Load(); r != nil {
+		return r.pipeline.Lookup
+	}
+	return nil
+}
+
+// lagAtPlan is how many records src left past plan's end when it cut it,
+// or -1 if its last cut is not plan's (a plan recorded before, recovered).
+func lagAtPlan(src *ingest.Source, plan microbatch.Plan) int64 {
+	cut := src.LastCut()
+	if len(cut) == 0 {
+		return -1
+	}
+	var lag int64
+	for _, c := range cut {
+		found := false
+		for _, r := range plan.Ranges {
+			if r.Topic == src.Topic() && r.Partition == c.Partition {
+				found = r.Until == c.Until
+				break
+			}
+		}
+		if !found {
+			return -1
+		}
+		lag += max(0, c.End-c.Until)
+	}
+	return lag
+}
+
+// trackedStore is the job's Store as the processor watches it: it tells
+// when this instance acquires the job and which plans it records.
+type trackedStore struct {
+	microbatch.Store
+	acquired func(ctx context.Context)
+	planned  func(microbatch.Plan)
+}
+
+// Acquire implements microbatch.Store.
+func (s *trackedStore) Acquire(ctx context.Context) (microbatch.Meta, error) {
+	meta, err := s.Store.Acquire(ctx)
+	if err == nil {
+		s.acquired(ctx)
+	}
+	return meta, err
+}
+
+// RecordPlan implements microbatch.Store.
+func (s *trackedStore) RecordPlan(ctx context.Context, plan microbatch.Plan) error {
+	err := s.Store.RecordPlan(ctx, plan)
+	if err == nil {
+		s.planned(plan)
+	}
+	return err
 }
 
 func kafkaOpts(cfg Config, log zerolog.Logger) ([]kgo.Opt, error) {
@@ -196,8 +517,11 @@ func kafkaOpts(cfg Config, log zerolog.Logger) ([]kgo.Opt, error) {
 }
 
 func redisClient(cfg Config) (*redis.Client, error) {
-	opts := &redis.Options{Addr: cfg.RedisAddr, Username: cfg.RedisUser, Password: cfg.RedisPassword}
-	if cfg.RedisTLS {
+	opts, err := cfg.redisOptions()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RedisTLS || opts.TLSConfig != nil {
 		tc, err := tlsConfig(cfg.RedisTLSCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("redis tls: %w", err)
@@ -222,23 +546,6 @@ func tlsConfig(caFile string) (*tls.Config, error) {
 	}
 	tc.RootCAs = pool
 	return tc, nil
-}
-
-// kgoLogger adapts zerolog to franz-go's logger; franz-go's info is chatty,
-// so only its warnings and errors pass.
-type kgoLogger struct{ log zerolog.Logger }
-
-func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
-
-func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	ev := l.log.Warn()
-	if level == kgo.LogLevelError {
-		ev = l.log.Error()
-	}
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		ev = ev.Interface(fmt.Sprint(keyvals[i]), keyvals[i+1])
-	}
-	ev.Msg(msg)
 }
 
 // loadCountries reads DSTREAM_COUNTRIES_FILE, if set.

@@ -20,40 +20,42 @@ import (
 // replayCommand parses `dstream replay` flags and runs the replay.
 func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	batch := fs.Uint64("batch", 0, "replay this batch")
 	from := fs.Uint64("from", 0, "first batch of a range")
 	to := fs.Uint64("to", 0, "last batch of a range")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dstream replay --batch N | --from N --to M\n\n"+
+	help := func(w io.Writer) {
+		fmt.Fprint(w, "usage: dstream replay --batch N | --from N --to M\n\n"+
 			"Recomputes batches from their recorded plans and prints the records they wrote to the output topic,\n"+
-			"without writing to Kafka or touching the checkpoint. Reads DSTREAM_* settings like dstream itself.")
+			"without writing to Kafka or touching the checkpoint. Reads DSTREAM_* settings like dstream itself.\n\n")
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if ok, code := parseFlags(fs, args, help, stdout, stderr); !ok {
+		return code
 	}
 	if *batch > 0 {
 		*from, *to = *batch, *batch
 	}
 	if *from == 0 || *to < *from {
-		fs.Usage()
-		return 2
+		fmt.Fprintf(stderr, "dstream replay: give --batch N, or --from N --to M with 1 ≤ N ≤ M\n\n")
+		help(stderr)
+		return exitUsage
 	}
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
-		return 2
+		return exitUsage
 	}
 	if cfg.Demo() {
 		fmt.Fprintln(stderr, "dstream replay: set DSTREAM_KAFKA_BROKERS and DSTREAM_REDIS_ADDR: the demo keeps no plans to replay")
-		return 2
+		return exitUsage
 	}
 	if err := replay(ctx, cfg, *from, *to, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "dstream replay:", err)
-		return 1
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }
 
 // replay recomputes batches from..to of the configured job from the plans in

@@ -165,6 +165,7 @@ func TestSecureConnections(t *testing.T) {
 		name     string
 		kafka    map[string]string
 		redisTLS bool
+		redisURL bool // the credentials in DSTREAM_REDIS_ADDR as a redis:// URL
 	}{
 		{name: "sasl", kafka: map[string]string{
 			"DSTREAM_KAFKA_BROKERS":        b.SASLAddr(),
@@ -172,6 +173,7 @@ func TestSecureConnections(t *testing.T) {
 			"DSTREAM_KAFKA_SASL_USER":      scramUser,
 			"DSTREAM_KAFKA_SASL_PASSWORD":  scramPassword,
 		}},
+		{name: "redis-url", redisURL: true, kafka: map[string]string{"DSTREAM_KAFKA_BROKERS": b.Addr()}},
 		{name: "tls", redisTLS: true, kafka: map[string]string{
 			"DSTREAM_KAFKA_BROKERS":     b.TLSAddr(),
 			"DSTREAM_KAFKA_TLS":         "true",
@@ -203,6 +205,11 @@ func TestSecureConnections(t *testing.T) {
 			}
 			env["DSTREAM_REDIS_ADDR"] = redisAddr
 			env["DSTREAM_REDIS_USER"], env["DSTREAM_REDIS_PASSWORD"] = redisUser, redisPassword
+			if test.redisURL {
+				env["DSTREAM_REDIS_ADDR"] = "redis://" + redisUser + ":" + redisPassword + "@" + redisAddr
+				delete(env, "DSTREAM_REDIS_USER")
+				delete(env, "DSTREAM_REDIS_PASSWORD")
+			}
 			cfg := configFrom(t, env)
 
 			p := startProcessor(t, cfg)

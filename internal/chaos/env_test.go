@@ -85,6 +85,7 @@ type env struct {
 }
 
 type envOptions struct {
+	interval   time.Duration // batch interval and slide (default 500ms); the window is 3 of them
 	leaseTTL   time.Duration
 	ratePerSec int // DSTREAM_MAX_RATE_PER_PARTITION
 	seed       uint64
@@ -103,6 +104,9 @@ func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o env
 			Interval: 500 * time.Millisecond, Window: 1500 * time.Millisecond, Slide: 500 * time.Millisecond,
 			TopN: 3,
 		},
+	}
+	if o.interval > 0 {
+		e.spec.Interval, e.spec.Window, e.spec.Slide = o.interval, 3*o.interval, o.interval
 	}
 	t.Cleanup(func() { e.rdb.Close() })
 	e.feed = chaos.Feed{Topic: e.spec.Input, Seed: o.seed, IPs: 1000, MalformedEvery: 997}

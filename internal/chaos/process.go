@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -190,6 +191,93 @@ func (p *Processor) Ready(ctx context.Context) (bool, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK, nil
+}
+
+// Get fetches path from the processor's HTTP server and returns the
+// status code and body.
+func (p *Processor) Get(ctx context.Context, path string) (int, []byte, error) {
+	addr, err := p.HTTPAddr(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// Status is the part of /api/status (docs/api.md) the tests read; Raw is
+// the whole body.
+type Status struct {
+	Instance struct {
+		Role          string  `json:"role"`
+		Ready         bool    `json:"ready"`
+		ReadyReason   string  `json:"ready_reason"`
+		RefusedReason *string `json:"refused_reason"`
+		BatchesRun    uint64  `json:"batches_run"`
+		Fenced        int     `json:"fenced"`
+	} `json:"instance"`
+	Job struct {
+		CommittedBatch uint64     `json:"committed_batch"`
+		LastCommitAt   *time.Time `json:"last_commit_at"`
+	} `json:"job"`
+	Batches []struct {
+		ID      uint64 `json:"id"`
+		Records int    `json:"records"`
+		Offsets []struct {
+			Partition  int32 `json:"partition"`
+			Start, End int64
+		} `json:"offsets"`
+		CommittedAt *time.Time `json:"committed_at"`
+	} `json:"batches"`
+	Raw []byte `json:"-"`
+}
+
+// Status fetches and decodes /api/status.
+func (p *Processor) Status(ctx context.Context) (*Status, error) {
+	code, body, err := p.Get(ctx, "/api/status")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("chaos: %s: /api/status: %d %s", p.Name, code, body)
+	}
+	var s Status
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, fmt.Errorf("chaos: %s: /api/status: %w", p.Name, err)
+	}
+	s.Raw = body
+	return &s, nil
+}
+
+// Metric fetches /metrics and returns the value of one sample, named as
+// the exposition writes it (with its labels, if any); ok is false if
+// there is no such sample.
+func (p *Processor) Metric(ctx context.Context, sample string) (v float64, ok bool, err error) {
+	code, body, err := p.Get(ctx, "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	if code != http.StatusOK {
+		return 0, false, fmt.Errorf("chaos: %s: /metrics: %d", p.Name, code)
+	}
+	for line := range strings.Lines(string(body)) {
+		name, value, found := strings.Cut(strings.TrimSpace(line), " ")
+		if found && name == sample {
+			v, err := strconv.ParseFloat(value, 64)
+			return v, err == nil, err
+		}
+	}
+	return 0, false, nil
 }
 
 // Logged reports whether a log line contains s.

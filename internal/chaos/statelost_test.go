@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dstream-io/dstream/internal/chaos"
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/state"
@@ -15,10 +16,13 @@ import (
 
 // TestStateLost takes the job's checkpoint away under a running processor,
 // by FLUSHALL or by a Redis restart that lost its data: the processor must
-// stop, and a new one must refuse to start over from batch 0 (which would
-// count everything again) with the StateLostError message; the output keeps
-// every batch once.
+// stop running the job and refuse, and a new one must refuse to start over
+// from batch 0 (which would count everything again) with the StateLostError
+// message. Refusing, both stay up (a restart cannot fix it), not ready, with
+// dstream_refused 1 and the reason in /api/status, and stop at once on
+// SIGTERM; the output keeps every batch once.
 func TestStateLost(t *testing.T) {
+	schema := statusSchema(t)
 	for _, test := range []struct {
 		name string
 		lose func(t *testing.T, rds *redistest.Server)
@@ -54,25 +58,38 @@ func TestStateLost(t *testing.T) {
 			e.waitCommitted(5, time.Minute, first)
 			test.lose(t, rds)
 
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			code, err := first.Wait(ctx)
-			if err != nil {
-				t.Fatal(err)
+			refused := func(p *chaos.Processor, want string) {
+				t.Helper()
+				e.waitRole(p, "refused", time.Minute)
+				s := e.status(p, schema)
+				reason := ""
+				if s.Instance.RefusedReason != nil {
+					reason = *s.Instance.RefusedReason
+				}
+				t.Logf("%s refuses: %s", p.Name, reason)
+				if !strings.Contains(reason, want) || s.Instance.Ready {
+					t.Errorf("%s: refused_reason %q, ready %v; want %q, not ready", p.Name, reason, s.Instance.Ready, want)
+				}
+				if ok, err := p.Ready(context.Background()); ok || err != nil {
+					t.Errorf("%s: /readyz ready %v (%v) while refusing", p.Name, ok, err)
+				}
+				if e.metric(p, "dstream_refused") != 1 || e.metric(p, "dstream_active") != 0 {
+					t.Errorf("%s: dstream_refused %v, dstream_active %v; want 1, 0", p.Name, e.metric(p, "dstream_refused"), e.metric(p, "dstream_active"))
+				}
+				if p.Exited() {
+					t.Fatalf("%s exited instead of refusing%s", p.Name, p.LogTail(10))
+				}
 			}
-			t.Logf("the running processor: exit %d: %s", code, first.ExitError())
-			if msg := first.ExitError(); code == 0 || !strings.Contains(msg, state.ErrCheckpointLost.Error()) {
-				t.Errorf("the running processor: exit %d, error %q; want non-zero and ErrCheckpointLost%s", code, msg, first.LogTail(10))
-			}
+			refused(first, state.ErrCheckpointLost.Error())
 			second := e.start("second")
-			code, err = second.Wait(ctx)
-			if err != nil {
-				t.Fatalf("%v%s", err, second.LogTail(20))
-			}
-			msg := second.ExitError()
-			t.Logf("a new processor: exit %d: %s", code, msg)
-			if code == 0 || !strings.Contains(msg, "state lost: the checkpoint is at batch 0 but the output already holds batch") {
-				t.Errorf("a new processor: exit %d, error %q; want non-zero and the StateLostError%s", code, msg, second.LogTail(10))
+			refused(second, "state lost: the checkpoint is at batch 0 but the output already holds batch")
+			for _, p := range []*chaos.Processor{first, second} {
+				termAt := time.Now()
+				e.stop(p)
+				t.Logf("%s, refusing, stopped %v after SIGTERM", p.Name, time.Since(termAt).Round(time.Millisecond))
+				if n := strings.Count(readFile(t, p.LogPath), `"refusing to run the job`); n != 1 {
+					t.Errorf("%s logged its refusal %d times, want once", p.Name, n)
+				}
 			}
 			rep, _ := e.verify()
 			if !rep.OK() || rep.Batches < 5 {
@@ -80,4 +97,13 @@ func TestStateLost(t *testing.T) {
 			}
 		})
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

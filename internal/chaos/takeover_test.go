@@ -2,8 +2,6 @@ package chaos_test
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -13,11 +11,10 @@ import (
 	"github.com/dstream-io/dstream/internal/chaos"
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
-	"github.com/dstream-io/dstream/microbatch"
 )
 
-// waitReady waits until p answers /readyz with 200: it holds the job and
-// committed a batch.
+// waitReady waits until p answers /readyz with 200: it is healthy, active
+// or standby alike.
 func (e *env) waitReady(p *chaos.Processor, limit time.Duration) {
 	e.t.Helper()
 	e.waitFor(p.Name+" to be ready", limit, func(ctx context.Context) bool {
@@ -41,11 +38,13 @@ func (e *env) waitStandingBy(p *chaos.Processor) {
 }
 
 // TestTakeover runs a hot standby beside the active instance of a job: the
-// standby writes nothing and is not ready; when the active one is SIGKILLed
-// it takes over; when the active one is paused (SIGSTOP) past its lease the
-// standby takes over too, and the old one, continued, is fenced: it exits
-// non-zero with ErrFenced and whatever it had in flight never shows in the
-// output. The output is then verified exactly once.
+// standby writes nothing and is ready (healthy) but not active; when the
+// active one is SIGKILLed it takes over; when the active one is paused
+// (SIGSTOP) past its lease the standby takes over too, and the old one,
+// continued, is fenced: whatever it had in flight never shows in the output,
+// and it goes back to standing by (dstream_fenced_total counts it), to take
+// the job over again in the next round. The output is then verified exactly
+// once.
 func TestTakeover(t *testing.T) {
 	const ttl = 2 * time.Second
 	e := newEnv(t, kafkatest.Shared(t), redistest.Shared(t), envOptions{leaseTTL: ttl, ratePerSec: 1000, seed: 11})
@@ -53,13 +52,14 @@ func TestTakeover(t *testing.T) {
 	ctx := context.Background()
 
 	active := e.start("first")
-	e.waitReady(active, time.Minute)
+	e.waitRole(active, "active", time.Minute)
 	standby := e.start("standby-0")
 	e.waitStandingBy(standby)
+	e.waitReady(standby, time.Minute)
 	c0, _, _ := e.meta(ctx)
 	e.waitFor("3 batches of the active instance", time.Minute, func(ctx context.Context) bool {
-		if ok, _ := standby.Ready(ctx); ok {
-			t.Fatalf("the standby is ready while %s holds the job", active.Name)
+		if s, err := standby.Status(ctx); err == nil && (s.Instance.Role != "standby" || !s.Instance.Ready) {
+			t.Fatalf("the standby is %s (ready %v) while %s holds the job", s.Instance.Role, s.Instance.Ready, active.Name)
 		}
 		c, _, err := e.meta(ctx)
 		return err == nil && c >= c0+3
@@ -70,16 +70,16 @@ func TestTakeover(t *testing.T) {
 
 	killed := time.Now()
 	active.Kill()
-	e.waitReady(standby, time.Minute)
+	e.waitRole(standby, "active", time.Minute)
 	afterKill := time.Since(killed)
-	active, standby = standby, nil
+	active, standby = standby, e.start("standby-1")
 
 	var afterPause []time.Duration
 	for round := 1; round <= 3; round++ {
-		standby = e.start(fmt.Sprintf("standby-%d", round))
-		e.waitStandingBy(standby)
+		e.waitRole(standby, "standby", time.Minute)
 		c, _, _ := e.meta(ctx)
 		e.waitCommitted(c+1, time.Minute, active)
+		fenced := e.metric(active, "dstream_fenced_total")
 		// The first pause comes between batches; the others while the
 		// output transaction is open, when the broker shows it.
 		inTxn := round > 1 && e.pauseInTransaction(active, 10*time.Second)
@@ -87,35 +87,35 @@ func TestTakeover(t *testing.T) {
 			active.Signal(syscall.SIGSTOP)
 		}
 		paused := time.Now()
-		e.waitReady(standby, time.Minute)
+		e.waitRole(standby, "active", time.Minute)
 		afterPause = append(afterPause, time.Since(paused))
 		c, _, _ = e.meta(ctx)
 		e.waitCommitted(c+2, time.Minute, standby)
 		active.Signal(syscall.SIGCONT)
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		code, err := active.Wait(wctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if msg := active.ExitError(); code == 0 || !strings.Contains(msg, microbatch.ErrFenced.Error()) {
-			t.Errorf("%s continued after the takeover: exit %d, error %q; want non-zero and ErrFenced%s", active.Name, code, msg, active.LogTail(10))
-		}
-		t.Logf("%s, paused (in a transaction: %v) and continued: exit %d: %s", active.Name, inTxn, code, active.ExitError())
+		e.waitFor(active.Name+" to be fenced", time.Minute, func(ctx context.Context) bool {
+			if active.Exited() {
+				t.Fatalf("%s exited after it was fenced: %s%s", active.Name, active.ExitError(), active.LogTail(20))
+			}
+			v, ok, err := active.Metric(ctx, "dstream_fenced_total")
+			return err == nil && ok && v == fenced+1
+		})
+		e.waitRole(active, "standby", time.Minute)
+		t.Logf("%s, paused (in a transaction: %v) and continued: fenced, standing by again", active.Name, inTxn)
 		if standby.Exited() {
 			t.Fatalf("%s, which took over, exited: %s%s", standby.Name, standby.ExitError(), standby.LogTail(20))
 		}
-		active, standby = standby, nil
+		active, standby = standby, active
 	}
 
 	if err := stopFeed(); err != nil {
 		t.Fatal(err)
 	}
 	e.waitDrained(5*time.Minute, active)
+	e.stop(standby)
 	e.stop(active)
 	rep, in := e.verify()
 	e.verifyTotals(in)
-	t.Logf("lease TTL %v, batch interval %v: first batch of the standby %v after SIGKILL, %v after SIGSTOP; %s",
+	t.Logf("lease TTL %v, batch interval %v: the standby took over %v after SIGKILL, %v after SIGSTOP; %s",
 		ttl, e.spec.Interval, afterKill.Round(10*time.Millisecond), roundAll(afterPause), rep)
 	if !rep.OK() {
 		t.Fatalf("takeover: %s", rep)

@@ -102,6 +102,19 @@ func (in *Input) Ends() map[int32]int64 {
 	return out
 }
 
+// Totals counts the lines of every IP in the whole input.
+func (in *Input) Totals() map[string]int64 {
+	out := make(map[string]int64, len(in.ips))
+	for _, pi := range in.parts {
+		for _, id := range pi.ids {
+			if id >= 0 {
+				out[in.ips[id]]++
+			}
+		}
+	}
+	return out
+}
+
 func (in *Input) starts() map[int32]int64 {
 	out := map[int32]int64{}
 	for p, pi := range in.parts {
