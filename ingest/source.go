@@ -139,7 +139,7 @@ func (e *OffsetGapError) Is(target error) bool { return target == microbatch.Err
 
 func (e *OffsetGapError) Error() string {
 	return fmt.Sprintf("ingest: %s[%d]: offsets from %d are needed but the partition starts at %d "+
-		"(deleted by retention or truncation): the records are gone; reset the job's checkpoint to start over",
+		"(deleted by retention or truncation): the records are gone; `dstream reset --yes` starts the job over",
 		e.Topic, e.Partition, e.Want, e.Got)
 }
 
@@ -251,7 +251,7 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 			return nil, &OffsetGapError{Topic: s.cfg.Topic, Partition: p, Want: from, Got: start}
 		case known && from > end:
 			return nil, fmt.Errorf("ingest: %s[%d]: the checkpoint is at offset %d but the partition ends at %d: "+
-				"was the topic recreated or truncated? reset the job's checkpoint to start over (%w)",
+				"was the topic recreated or truncated? `dstream reset --yes` starts the job over (%w)",
 				s.cfg.Topic, p, from, end, microbatch.ErrPermanent)
 		case !known && fresh && s.cfg.StartOffset == Latest:
 			from = end

@@ -99,7 +99,12 @@ func (t *table[K, S]) unlock() { t.mu.Unlock() }
 // and state types (or types whose default codecs read the same bytes, such
 // as string for a key stored as text).
 func ReadState[K comparable, S any](ctx context.Context, store Store, op string, committed uint64) ([]Pair[K, S], error) {
+	return readState[K, S](ctx, store, op, committed, segmentShift)
+}
+
+func readState[K comparable, S any](ctx context.Context, store Store, op string, committed uint64, shift uint8) ([]Pair[K, S], error) {
 	t := newTable[K, S](op)
+	t.shift = shift
 	l := &stateLoader{committed: committed, segments: map[uint32][]byte{}, deltas: map[uint64][]byte{}}
 	if err := store.LoadState(ctx, op, l.add); err != nil {
 		return nil, err

@@ -242,10 +242,11 @@ func (j *Job) skewFrom(last Plan) time.Duration {
 	return lead
 }
 
-// errHealLost wraps a failure to read a healed batch's input.
-func healError(p Plan, c uint64, err error) error {
+// healError explains a permanent failure to heal batch p, of the batches
+// up to last that the sink holds.
+func healError(p Plan, c, last uint64, err error) error {
 	if errors.Is(err, ErrPermanent) {
-		return &StateLostError{Committed: c, SinkLast: p.ID,
+		return &StateLostError{Committed: c, SinkLast: last,
 			Why: fmt.Sprintf("batch %d cannot be recomputed: %v", p.ID, strings.TrimSpace(err.Error()))}
 	}
 	return err

@@ -23,7 +23,7 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 			err = j.runBatch(ctx, store, batchStart{plan: p, started: j.now(), heal: true})
 		}
 		if err != nil {
-			return fmt.Errorf("heal batch %d: %w", p.ID, healError(p, meta.Committed, err))
+			return fmt.Errorf("heal batch %d: %w", p.ID, healError(p, meta.Committed, rec.heal[len(rec.heal)-1].ID, err))
 		}
 		last = p
 		ran++

@@ -19,6 +19,10 @@ import (
 // few segments, round-robin, about as many bytes as the delta.
 const segmentShift = 16
 
+// segmentsOf returns how many segments n sequence numbers span, with
+// segments of 1<<shift.
+func segmentsOf(n uint64, shift uint8) int { return int((n + 1<<shift - 1) >> shift) }
+
 // minRewrite is the least a commit spends rewriting segments, so that a
 // trickle of changes still cycles through the segments and lets old deltas go.
 const minRewrite = 256 << 10
@@ -133,7 +137,7 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 			buf = binary.AppendUvarint(buf, e.seq())
 			buf = append(buf, 0)
 		}
-		sizes[int(t.entries[i].seq()>>segmentShift)] += len(buf) - from
+		sizes[int(t.entries[i].seq()>>t.shift)] += len(buf) - from
 	}
 	t.encoded = len(buf)
 	info := &deltaInfo{batch: batch, segs: make([]int, 0, len(sizes))}
@@ -154,13 +158,13 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 		st.next.batch, st.next.delta, st.next.deltaSize = batch, nil, nil
 	}
 	st.next.rewritten, st.next.drop, st.next.replace = nil, 0, false
-	if t.nextSeq > 2*uint64(t.len())+2<<segmentShift {
+	if t.nextSeq > 2*uint64(t.len())+2<<t.shift {
 		// Keys that come and go (a window's) use sequence numbers up;
 		// numbering the live ones afresh keeps the segments dense.
 		t.renumber()
 		st.replace = true
 	}
-	nseg := int((t.nextSeq + 1<<segmentShift - 1) >> segmentShift)
+	nseg := segmentsOf(t.nextSeq, t.shift)
 	dirty := func(s int) int {
 		d := st.next.deltaSize[s]
 		if s < len(st.segs) {
@@ -175,7 +179,7 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 			st.next.rewritten = append(st.next.rewritten, s)
 		}
 	} else if nseg > 0 {
-		budget := minRewrite
+		budget := t.rewriteFloor
 		if st.next.delta != nil {
 			budget = max(budget, t.encoded)
 		}
@@ -227,7 +231,7 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 // checkpointed applies what the committed checkpoint stored.
 func (t *table[K, S]) checkpointed() {
 	st := &t.stored
-	nseg := int((t.nextSeq + 1<<segmentShift - 1) >> segmentShift)
+	nseg := segmentsOf(t.nextSeq, t.shift)
 	if len(st.segs) < nseg {
 		st.segs = append(st.segs, make([]segmentInfo, nseg-len(st.segs))...)
 	}
@@ -254,7 +258,7 @@ func (t *table[K, S]) checkpointed() {
 
 // segmentRange returns the positions of the entries of segment s.
 func (t *table[K, S]) segmentRange(s int) (lo, hi int) {
-	first, last := uint64(s)<<segmentShift, uint64(s+1)<<segmentShift
+	first, last := uint64(s)<<t.shift, uint64(s+1)<<t.shift
 	lo = sort.Search(len(t.entries), func(i int) bool { return t.entries[i].seq() >= first })
 	hi = lo + sort.Search(len(t.entries)-lo, func(i int) bool { return t.entries[lo+i].seq() >= last })
 	return lo, hi
@@ -448,7 +452,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 		nextSeq = max(nextSeq, p.nextSeq)
 		info := deltaInfo{batch: b}
 		for _, e := range p.entries {
-			s := int(e.seq >> segmentShift)
+			s := int(e.seq >> t.shift)
 			if !slices.Contains(info.segs, s) {
 				info.segs = append(info.segs, s)
 			}

@@ -217,10 +217,20 @@ func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 
 // ErrCheckpointLost means the job's checkpoint vanished from Redis while
 // this instance held the job: Redis was flushed, evicted the keys or
-// restarted without persistence. Going on would count from zero, so it is
-// permanent (errors.Is(err, microbatch.ErrPermanent)).
-var ErrCheckpointLost error = permanentError{errors.New("the checkpoint vanished from Redis (flushed, evicted, or restarted without persistence): " +
-	"refusing to continue; run Redis with appendonly yes and maxmemory-policy noeviction, and reset the job's checkpoint and output topic to start over")}
+// restarted without persistence. The instance must stop writing, as if
+// fenced (errors.Is(err, microbatch.ErrFenced)), and take the job again: its
+// recovery recomputes the lost batches from the markers of the output
+// (docs/checkpoint.md), or refuses if they cannot be.
+var ErrCheckpointLost error = lostError{}
+
+type lostError struct{}
+
+func (lostError) Error() string {
+	return "the checkpoint vanished from Redis (flushed, evicted, or restarted without persistence; " +
+		"run Redis with appendonly yes and maxmemory-policy noeviction)"
+}
+
+func (lostError) Is(target error) bool { return target == microbatch.ErrFenced }
 
 // permanentError marks an error that retrying cannot fix.
 type permanentError struct{ error }

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dstream-io/dstream/internal/gcpolicy"
+	"github.com/dstream-io/dstream/internal/wiring"
 )
 
 // Config holds every setting of dstream, read from DSTREAM_* variables.
@@ -28,6 +29,8 @@ type Config struct {
 	InputTopic          string        `envconfig:"INPUT_TOPIC" default:"logs" desc:"topic of web-log lines"`
 	OutputTopic         string        `envconfig:"OUTPUT_TOPIC" default:"top-ips" desc:"topic of results, written transactionally"`
 	DeadLetterTopic     string        `envconfig:"DEADLETTER_TOPIC" default:"logs-deadletter" desc:"topic of malformed lines (empty: drop them, counted)"`
+	ControlTopic        string        `envconfig:"CONTROL_TOPIC" desc:"the job's own topic of batch markers, which recovery reads (default: dstream-JOB_ID-control, created at start)"`
+	OnTopicRecreated    string        `envconfig:"ON_TOPIC_RECREATED" default:"refuse" desc:"when the input topic was deleted and created again: refuse, or follow it from START_OFFSET"`
 	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis for checkpoints, host:port or redis[s]://[user:password@]host:port[/db]; required with KAFKA_BROKERS"`
 	Job                 string        `envconfig:"JOB" default:"top-ips" desc:"built-in job to run"`
 	JobID               string        `envconfig:"JOB_ID" desc:"names the checkpoint keys and the Kafka transactional id (default: JOB)"`
@@ -319,6 +322,15 @@ func (c Config) validateTopics(bad func(string, ...any)) {
 			bad("%s=%q: a Kafka topic name is 1 to 249 letters, digits, dots, dashes and underscores", t.name, t.topic)
 		}
 	}
+	if c.ControlTopic != "" && (!topicName.MatchString(c.ControlTopic) || c.ControlTopic == "." || c.ControlTopic == "..") {
+		bad("DSTREAM_CONTROL_TOPIC=%q: a Kafka topic name is 1 to 249 letters, digits, dots, dashes and underscores", c.ControlTopic)
+	}
+	if control := c.controlTopic(); control == c.InputTopic || control == c.OutputTopic || control == c.DeadLetterTopic {
+		bad("DSTREAM_CONTROL_TOPIC=%q is also the input, output or dead-letter topic: it holds the job's batch markers only; use a topic of its own", control)
+	}
+	if c.OnTopicRecreated != "refuse" && c.OnTopicRecreated != "follow" {
+		bad("DSTREAM_ON_TOPIC_RECREATED=%q: use refuse or follow", c.OnTopicRecreated)
+	}
 	switch {
 	case c.OutputTopic == c.InputTopic:
 		bad("DSTREAM_OUTPUT_TOPIC=%q is the input topic: the job would read its own results; use another topic", c.OutputTopic)
@@ -327,6 +339,14 @@ func (c Config) validateTopics(bad func(string, ...any)) {
 	case c.DeadLetterTopic == c.OutputTopic:
 		bad("DSTREAM_DEADLETTER_TOPIC=%q is the output topic: dead letters would mix with results; use another topic", c.DeadLetterTopic)
 	}
+}
+
+// controlTopic is the job's control topic, set or derived from the job id.
+func (c Config) controlTopic() string {
+	if c.ControlTopic != "" {
+		return c.ControlTopic
+	}
+	return wiring.ControlTopic(c.JobID)
 }
 
 // validateTimes checks the durations: each in range, windows in whole

@@ -46,6 +46,7 @@ type metrics struct {
 	lag             *lagCollector
 	state           *stateCollector
 	rate            atomic.Pointer[ingest.RateEstimator] // the running job's, if backpressure is on
+	skew            atomic.Pointer[microbatch.Job]       // the running job, for its clock skew
 }
 
 func newMetrics() *metrics {
@@ -76,6 +77,8 @@ func newMetrics() *metrics {
 	buildInfo.WithLabelValues(b.Version, b.Revision, b.GoVersion).Set(1)
 	backpressure := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dstream_backpressure_rate_records_per_second",
 		Help: "The rate backpressure currently bounds batches to, in records/s (0: no bound)."}, m.backpressureRate)
+	skew := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dstream_clock_skew_seconds",
+		Help: "How far the job's recorded timeline ran ahead of this host's clock when it took the job (0 on a standby)."}, m.clockSkew)
 	m.state = &stateCollector{
 		keys: prometheus.NewDesc("dstream_state_keys", "Keys held in a stateful operator's state (on the active instance).", []string{"operator"}, nil),
 		bytes: prometheus.NewDesc("dstream_state_bytes",
@@ -85,7 +88,7 @@ func newMetrics() *metrics {
 		"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil)}
 	m.reg.MustRegister(m.batches, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
 		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch, m.lastBatchTime, m.lastCommitAt, m.active,
-		m.interval, m.fenced, m.refused, buildInfo, backpressure, m.lag, m.state,
+		m.interval, m.fenced, m.refused, buildInfo, backpressure, skew, m.lag, m.state,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.kafka = &kafkaHooks{Metrics: kprom.NewMetrics("dstream_kafka",
 		kprom.Registerer(kpromRegisterer{m.reg}), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
@@ -145,6 +148,14 @@ func (m *metrics) backpressureRate() float64 {
 		if r, ok := e.Limit(); ok {
 			return r
 		}
+	}
+	return 0
+}
+
+// clockSkew reads the running job's clock skew.
+func (m *metrics) clockSkew() float64 {
+	if j := m.skew.Load(); j != nil {
+		return j.ClockSkew().Seconds()
 	}
 	return 0
 }

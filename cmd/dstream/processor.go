@@ -164,6 +164,8 @@ func (p *processor) run(ctx, bgCtx context.Context) error {
 		switch {
 		case ctx.Err() != nil:
 			return err
+		case errors.Is(err, state.ErrCheckpointLost):
+			p.log.Error().Err(err).Msg("taking the job again, to recover the lost checkpoint from the output's markers")
 		case errors.Is(err, microbatch.ErrFenced):
 			p.m.fenced.Inc()
 			p.status.fenced()
@@ -207,7 +209,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: cfg.JobID, Output: cfg.OutputTopic, DeadLetters: cfg.DeadLetterTopic}, p.base, p.log)
+	sink, err := wiring.NewSink(ctx, wiring.SinkConfig{Job: cfg.JobID, Output: cfg.OutputTopic, DeadLetters: cfg.DeadLetterTopic, Control: cfg.controlTopic()}, p.base, p.log)
 	if err != nil {
 		return err
 	}
@@ -221,6 +223,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 	src, err := ingest.New(p.client, ingest.Config{
 		Topic: cfg.InputTopic, StartOffset: ingest.StartOffset(cfg.StartOffset),
 		BatchInterval: cfg.BatchInterval, MaxRatePerPartition: cfg.MaxRatePerPartition,
+		OnRecreated: ingest.RecreatePolicy(cfg.OnTopicRecreated),
 	}, srcOpts...)
 	if err != nil {
 		return err
@@ -262,6 +265,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 	defer func() {
 		p.setRole(roleStandby)
 		p.running.Store(nil)
+		p.m.skew.Store(nil)
 		p.m.watchLag(nil, nil)
 		p.m.rate.Store(nil)
 	}()
@@ -313,6 +317,7 @@ func (p *processor) setRole(r role) {
 func (p *processor) acquired(ctx context.Context, r *running, estimator *ingest.RateEstimator) {
 	p.setRole(roleActive)
 	p.running.Store(r)
+	p.m.skew.Store(r.job)
 	p.m.watchLag(r.src, p.client)
 	if estimator != nil {
 		p.m.rate.Store(estimator)
