@@ -8,6 +8,19 @@ import (
 	"time"
 )
 
+// State types that JSON cannot give back whole.
+type (
+	hiddenCount struct {
+		Total int
+		count int
+	}
+	withFunc struct{ F func() }
+	skipped  struct {
+		A int
+		B int `json:"-"`
+	}
+)
+
 // TestBuildErrors checks that graphs that cannot run are refused at Start,
 // before any batch, with a BuildError naming the operator.
 func TestBuildErrors(t *testing.T) {
@@ -70,6 +83,30 @@ func TestBuildErrors(t *testing.T) {
 			st := MapWithState(pairs(j), 0, func(k string, v Optional[int], _ *State[int]) Pair[string, int] { return KV(k, v.Value) })
 			ReduceByKeyAndWindow(st, add, sub, 2*s, s, nil).ForeachBatch(discardPairs)
 		}, "reduceByKeyAndWindow", "stateful operator"},
+		{"state type with an unexported field", func(j *Job) {
+			UpdateStateByKey(pairs(j), func(vs []int, s hiddenCount, _ bool) (hiddenCount, bool) { s.count += len(vs); return s, true }).
+				ForeachBatch(func(context.Context, BatchInfo, []Pair[string, hiddenCount]) error { return nil })
+		}, "updateStateByKey-0", "microbatch.hiddenCount has the unexported field count"},
+		{"state type with a func", func(j *Job) {
+			UpdateStateByKey(pairs(j), func(vs []int, s withFunc, _ bool) (withFunc, bool) { return s, true }).
+				ForeachBatch(func(context.Context, BatchInfo, []Pair[string, withFunc]) error { return nil })
+		}, "updateStateByKey-0", "func() (at F) is a func"},
+		{"state type with a field JSON skips", func(j *Job) {
+			UpdateStateByKey(pairs(j), func(vs []int, s skipped, _ bool) (skipped, bool) { return s, true }).Named("skips").
+				ForeachBatch(func(context.Context, BatchInfo, []Pair[string, skipped]) error { return nil })
+		}, "skips", `field B is tagged json:"-"`},
+		{"state type of an interface", func(j *Job) {
+			UpdateStateByKey(pairs(j), func(vs []int, s any, _ bool) (any, bool) { return s, true }).
+				ForeachBatch(func(context.Context, BatchInfo, []Pair[string, any]) error { return nil })
+		}, "updateStateByKey-0", "is an interface"},
+		{"two stateful operators of one name", func(j *Job) {
+			p := pairs(j)
+			UpdateStateByKey(p, sumUpdate).Named("x").ForeachBatch(discardPairs)
+			ReduceByKeyAndWindow(p, add, sub, 2*s, s, nil).Named("x").ForeachBatch(discardPairs)
+		}, "reduceByKeyAndWindow", `two stateful operators are named "x"`},
+		{"a name a Redis key cannot hold", func(j *Job) {
+			UpdateStateByKey(pairs(j), sumUpdate).Named("{totals}").ForeachBatch(discardPairs)
+		}, "updateStateByKey", `name "{totals}"`},
 		{"stateful operator without a store", func(j *Job) {
 			j.Checkpoint(nil)
 			UpdateStateByKey(pairs(j), sumUpdate).ForeachBatch(discardPairs)
