@@ -83,7 +83,7 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (recovered, e
 		}
 	}
 	if c > 0 {
-		if rec.last, err = j.rebuildWindows(ctx, store, c, diff.windowsChanged || len(diff.startOver) > 0); err != nil {
+		if rec.last, err = j.rebuildWindows(ctx, store, c, meta.Base, diff.windowsChanged || len(diff.startOver) > 0); err != nil {
 			return rec, err
 		}
 	}
@@ -166,11 +166,12 @@ func (j *Job) loadState(ctx context.Context, store Store, st stateful, committed
 }
 
 // rebuildWindows replays the recorded plans the windows span, up to the
-// committed batch c, and returns c's plan. The plans must all be there:
+// committed batch c, and returns c's plan. The plans must all be there (but
+// those before a reset at base, whose batches the windows no longer hold):
 // a window that grew since the last run may need more than were kept.
-func (j *Job) rebuildWindows(ctx context.Context, store Store, c uint64, changed bool) (Plan, error) {
+func (j *Job) rebuildWindows(ctx context.Context, store Store, c, base uint64, changed bool) (Plan, error) {
 	span := j.graph.span
-	from := c - min(c-1, span)
+	from := max(c-min(c-1, span), base)
 	var plans []Plan
 	err := j.retry(ctx, "load plans", func() (err error) {
 		plans, err = store.Plans(ctx, from, c)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -236,6 +237,14 @@ func (k *Kafka) reset() {
 // Close closes the producer.
 func (k *Kafka) Close() { k.reset() }
 
+// Fence starts a new producer of the job's transactional id, which fences
+// every older one and completes or aborts the transaction it left open.
+func (k *Kafka) Fence(ctx context.Context) error {
+	k.reset()
+	_, _, err := k.client(ctx)
+	return err
+}
+
 // marker is the value of a batch's record in the control topic.
 type marker struct {
 	Job    string            `json:"job"`
@@ -423,8 +432,7 @@ func (k *Kafka) Committed(ctx context.Context, after uint64) ([]microbatch.Batch
 	// show its records. Initializing a new producer of the same id waits
 	// for every transaction of that id to complete, our own last one
 	// included, so the tail read below sees everything committed.
-	k.reset()
-	if _, _, err := k.client(ctx); err != nil {
+	if err := k.Fence(ctx); err != nil {
 		return nil, err
 	}
 	return MarkersAfter(ctx, k.opts, k.cfg.ControlTopic, 0, k.cfg.Job, after)
@@ -443,25 +451,9 @@ func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition i
 		return nil, fmt.Errorf("sinks: reader: %w", err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	start, end, err := partitionBounds(ctx, cl, topic, partition)
 	if err != nil {
-		return nil, fmt.Errorf("sinks: end offsets of %s: %w", topic, err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sinks: start offsets of %s: %w", topic, err)
-	}
-	end, ok1 := ends.Lookup(topic, partition)
-	start, ok2 := starts.Lookup(topic, partition)
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("sinks: %s has no partition %d: %w", topic, partition, microbatch.ErrPermanent)
+		return nil, err
 	}
 	// Markers are in batch order: read back from the end, in widening
 	// windows, until one at or before `after` (or the partition's start)
@@ -469,12 +461,12 @@ func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition i
 	// transaction's commit marker make about two offsets a batch.
 	found := map[uint64]microbatch.BatchInfo{}
 	for window := int64(16); ; window *= 4 {
-		from := max(start.Offset, end.Offset-window)
-		lowest, err := readMarkers(ctx, cl, topic, partition, from, end.Offset, job, after, found)
+		from := max(start, end-window)
+		lowest, err := readMarkers(ctx, cl, topic, partition, from, end, job, after, found)
 		if err != nil {
 			return nil, err
 		}
-		if lowest <= after || from == start.Offset {
+		if lowest <= after || from == start {
 			break
 		}
 	}
@@ -558,4 +550,63 @@ func EnsureControlTopic(ctx context.Context, cl *kgo.Client, topic string, parti
 		return fmt.Errorf("sinks: create control topic %s (or create it yourself, with %d partition(s)): %w", topic, partitions, err)
 	}
 	return nil
+}
+
+// LastMarker returns the last batch whose marker job committed to partition
+// of the control topic, and false if there is none.
+func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string) (microbatch.BatchInfo, bool, error) {
+	// Read back from the end, in widening windows, until one holds a
+	// marker of job's.
+	cl, err := kgo.NewClient(append(slices.Clip(base),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtEnd()}}),
+	)...)
+	if err != nil {
+		return microbatch.BatchInfo{}, false, fmt.Errorf("sinks: reader: %w", err)
+	}
+	defer cl.Close()
+	start, end, err := partitionBounds(ctx, cl, topic, partition)
+	if err != nil {
+		return microbatch.BatchInfo{}, false, err
+	}
+	for window := int64(16); ; window *= 4 {
+		from := max(start, end-window)
+		found := map[uint64]microbatch.BatchInfo{}
+		if _, err := readMarkers(ctx, cl, topic, partition, from, end, job, 0, found); err != nil {
+			return microbatch.BatchInfo{}, false, err
+		}
+		if len(found) > 0 {
+			last := slices.Max(slices.Collect(maps.Keys(found)))
+			return found[last], true, nil
+		}
+		if from == start {
+			return microbatch.BatchInfo{}, false, nil
+		}
+	}
+}
+
+// partitionBounds returns a partition's log start and last stable offset.
+func partitionBounds(ctx context.Context, cl *kgo.Client, topic string, partition int32) (start, end int64, err error) {
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("sinks: end offsets of %s: %w", topic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("sinks: start offsets of %s: %w", topic, err)
+	}
+	e, ok1 := ends.Lookup(topic, partition)
+	s, ok2 := starts.Lookup(topic, partition)
+	if !ok1 || !ok2 {
+		return 0, 0, fmt.Errorf("sinks: %s has no partition %d: %w", topic, partition, microbatch.ErrPermanent)
+	}
+	return s.Offset, e.Offset, nil
 }

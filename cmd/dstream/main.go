@@ -52,6 +52,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return replayCommand(ctx, rest, stdout, stderr)
+	case "reset":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return resetCommand(ctx, rest, stdout, stderr)
 	case "version":
 		return versionCommand(rest, stdout, stderr)
 	case "help":
@@ -165,7 +169,7 @@ func helpCommand(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		usage(stdout)
-	case "config", "replay", "version":
+	case "config", "replay", "reset", "version":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "dstream help: unknown command %q\n\n", args[0])

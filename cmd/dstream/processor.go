@@ -164,8 +164,11 @@ func (p *processor) run(ctx, bgCtx context.Context) error {
 		switch {
 		case ctx.Err() != nil:
 			return err
-		case errors.Is(err, state.ErrCheckpointLost):
-			p.log.Error().Err(err).Msg("taking the job again, to recover the lost checkpoint from the output's markers")
+		case errors.Is(err, state.ErrCheckpointLost), errors.Is(err, microbatch.ErrConflict):
+			// The checkpoint vanished, or went back (a Redis restored from
+			// an older AOF): taking the job again recovers it, healing the
+			// batches it lost from the output's markers.
+			p.log.Error().Err(err).Msg("the checkpoint is not where this instance left it: taking the job again, to recover it from the output's markers")
 		case errors.Is(err, microbatch.ErrFenced):
 			p.m.fenced.Inc()
 			p.status.fenced()

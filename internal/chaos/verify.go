@@ -30,6 +30,26 @@ type Spec struct {
 	TopN                      int
 	// Countries is the job's countries table (nil: every IP is unknown).
 	Countries map[string]string
+	// Job, if set, is the job whose records ReadOutput keeps (dstream-job):
+	// other jobs may share the output and dead-letter topics.
+	Job string
+	// Change, if set, is a change of the window and slide the job was
+	// restarted with: the batches after Change.After have the new ones.
+	Change *WindowChange
+}
+
+// WindowChange is a window and slide in effect after batch After.
+type WindowChange struct {
+	After         uint64
+	Window, Slide time.Duration
+}
+
+// windowAt returns the window length and slide, in batches, of batch b.
+func (s Spec) windowAt(b uint64) (length, slide uint64) {
+	if s.Change != nil && b > s.Change.After {
+		return uint64(s.Change.Window / s.Interval), uint64(s.Change.Slide / s.Interval)
+	}
+	return uint64(s.Window / s.Interval), uint64(s.Slide / s.Interval)
 }
 
 // Input is the input topic as read back: the IP of every line, by
@@ -113,6 +133,20 @@ func (in *Input) Totals() map[string]int64 {
 		}
 	}
 	return out
+}
+
+// TotalsBetween counts every IP's lines in [from, until) of each partition.
+func (in *Input) TotalsBetween(from, until map[int32]int64) (map[string]int64, error) {
+	counts := make([]int64, len(in.ips))
+	touched, err := in.count(counts, nil, from, until, 1)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(touched))
+	for _, id := range touched {
+		out[in.ips[id]] = counts[id]
+	}
+	return out, nil
 }
 
 func (in *Input) starts() map[int32]int64 {
@@ -233,6 +267,24 @@ type outRecord struct {
 	srcPartition, srcOffs string
 }
 
+// BatchIDs returns the ids of the batches with results, sorted, once for
+// every time a batch was written (its rank-1 record): a batch written twice
+// shows twice.
+func (o *Output) BatchIDs() []uint64 {
+	var ids []uint64
+	for _, r := range o.results {
+		var res topips.Result
+		if json.Unmarshal(r.value, &res) != nil || res.Rank != 1 {
+			continue
+		}
+		if id, err := strconv.ParseUint(r.batch, 10, 64); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // ReadOutput reads every committed record of the output and dead-letter
 // topics.
 func ReadOutput(ctx context.Context, opts []kgo.Opt, spec Spec) (*Output, error) {
@@ -247,8 +299,11 @@ func ReadOutput(ctx context.Context, opts []kgo.Opt, spec Spec) (*Output, error)
 		}
 		err = readTopic(ctx, opts, topic, starts, ends, func(r *kgo.Record) {
 			o := outRecord{key: string(r.Key), value: r.Value}
+			job := ""
 			for _, h := range r.Headers {
 				switch h.Key {
+				case sinks.HeaderJob:
+					job = string(h.Value)
 				case sinks.HeaderBatchID:
 					o.batch = string(h.Value)
 				case sinks.HeaderBatchTime:
@@ -260,6 +315,9 @@ func ReadOutput(ctx context.Context, opts []kgo.Opt, spec Spec) (*Output, error)
 				case topips.HeaderSourceOffset:
 					o.srcOffs = string(h.Value)
 				}
+			}
+			if spec.Job != "" && job != spec.Job {
+				return // another job's
 			}
 			if topic == spec.Output {
 				out.results = append(out.results, o)
@@ -324,10 +382,12 @@ type batchOut struct {
 // malformed line up to the last batch is a dead letter exactly once.
 func Check(in *Input, out *Output, spec Spec) *Report {
 	rep := &Report{}
-	lengthB, slideB := uint64(spec.Window/spec.Interval), uint64(spec.Slide/spec.Interval)
-	if spec.Interval <= 0 || lengthB == 0 || slideB == 0 || lengthB%slideB != 0 {
-		rep.problem(&rep.Wrong, "spec: window %v and slide %v must be multiples of the interval %v, the window of the slide", spec.Window, spec.Slide, spec.Interval)
-		return rep
+	for _, at := range []uint64{0, ^uint64(0)} {
+		lengthB, slideB := spec.windowAt(at)
+		if spec.Interval <= 0 || lengthB == 0 || slideB == 0 || lengthB%slideB != 0 {
+			rep.problem(&rep.Wrong, "spec: windows and slides must be multiples of the interval %v, the window of the slide", spec.Interval)
+			return rep
+		}
 	}
 
 	batches := map[uint64]*batchOut{}
@@ -428,6 +488,7 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 	counts := make([]int64, len(in.ips))
 	var touched []int32
 	window := func(b uint64) ([]topips.Result, error) {
+		lengthB, _ := spec.windowAt(b)
 		from, ok1 := untilOf(b - min(b, lengthB))
 		until, ok2 := untilOf(b)
 		if !ok1 || !ok2 {
@@ -457,7 +518,10 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 	}
 
 	// Missing batches.
-	for b := slideB; b <= rep.Last; b += slideB {
+	for b := uint64(1); b <= rep.Last; b++ {
+		if _, slideB := spec.windowAt(b); b%slideB != 0 {
+			continue
+		}
 		if _, ok := batches[b]; ok {
 			continue
 		}
@@ -476,6 +540,7 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 		if b.invalid {
 			continue // already counted
 		}
+		_, slideB := spec.windowAt(id)
 		if id%slideB != 0 {
 			rep.problem(&rep.Wrong, "batch %d has results but is not at a slide (every %d batches)", id, slideB)
 			continue
