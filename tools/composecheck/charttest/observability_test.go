@@ -447,7 +447,7 @@ data:
 
 func TestNotes(t *testing.T) {
 	notes := renderNotes(t, withStandby...)
-	for _, want := range []string{"2/2", "dstream_active", "at least 1 pods stay up"} {
+	for _, want := range []string{"2/2", "dstream_active", "keep at least 1 of the pods running"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES with 2 replicas lack %q:\n%s", want, notes)
 		}
