@@ -72,17 +72,77 @@ services:
         source: ./countries.csv
         target: /etc/countries.csv
         read_only: true
+    ports:
+      - target: 8080
+        host_ip: 127.0.0.1
     stop_grace_period: 45s
     healthcheck:
       test: ["CMD", "/usr/local/bin/httpprobe", "http://127.0.0.1:8080/healthz"]
+  prometheus:
+    image: prom/prometheus:v3.16.0
+    profiles: [observability]
+    command: ["--config.file=/etc/prometheus/prometheus.yml"]
+    volumes:
+      - type: bind
+        source: ./prometheus.yml
+        target: /etc/prometheus/prometheus.yml
+        read_only: true
+    healthcheck:
+      test: ["CMD", "true"]
+  grafana:
+    image: grafana/grafana:12.0.2
+    profiles: [observability]
+    depends_on:
+      prometheus:
+        condition: service_healthy
+    volumes:
+      - type: bind
+        source: ./provisioning
+        target: /etc/grafana/provisioning
+        read_only: true
+      - type: bind
+        source: ./charts/dstream/files/dstream-dashboard.json
+        target: /etc/dashboards/dstream.json
+        read_only: true
+    healthcheck:
+      test: ["CMD", "true"]
 `
+
+// validFiles are the files validCompose mounts, all valid; a test case replaces one by name.
+var validFiles = map[string]string{
+	"countries.csv": "ip,country\n192.0.2.1,US\n",
+	"Dockerfile":    "FROM scratch\n",
+	"prometheus.yml": `scrape_configs:
+  - job_name: dstream
+    dns_sd_configs:
+      - names: [dstream]
+        type: A
+        port: 8080
+`,
+	"provisioning/datasources/prometheus.yaml": `apiVersion: 1
+datasources:
+  - name: Prometheus
+    type: prometheus
+    url: http://prometheus:9090
+`,
+	"provisioning/dashboards/dstream.yaml": `apiVersion: 1
+providers:
+  - name: dstream
+    type: file
+    options:
+      path: /etc/dashboards
+`,
+	chartDashboard: `{"uid": "dstream", "title": "dstream", "panels": [{"type": "row"}]}`,
+	"copy.json":    `{"uid": "dstream", "title": "dstream", "panels": [{"type": "row"}]}`,
+}
 
 func TestComposeRules(t *testing.T) {
 	for _, test := range []struct {
 		name      string
-		old, new  string // replace old by new in validCompose
-		csv       string // countries.csv; "" for a valid one
-		want      string // in a problem, or in the load error
+		old, new  string            // replace old by new in validCompose
+		csv       string            // countries.csv; "" for a valid one
+		files     map[string]string // replace these files of validFiles
+		want      string            // in a problem, or in the load error
 		loadError bool
 	}{
 		{name: "valid"},
@@ -237,6 +297,118 @@ func TestComposeRules(t *testing.T) {
 			want: `lacks "controller"`,
 		},
 		{
+			name: "fixed host port",
+			old:  "      - target: 8080\n        host_ip: 127.0.0.1\n", new: "      - target: 8080\n        published: \"8080\"\n",
+			want: `service "dstream": publishes the fixed host port 8080, which clashes under ` + "`docker compose up --scale dstream=N`",
+		},
+		{
+			name: "fixed host port, short syntax",
+			old:  "      - target: 8080\n        host_ip: 127.0.0.1\n", new: "      - \"127.0.0.1:8080:8080\"\n",
+			want: "publishes the fixed host port 8080",
+		},
+		{
+			name: "ephemeral host port, short syntax",
+			old:  "      - target: 8080\n        host_ip: 127.0.0.1\n", new: "      - \"8080\"\n",
+		},
+		{
+			name: "container name",
+			old:  "    stop_grace_period: 45s", new: "    stop_grace_period: 45s\n    container_name: dstream",
+			want: `container_name "dstream" allows one container only`,
+		},
+		{
+			name: "published port is not the HTTP port",
+			old:  "      - target: 8080\n", new: "      - target: 9090\n",
+			want: "publishes container port 9090, but dstream listens on 8080",
+		},
+		{
+			name:  "HTTP port from DSTREAM_HTTP_ADDR",
+			old:   "      DSTREAM_COUNTRIES_FILE: /etc/countries.csv\n",
+			new:   "      DSTREAM_COUNTRIES_FILE: /etc/countries.csv\n      DSTREAM_HTTP_ADDR: :9090\n",
+			files: map[string]string{"prometheus.yml": strings.Replace(validFiles["prometheus.yml"], "8080", "9090", 1)},
+			want:  "publishes container port 8080, but dstream listens on 9090",
+		},
+		{
+			name: "prometheus in the default profile",
+			old:  "    profiles: [observability]\n    command", new: "    command",
+			want: `service "prometheus": not in the observability profile`,
+		},
+		{
+			name: "no grafana",
+			old:  "  grafana:\n    image: grafana/grafana:12.0.2\n", new: "  dashboards:\n    image: example/dashboards:1.0\n",
+			want: `no grafana service`,
+		},
+		{
+			name: "grafana without healthcheck",
+			old:  "        target: /etc/dashboards/dstream.json\n        read_only: true\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n",
+			new:  "        target: /etc/dashboards/dstream.json\n        read_only: true\n",
+			want: `service "grafana": no healthcheck`,
+		},
+		{
+			name: "grafana does not wait for prometheus",
+			old:  "    depends_on:\n      prometheus:\n        condition: service_healthy\n    volumes:", new: "    volumes:",
+			want: `its datasource is "prometheus" but depends_on does not wait for it`,
+		},
+		{
+			name:  "scrape by static target",
+			files: map[string]string{"prometheus.yml": validFiles["prometheus.yml"] + "    static_configs:\n      - targets: [\"dstream:8080\"]\n"},
+			want:  "has the static target dstream:8080, which reaches one replica",
+		},
+		{
+			name:  "scrape by SRV records",
+			files: map[string]string{"prometheus.yml": strings.Replace(validFiles["prometheus.yml"], "type: A", "type: SRV", 1)},
+			want:  `looks dstream up with type "SRV"`,
+		},
+		{
+			name:  "scrape on the wrong port",
+			files: map[string]string{"prometheus.yml": strings.Replace(validFiles["prometheus.yml"], "port: 8080", "port: 9090", 1)},
+			want:  "scrapes port 9090, but dstream listens on 8080",
+		},
+		{
+			name:  "scrape something else",
+			files: map[string]string{"prometheus.yml": strings.Replace(validFiles["prometheus.yml"], "[dstream]", "[kafka]", 1)},
+			want:  `no scrape job discovers "dstream" by DNS`,
+		},
+		{
+			name: "prometheus config not mounted",
+			old:  "target: /etc/prometheus/prometheus.yml", new: "target: /etc/prometheus/other.yml",
+			want: "no volume mounts the Prometheus configuration at /etc/prometheus/prometheus.yml",
+		},
+		{
+			name: "dashboard copied",
+			old:  "source: ./charts/dstream/files/dstream-dashboard.json", new: "source: ./copy.json",
+			want: "bind charts/dstream/files/dstream-dashboard.json itself",
+		},
+		{
+			name:  "dashboard not JSON",
+			files: map[string]string{chartDashboard: "{not json"},
+			want:  "not a JSON dashboard",
+		},
+		{
+			name:  "dashboard without panels",
+			files: map[string]string{chartDashboard: `{"uid": "dstream", "title": "dstream", "panels": []}`},
+			want:  "dashboard without uid, title or panels",
+		},
+		{
+			name: "dashboard writable",
+			old:  "        target: /etc/dashboards/dstream.json\n        read_only: true\n", new: "        target: /etc/dashboards/dstream.json\n",
+			want: "mount /etc/dashboards/dstream.json read_only: true",
+		},
+		{
+			name:  "no provider for the dashboard",
+			files: map[string]string{"provisioning/dashboards/dstream.yaml": strings.Replace(validFiles["provisioning/dashboards/dstream.yaml"], "/etc/dashboards", "/var/lib/grafana/dashboards", 1)},
+			want:  "no file provider in provisioning/dashboards loads /etc/dashboards/dstream.json",
+		},
+		{
+			name:  "datasource elsewhere",
+			files: map[string]string{"provisioning/datasources/prometheus.yaml": strings.Replace(validFiles["provisioning/datasources/prometheus.yaml"], "prometheus:9090", "localhost:9090", 1)},
+			want:  `the prometheus datasource's url "http://localhost:9090" does not name the service "prometheus"`,
+		},
+		{
+			name:  "no datasource",
+			files: map[string]string{"provisioning/datasources/prometheus.yaml": "apiVersion: 1\n"},
+			want:  "provisions no prometheus datasource",
+		},
+		{
 			name: "unknown key", loadError: true,
 			old: "    stop_grace_period: 45s", new: "    stop_grace_period: 45s\n    healthchek: {}",
 			want: "healthchek",
@@ -250,8 +422,14 @@ func TestComposeRules(t *testing.T) {
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if test.csv == "" {
-				test.csv = "ip,country\n192.0.2.1,US\n"
+			for name, content := range validFiles {
+				if c, ok := test.files[name]; ok {
+					content = c
+				}
+				write(t, dir, name, content)
+			}
+			if test.csv != "" {
+				write(t, dir, "countries.csv", test.csv)
 			}
 			compose := validCompose
 			if test.old != "" {
@@ -261,8 +439,6 @@ func TestComposeRules(t *testing.T) {
 				compose = strings.Replace(compose, test.old, test.new, 1)
 			}
 			write(t, dir, "docker-compose.yml", compose)
-			write(t, dir, "countries.csv", test.csv)
-			write(t, dir, "Dockerfile", "FROM scratch\n")
 
 			problems, err := checkCompose(context.Background(), filepath.Join(dir, "docker-compose.yml"))
 			if test.loadError {
@@ -383,6 +559,9 @@ func expect(t *testing.T, problems []string, want string) {
 
 func write(t *testing.T, dir, name, content string) {
 	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,14 +26,16 @@ import (
 // services that wait for it wait for service_completed_successfully.
 const oneShotLabel = "io.dstream.one-shot"
 
-// loadCompose loads a compose file the way `docker compose` does: the Compose spec's schema (unknown keys fail),
-// interpolation from the process environment, and consistency checks (depends_on names a service, …).
-func loadCompose(ctx context.Context, path string) (*types.Project, error) {
+// loadCompose loads a compose file the way `docker compose [--profile P]…` does: the Compose spec's schema
+// (unknown keys fail), interpolation from the process environment, the services of the given profiles besides those
+// without a profile, and consistency checks (depends_on names a service, …).
+func loadCompose(ctx context.Context, path string, profiles ...string) (*types.Project, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
 	}
-	opts, err := cli.NewProjectOptions([]string{abs}, cli.WithOsEnv, cli.WithWorkingDirectory(filepath.Dir(abs)))
+	opts, err := cli.NewProjectOptions([]string{abs}, cli.WithOsEnv, cli.WithWorkingDirectory(filepath.Dir(abs)),
+		cli.WithProfiles(profiles))
 	if err != nil {
 		return nil, fmt.Errorf("compose options: %w", err)
 	}
@@ -43,13 +46,19 @@ func loadCompose(ctx context.Context, path string) (*types.Project, error) {
 	return project, nil
 }
 
-// checkCompose loads the compose file at path and returns what breaks our own rules, one sentence each.
+// checkCompose loads the compose file at path and returns what breaks our own rules, one sentence each: those of
+// the default services (`docker compose up`), then those of the observability profile.
 func checkCompose(ctx context.Context, path string) ([]string, error) {
 	project, err := loadCompose(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	return checkProject(project), nil
+	problems := checkProject(project)
+	withObservability, err := loadCompose(ctx, path, observabilityProfile)
+	if err != nil {
+		return nil, err
+	}
+	return append(problems, checkObservability(withObservability)...), nil
 }
 
 // checkProject applies the rules that the Compose spec does not know about.
@@ -253,6 +262,34 @@ func (c *checker) dstream(p *types.Project, s types.ServiceConfig) {
 	}
 
 	c.durations(s)
+	c.scalable(s)
+}
+
+// httpPort is the port dstream serves HTTP on inside its container, from DSTREAM_HTTP_ADDR (or its default).
+func httpPort(s types.ServiceConfig) string {
+	addr := env(s, contract.Prefix+"HTTP_ADDR")
+	if addr == "" {
+		addr = contract.Defaults["HTTP_ADDR"]
+	}
+	return addr[strings.LastIndex(addr, ":")+1:]
+}
+
+// scalable checks that `docker compose up --scale dstream=N` can start N instances: no fixed container name and
+// no fixed host port (Docker picks a free host port for each replica when published is empty), and that the
+// published container port is the one dstream listens on.
+func (c *checker) scalable(s types.ServiceConfig) {
+	if s.ContainerName != "" {
+		c.add("service %q: container_name %q allows one container only; drop it so that --scale works", s.Name, s.ContainerName)
+	}
+	for _, port := range s.Ports {
+		if port.Published != "" {
+			c.add("service %q: publishes the fixed host port %s, which clashes under `docker compose up --scale %s=N`; "+
+				"leave published empty (Docker picks a free port, `docker compose port` tells which)", s.Name, port.Published, s.Name)
+		}
+		if want := httpPort(s); strconv.Itoa(int(port.Target)) != want {
+			c.add("service %q: publishes container port %d, but dstream listens on %s (DSTREAM_HTTP_ADDR)", s.Name, port.Target, want)
+		}
+	}
 }
 
 // durations checks dstream's timing settings (documented defaults where unset) the way dstream validates them,

@@ -152,9 +152,69 @@ dstream.validate fails the render on combinations of values that the schema cann
 {{- if and .Values.kafka.brokers (not .Values.redis.addr) }}
 {{- fail "kafka.brokers is set: set redis.addr too, the Redis host:port that keeps the checkpoints (dstream refuses to start without it)" }}
 {{- end }}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.redis.addr) }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.autoscaling.enabled) (not .Values.redis.addr) }}
 {{- fail "replicaCount > 1 runs hot standbys, which coordinate through a lease in Redis: set redis.addr, or use replicaCount 1" }}
 {{- end }}
+{{- with .Values.autoscaling }}
+{{- if .enabled }}
+{{- if lt (int .maxReplicas) (int .minReplicas) }}
+{{- fail (printf "autoscaling.maxReplicas (%d) must be at least autoscaling.minReplicas (%d)" (int .maxReplicas) (int .minReplicas)) }}
+{{- end }}
+{{- if and (gt (int .maxReplicas) 1) (not $.Values.redis.addr) }}
+{{- fail "autoscaling runs more than one pod, and pods coordinate through a lease in Redis: set redis.addr" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $min := .Values.podDisruptionBudget.minAvailable }}
+{{- if and .Values.podDisruptionBudget.enabled (or (kindIs "float64" $min) (kindIs "int64" $min) (kindIs "int" $min)) (not .Values.autoscaling.enabled) (gt (int $min) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) is more than replicaCount (%d): no pod could ever be evicted, so node drains would hang" (int $min) (int .Values.replicaCount)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.podCount is the number of pods the PodDisruptionBudget plans for: replicaCount, or the HPA's floor
+(autoscaling.minReplicas) when autoscaling is on.
+*/}}
+{{- define "dstream.podCount" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- .Values.autoscaling.minReplicas | int }}
+{{- else }}
+{{- .Values.replicaCount | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.minAvailable is the PodDisruptionBudget's minAvailable, or "" for no budget: podDisruptionBudget.minAvailable
+when set, else a majority of the N pods, floor(N/2)+1, but at most N-1 so that a drain can evict one pod at a time
+(N = 2 gives 1), and none for a single pod (see values.yaml).
+*/}}
+{{- define "dstream.minAvailable" -}}
+{{- $set := .Values.podDisruptionBudget.minAvailable }}
+{{- $n := include "dstream.podCount" . | int }}
+{{- if or (kindIs "float64" $set) (kindIs "int" $set) (kindIs "int64" $set) }}
+{{- $set | int }}
+{{- else if $set }}
+{{- $set }}
+{{- else if gt $n 1 }}
+{{- min (add (div $n 2) 1) (sub $n 1) }}
+{{- end }}
+{{- end }}
+
+{{/*
+dstream.ruleSelector is the label matchers that select this release's series in the alert rules:
+metrics.prometheusRule.matchLabels, else the job and namespace labels the chart's ServiceMonitor gives them (the job
+label of a ServiceMonitor's targets is the Service's name).
+*/}}
+{{- define "dstream.ruleSelector" -}}
+{{- $m := .Values.metrics.prometheusRule.matchLabels }}
+{{- if not $m }}
+{{- $m = dict "job" (include "dstream.fullname" .) "namespace" .Release.Namespace }}
+{{- end }}
+{{- $parts := list }}
+{{- range $k := keys $m | sortAlpha }}
+{{- $parts = append $parts (printf "%s=%s" $k (get $m $k | toJson)) }}
+{{- end }}
+{{- join ", " $parts }}
 {{- end }}
 
 {{/*

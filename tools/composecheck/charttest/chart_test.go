@@ -260,6 +260,9 @@ func TestLint(t *testing.T) {
 		{"secrets", withSecrets},
 		{"existing secret", slices.Concat([]string{"--set", "existingSecret=dstream-creds"}, withServices)},
 		{"service monitor without the API", []string{"--set", "metrics.serviceMonitor.enabled=true"}},
+		// helm lint takes no --api-versions: the PrometheusRule's values are checked, its rendering is not.
+		{"alerts, dashboard, autoscaling", slices.Concat([]string{"--set", "metrics.prometheusRule.enabled=true",
+			"--set", "metrics.grafanaDashboard.enabled=true", "--set", "autoscaling.enabled=true"}, withServices)},
 		{"tls", slices.Concat([]string{
 			"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.caSecret=kafka-ca",
 			"--set", "redis.tls.enabled=true", "--set", "redis.tls.caSecret=redis-ca",
@@ -282,9 +285,10 @@ func TestDefaultObjects(t *testing.T) {
 		kinds = append(kinds, o.kind())
 	}
 	slices.Sort(kinds)
-	want := []string{"ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"}
+	want := []string{"ConfigMap", "ConfigMap", "Deployment", "Service", "ServiceAccount"}
 	if !slices.Equal(kinds, want) {
-		t.Errorf("kinds = %v, want %v (no Secret without passwords, no ServiceMonitor without the API)", kinds, want)
+		t.Errorf("kinds = %v, want %v (no Secret without passwords, no ServiceMonitor, PrometheusRule, dashboard or HPA "+
+			"unless asked for, no PodDisruptionBudget for one pod)", kinds, want)
 	}
 	for _, o := range m {
 		labels := obj(dig(o, "metadata", "labels"))
@@ -315,7 +319,7 @@ func TestDefaultObjects(t *testing.T) {
 			t.Errorf("pod label %s = %v, selector wants %v", k, podLabels[k], v)
 		}
 	}
-	for _, svcSel := range []any{dig(m.one(t, "Service"), "spec", "selector"), dig(m.one(t, "PodDisruptionBudget"), "spec", "selector", "matchLabels")} {
+	for _, svcSel := range []any{dig(m.one(t, "Service"), "spec", "selector")} {
 		for k, v := range obj(svcSel) {
 			if podLabels[k] != v {
 				t.Errorf("selector %s=%v does not match the pods (%v)", k, v, podLabels[k])
@@ -589,46 +593,6 @@ func TestServiceMonitorGating(t *testing.T) {
 	}
 }
 
-// TestHotStandby checks the settings that let not-ready standbys coexist with rollouts and node drains.
-func TestHotStandby(t *testing.T) {
-	m := render(t, slices.Concat(withStandby, []string{"--kube-version", "1.30.0"})...)
-	d := m.one(t, "Deployment")
-	if got := dig(d, "spec", "replicas"); got != 2 {
-		t.Errorf("replicas = %v, want 2", got)
-	}
-	// Standbys never become ready: a rollout must not wait for them.
-	strategy := obj(dig(d, "spec", "strategy"))
-	if strategy["type"] != "Recreate" && str(dig(strategy, "rollingUpdate", "maxUnavailable")) != "100%" {
-		t.Errorf("strategy = %v: a rolling update that waits for ready new pods never finishes", strategy)
-	}
-	pdb := m.one(t, "PodDisruptionBudget")
-	if got := dig(pdb, "spec", "maxUnavailable"); got != 2 {
-		t.Errorf("PDB maxUnavailable = %v, want 2 (1 plus the standby, which is never ready)", got)
-	}
-	if got := dig(pdb, "spec", "unhealthyPodEvictionPolicy"); got != "AlwaysAllow" {
-		t.Errorf("PDB unhealthyPodEvictionPolicy = %v, want AlwaysAllow", got)
-	}
-	if dig(d, "spec", "template", "spec", "affinity", "podAntiAffinity") == nil {
-		t.Error("no default pod anti-affinity with standbys")
-	}
-	env := m.env(t)
-	if env["DSTREAM_REDIS_ADDR"] != "redis:6379" || env["DSTREAM_KAFKA_BROKERS"] != "kafka-0.kafka:9092,kafka-1.kafka:9092" {
-		t.Errorf("env = %v", env)
-	}
-	if _, ok := env["DSTREAM_JOB_ID"]; ok {
-		t.Error("DSTREAM_JOB_ID set by default: all replicas must share the job's id, which defaults to the job")
-	}
-
-	if _, err := tryRender(t, "--set", "replicaCount=2"); err == nil || !strings.Contains(err.Error(), "set redis.addr") {
-		t.Errorf("replicaCount 2 without Redis: err = %v, want a refusal", err)
-	}
-	// Older clusters do not know unhealthyPodEvictionPolicy.
-	old := render(t, "--kube-version", "1.26.0")
-	if dig(old.one(t, "PodDisruptionBudget"), "spec", "unhealthyPodEvictionPolicy") != nil {
-		t.Error("unhealthyPodEvictionPolicy rendered for Kubernetes 1.26")
-	}
-}
-
 // TestSchemaRejects checks that values.schema.json stops bad values before anything renders.
 func TestSchemaRejects(t *testing.T) {
 	for _, test := range []struct {
@@ -648,7 +612,27 @@ func TestSchemaRejects(t *testing.T) {
 		{"kafka.brokers=kafka", "/kafka/brokers"},
 		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},
 		{"terminationGracePeriodSeconds=-1", "/terminationGracePeriodSeconds"},
-		{"podDisruptionBudget.maxUnavailable=-1", "/podDisruptionBudget/maxUnavailable"},
+		{"podDisruptionBudget.maxUnavailable=1", "additional properties 'maxUnavailable' not allowed"},
+		{"podDisruptionBudget.minAvailable=0", "/podDisruptionBudget/minAvailable"},
+		{"podDisruptionBudget.minAvailable=half", "/podDisruptionBudget/minAvailable"},
+		{"podDisruptionBudget.minAvailable=150%", "/podDisruptionBudget/minAvailable"},
+		{"strategy.rollingUpdate.maxSurge=lots", "/strategy/rollingUpdate/maxSurge"},
+		{"metrics.prometheusRule.enabled=yes", "/metrics/prometheusRule/enabled"},
+		{"metrics.prometheusRule.noBatchCommitted.intervals=0", "/metrics/prometheusRule/noBatchCommitted/intervals"},
+		{"metrics.prometheusRule.deadLetterRate.ratio=2", "/metrics/prometheusRule/deadLetterRate/ratio"},
+		{"metrics.prometheusRule.consumerLagGrowing.window=ten minutes", "/metrics/prometheusRule/consumerLagGrowing/window"},
+		{"metrics.prometheusRule.consumerLagGrowing.intervalsBehind=0", "/metrics/prometheusRule/consumerLagGrowing/intervalsBehind"},
+		{"metrics.prometheusRule.processingSlowerThanInterval.for=soon", "/metrics/prometheusRule/processingSlowerThanInterval/for"},
+		{"metrics.prometheusRule.refused.severity=page", "/metrics/prometheusRule/refused/severity"},
+		{"metrics.prometheusRule.fenced.windo=1m", "additional properties 'windo' not allowed"},
+		{"metrics.prometheusRule.runbookURL=README#ops", "/metrics/prometheusRule/runbookURL"},
+		{"metrics.prometheusRule.matchLabels.app-name=x", "invalid propertyName 'app-name'"},
+		{"metrics.grafanaDashboard.namespace=Monitoring_NS", "/metrics/grafanaDashboard/namespace"},
+		{"metrics.grafanaDashboard.enable=true", "additional properties 'enable' not allowed"},
+		{"autoscaling.minReplicas=0", "/autoscaling/minReplicas"},
+		{"autoscaling.targetLagPerReplica=0", "/autoscaling/targetLagPerReplica"},
+		{"autoscaling.metric=consumer lag", "/autoscaling/metric"},
+		{"autoscaling.targetCPU=80", "additional properties 'targetCPU' not allowed"},
 		{"replicas=2", "additional properties 'replicas' not allowed"},
 		{"config.topn=5", "additional properties 'topn' not allowed"},
 	} {
