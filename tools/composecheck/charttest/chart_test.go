@@ -751,7 +751,7 @@ func TestEnvNamesAreSettings(t *testing.T) {
 	m := render(t, slices.Concat(withSecrets, []string{
 		"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.caSecret=kafka-ca",
 		"--set", "redis.tls.enabled=true", "--set", "redis.tls.caSecret=redis-ca",
-		"--set", "redis.user=dstream", "--set", "config.jobId=top-ips-eu",
+		"--set", "redis.user=dstream", "--set", "config.jobId=top-ips-eu", "--set", "config.controlTopic=top-ips-eu-markers",
 	})...)
 	env := m.env(t)
 	for key := range env {

@@ -14,6 +14,8 @@ var Settings = map[string]bool{
 	"INPUT_TOPIC":            false,
 	"OUTPUT_TOPIC":           false,
 	"DEADLETTER_TOPIC":       false,
+	"CONTROL_TOPIC":          false,
+	"ON_TOPIC_RECREATED":     false,
 	"REDIS_ADDR":             false,
 	"JOB":                    false,
 	"JOB_ID":                 false,
