@@ -23,9 +23,11 @@ install:
 	bash .ci/install
 	bash .ci/install-browser
 
-## test: every test, unit and integration (real Kafka broker, real redis-server)
+## test: every test, unit and integration (real Kafka broker, real redis-server), then the engine's tests under the
+## invariants build tag, which poisons memory operators declared reusable instead of reusing it
 test: install
 	DSTREAM_REQUIRE_IT=1 $(GO) test $(TESTFLAGS) $(PKGS)
+	$(GO) test -tags invariants -count=1 ./microbatch/
 
 ## unit: the tests that need nothing installed (integration tests skip)
 unit:

@@ -76,13 +76,6 @@ func TestBuildErrors(t *testing.T) {
 			a := ints(j)
 			TransformWith(a, a.Window(2*s, 2*s), func(x, y []int) []int { return x }).ForeachBatch(discard)
 		}, "transformWith", "needs equal slides"},
-		{"window over a stateful stream", func(j *Job) {
-			UpdateStateByKey(pairs(j), sumUpdate).Window(2*s, s).ForeachBatch(discardPairs)
-		}, "window", "a window over the output of a stateful operator cannot be rebuilt"},
-		{"reduceByKeyAndWindow over mapWithState", func(j *Job) {
-			st := MapWithState(pairs(j), 0, func(k string, v Optional[int], _ *State[int]) Pair[string, int] { return KV(k, v.Value) })
-			ReduceByKeyAndWindow(st, add, sub, 2*s, s, nil).ForeachBatch(discardPairs)
-		}, "reduceByKeyAndWindow", "stateful operator"},
 		{"state type with an unexported field", func(j *Job) {
 			UpdateStateByKey(pairs(j), func(vs []int, s hiddenCount, _ bool) (hiddenCount, bool) { s.count += len(vs); return s, true }).
 				ForeachBatch(func(context.Context, BatchInfo, []Pair[string, hiddenCount]) error { return nil })

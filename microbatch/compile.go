@@ -84,15 +84,6 @@ func (j *Job) compile(replay bool) (*graph, error) {
 	if len(g.stateful) > 0 && j.store == nil && !replay {
 		errs = append(errs, &BuildError{Op: g.stateful[0].stateOp(), Err: errors.New("stateful operators need a checkpoint store: call Job.Checkpoint")})
 	}
-	stateful := map[*nodeBase]bool{}
-	for _, st := range g.stateful {
-		stateful[st.base()] = true
-	}
-	for _, n := range g.nodes {
-		if n.base().windowSpan > 0 && hasAncestor(n, stateful) {
-			errs = append(errs, &BuildError{Op: n.base().op, Err: errors.New("a window over the output of a stateful operator cannot be rebuilt from recorded plans; window its input instead")})
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -156,15 +147,6 @@ func deriveFlags(nodes []node, outputs []output) {
 			}
 		}
 	}
-}
-
-func hasAncestor(n node, of map[*nodeBase]bool) bool {
-	for _, p := range n.base().parents {
-		if of[p.base()] || hasAncestor(p, of) {
-			return true
-		}
-	}
-	return false
 }
 
 // Fingerprint describes what a job's checkpoint depends on: the batch

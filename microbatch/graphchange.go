@@ -89,7 +89,7 @@ func diffGraphs(stored []byte, now Fingerprint) (graphDiff, error) {
 		switch {
 		case !ok:
 			d.startOver[is.Name] = true
-			if is.Window > 0 {
+			if is.Window > 0 && is.Kind != "window" {
 				d.notes = append(d.notes, fmt.Sprintf("stateful operator %q (%s) added: its window is rebuilt from the recorded plans", is.Name, is.Kind))
 			} else {
 				d.notes = append(d.notes, fmt.Sprintf("stateful operator %q (%s) added: it starts empty, or from its initial state", is.Name, is.Kind))
@@ -98,6 +98,10 @@ func diffGraphs(stored []byte, now Fingerprint) (graphDiff, error) {
 			refused = append(refused, fmt.Sprintf("the stateful operator %q changed from %s of %s→%s (%s, %s) to %s of %s→%s (%s, %s): "+
 				"its stored state cannot be read as the new one; `dstream reset --drop-state %s --yes` starts it empty",
 				is.Name, was.Kind, was.Key, was.Value, was.KeyCodec, was.ValueCodec, is.Kind, is.Key, is.Value, is.KeyCodec, is.ValueCodec, is.Name))
+		case is.Kind == "window" && (was.Window != is.Window || was.Slide != is.Slide || was.InputSlide != is.InputSlide):
+			refused = append(refused, fmt.Sprintf("the window %q over a stateful operator's output changed from %d/%d to %d/%d batches (length/slide): "+
+				"it keeps the batches it spans, which cannot be recomputed; `dstream reset --drop-state %s --yes` starts it empty",
+				is.Name, was.Window, was.Slide, is.Window, is.Slide, is.Name))
 		case is.Window > 0 && (was.Window != is.Window || was.Slide != is.Slide || was.InputSlide != is.InputSlide):
 			d.startOver[is.Name] = true
 			d.notes = append(d.notes, fmt.Sprintf("the window of %q changed from %d/%d to %d/%d batches (length/slide): it is rebuilt from the recorded plans",

@@ -40,6 +40,10 @@ func recoveryGraph(j *Job, sink Sink) {
 	totals := MapWithState(in, 3*s, runningTotal)
 	joined := LeftOuterJoin(incremental, running)
 	groups := GroupByKeyAndWindow(in, 3*s, 3*s)
+	// Windows over stateful outputs: checkpointed, since they cannot be
+	// recomputed from plans.
+	windowedState := ReduceByKey(running.Window(3*s, s), add)
+	timedOut := CountByValueAndWindow(totals, 2*s, 2*s)
 	out := func(name string) func(b BatchInfo, v string) Message {
 		return func(b BatchInfo, v string) Message {
 			return Message{Value: fmt.Appendf(nil, "%s@%d %s", name, b.ID, v)}
@@ -57,6 +61,8 @@ func recoveryGraph(j *Job, sink Sink) {
 	emit("totals", totals.Pprint, totals)
 	emit("joined", joined.Pprint, reprs(joined))
 	emit("groups", groups.Pprint, reprs(groups))
+	emit("windowedState", windowedState.Pprint, reprs(windowedState))
+	emit("timedOut", timedOut.Pprint, reprs(timedOut))
 }
 
 // reprs maps every element to its repr.

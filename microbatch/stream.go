@@ -109,9 +109,14 @@ func (s *Stream[T]) step(r *batchRun) {
 
 func (s *Stream[T]) reset() {
 	if s.output == outReused && !s.derived.retained && cap(s.out) > 0 {
-		// Cleared so that the spare keeps nothing of this batch alive.
-		clear(s.out)
-		s.spare = s.out[:0]
+		if invariants {
+			// Whoever kept it reads garbage; the next batch gets new memory.
+			poison(s.out)
+		} else {
+			// Cleared so that the spare keeps nothing of this batch alive.
+			clear(s.out)
+			s.spare = s.out[:0]
+		}
 	}
 	s.out, s.has = nil, false
 }

@@ -65,6 +65,9 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		w.output = outPassThrough
 		return w
 	}
+	if dependsOnState(s) {
+		return checkpointedWindow(s, lengthB, slideB)
+	}
 	buf := &windowBuffer[T]{span: lengthB}
 	w := newStream[T](s.job, "window", slideB, s)
 	w.output, w.keepsInputs, w.windowSpan, w.windowLength = outReused, true, lengthB, lengthB
@@ -87,6 +90,56 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 		return out, true
 	}
 	return w
+}
+
+// dependsOnState reports whether n's output comes from a stateful operator's.
+func dependsOnState(n node) bool {
+	b := n.base()
+	if b.state != nil {
+		return true
+	}
+	for _, p := range b.parents {
+		if dependsOnState(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkpointedWindow is a window over the output of a stateful operator,
+// which Spark allows by checkpointing the batches it spans. Those outputs
+// cannot be recomputed from recorded plans after a restart (the state they
+// came from has moved on), so the window keeps its batches as checkpointed
+// state of its own: one entry per batch, keyed by batch id, dropped when it
+// leaves the window. Its batches must be storable (DefaultCodec of []T).
+func checkpointedWindow[T any](s *Stream[T], lengthB, slideB uint64) *Stream[T] {
+	st := newStateful[uint64, []T, T](s.job, "window", slideB, s)
+	st.output, st.keepsInputs, st.windowLength = outReused, true, lengthB
+	var leaving []uint64
+	st.compute = func(r *batchRun) ([]T, bool) {
+		if s.has {
+			st.put(r.id, s.out, 0)
+		}
+		leaving = leaving[:0]
+		n := 0
+		st.each(func(id uint64, part []T, _ int64) {
+			if id+lengthB <= r.id {
+				leaving = append(leaving, id)
+			} else {
+				n += len(part)
+			}
+		})
+		for _, id := range leaving {
+			st.remove(id)
+		}
+		if r.id%slideB != 0 {
+			return nil, false
+		}
+		out := st.buffer(n)
+		st.each(func(_ uint64, part []T, _ int64) { out = append(out, part...) })
+		return out, true
+	}
+	return st.Stream
 }
 
 // CountByWindow counts the elements in each window.
@@ -112,7 +165,9 @@ func ReduceByWindow[T any](s *Stream[T], f, invF func(a, b T) T, length, slide t
 // reduced value (0 for counts) unless keep (nil keeps all) rejects them.
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF func(a, b V) V, length, slide time.Duration, keep func(Pair[K, V]) bool) *Stream[Pair[K, V]] {
 	perBatch := ReduceByKey(s, f)
-	if invF == nil {
+	// The inverse only saves work. Over a stateful operator's output the
+	// window is checkpointed, and recomputed from its batches.
+	if invF == nil || dependsOnState(s) {
 		w := ReduceByKey(perBatch.Window(length, slide), f)
 		if keep != nil {
 			w = w.Filter(keep)
