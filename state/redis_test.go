@@ -3,6 +3,7 @@ package state_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/state"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestCheckWarnsAboutSettingsThatLoseCheckpoints(t *testing.T) {
@@ -110,5 +112,71 @@ func TestStandbyWaitsForTheLease(t *testing.T) {
 	}
 	if err := active.Renew(ctx); err == nil {
 		t.Fatal("the old holder renewed after a takeover")
+	}
+}
+
+// TestNetworkErrorsAreNotConflicts cuts Redis (through a TCP proxy) in the
+// middle of the transactions of Commit and Discard, between the reads that
+// check the progress and the writes: the error must be one the engine
+// retries (not ErrConflict, not permanent), and the retry must succeed.
+func TestNetworkErrorsAreNotConflicts(t *testing.T) {
+	srv := redistest.Shared(t)
+	proxy, err := redistest.NewProxy(srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	defer rdb.Close()
+	s, err := state.NewRedis(rdb, state.Config{Job: fmt.Sprintf("cut-%d", jobSeq.Add(1)), LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plan := func(id uint64) microbatch.Plan {
+		return microbatch.Plan{ID: id, Time: time.Unix(int64(id), 0).UTC(), Ranges: []microbatch.Range{{Topic: "t", From: int64(id), Until: int64(id + 1)}}}
+	}
+	retried := func(what string, f func() error) {
+		t.Helper()
+		err := f()
+		if err == nil {
+			t.Fatalf("%s went through a cut network", what)
+		}
+		if errors.Is(err, microbatch.ErrConflict) || errors.Is(err, microbatch.ErrPermanent) || errors.Is(err, microbatch.ErrFenced) {
+			t.Fatalf("%s with Redis cut: %v; want an error the engine retries", what, err)
+		}
+		time.Sleep(300 * time.Millisecond) // the cut ends
+		if err := f(); err != nil {
+			t.Fatalf("%s retried: %v", what, err)
+		}
+	}
+	for _, step := range []func() error{
+		func() error { return s.RecordPlan(ctx, plan(1)) },
+		func() error { return s.Prepare(ctx, 1, []microbatch.Delta{{Op: "a", Batch: 1, Data: []byte("x")}}) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Commit reads the batch's plan inside its transaction.
+	proxy.CutOn("HGET", 200*time.Millisecond)
+	retried("commit", func() error { return s.Commit(ctx, microbatch.Checkpoint{Batch: 1, KeepFrom: 1}) })
+	if err := s.RecordPlan(ctx, plan(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Prepare(ctx, 2, []microbatch.Delta{{Op: "a", Batch: 2, Data: []byte("y")}}); err != nil {
+		t.Fatal(err)
+	}
+	// Discard reads the prepared operators inside its transaction.
+	proxy.CutOn("GET", 200*time.Millisecond)
+	retried("discard", func() error { return s.Discard(ctx, 2) })
+	if proxy.Cuts() != 2 {
+		t.Fatalf("the proxy cut %d times, want 2", proxy.Cuts())
+	}
+	if m, err := s.Progress(ctx); err != nil || m.Committed != 1 || m.Prepared != 0 {
+		t.Fatalf("progress %+v, %v; want batch 1 committed, nothing prepared", m, err)
 	}
 }
