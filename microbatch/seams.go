@@ -7,7 +7,11 @@ import (
 	"time"
 )
 
-// Record is one record read from a Source.
+// Record is one record read from a Source. Its Value belongs to the batch
+// that read it: the engine and the graph's operators may keep it for as
+// long as that batch (or a window holding it) is in use, so a Source must
+// not reuse the memory of a record it emitted; a key kept in state is
+// copied first.
 type Record struct {
 	Partition int32
 	Offset    int64
