@@ -40,6 +40,8 @@ type Job struct {
 	sinks    []Sink
 	buildErr []error
 	graph    *graph
+	// task is the part of a sharded job this job runs (nil: all of it).
+	task *Task
 
 	// Set by recovery on the job's goroutine: storeGraph makes the next
 	// commit store the graph's fingerprint; base is the reset base.
@@ -171,6 +173,31 @@ type batchRun struct {
 	plan     Plan
 	rebuild  bool
 	messages [][]Message
+}
+
+// info describes the batch to sinks and output operations: its plan, the
+// graph and reset base, and, for a task fed by exchanges, the input ranges
+// its exchanged records derive from.
+func (r *batchRun) info() BatchInfo {
+	j := r.job
+	b := BatchInfo{Plan: r.plan, Base: j.base}
+	if j.graph != nil {
+		b.Graph = j.graph.fingerprintHash
+		for _, in := range j.graph.inputs {
+			if x, ok := in.(interface{ origins() []Range }); ok {
+				b.Provenance = append(b.Provenance, x.origins()...)
+			}
+		}
+	}
+	return b
+}
+
+// compiled returns the compiled graph once the job started (nil before),
+// from any goroutine.
+func (j *Job) compiled() *graph {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.graph
 }
 
 // closeInputs closes the sources that hold resources (receivers).
