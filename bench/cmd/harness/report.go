@@ -28,22 +28,70 @@ func (b *bench) derive() {
 		if strings.Contains(r.name, ",") {
 			continue // state runs have their own figures
 		}
+		name := figureName(r.name)
 		if r.cpu > 0 {
-			head = append(head, figure{r.name + "_lines_per_cpu_s", float64(r.lines) / r.cpu, "lines/CPU-s"})
+			head = append(head, figure{name + "_lines_per_cpu_s", float64(r.lines) / r.cpu, "lines/CPU-s"})
 		}
-		head = append(head, figure{r.name + "_lines_per_s", r.rate(), "lines/s"},
-			figure{r.name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
-			figure{r.name + "_correct", boolFloat(r.correct), ""})
+		head = append(head, figure{name + "_lines_per_s", r.rate(), "lines/s"},
+			figure{name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
+			figure{name + "_correct", boolFloat(r.correct), ""})
 	}
-	ds, okD := b.rowNamed("dstream")
-	for _, other := range []string{"limit", "spark", "kstreams"} {
-		o, ok := b.rowNamed(other)
-		if !ok || !okD || !o.correct || !ds.correct || o.rate() == 0 {
+	b.figures = append(append(head, b.ratios()...), b.figures...)
+}
+
+// figureName turns a row's name into a BENCH name.
+func figureName(row string) string { return strings.ReplaceAll(row, "-", "_") }
+
+// ratios compares dstream with every other contender whose answer was
+// right: ratio_dstream_vs_fetch against the limit (the broker's raw fetch
+// rate), ratio_dstream_vs_consumer against a plain consumer, and one per
+// peer. Kafka Streams runs with its defaults and tuned (a row per tuned
+// commit interval); ratio_dstream_vs_kstreams is against the fastest right
+// one of them, as the issue asks, and the default and the best tuned row
+// have ratios of their own.
+func (b *bench) ratios() []figure {
+	ds, ok := b.rowNamed("dstream")
+	if !ok || !ds.correct || ds.rate() == 0 {
+		return nil
+	}
+	var out []figure
+	vs := func(name string, o row) {
+		if o.correct && o.rate() > 0 {
+			out = append(out, figure{"ratio_dstream_vs_" + name, ds.rate() / o.rate(), "x"})
+		}
+	}
+	for _, other := range []string{"fetch", "consumer", "structured", "flink", "spark"} {
+		if o, ok := b.rowNamed(other); ok {
+			vs(other, o)
+		}
+	}
+	var best, tuned row
+	for _, r := range b.rows {
+		if !r.correct || !strings.HasPrefix(r.name, "kstreams") {
 			continue
 		}
-		head = append(head, figure{"ratio_dstream_vs_" + other, ds.rate() / o.rate(), "x"})
+		if r.rate() > best.rate() {
+			best = r
+		}
+		if strings.HasPrefix(r.name, "kstreams-tuned") && r.rate() > tuned.rate() {
+			tuned = r
+		}
 	}
-	b.figures = append(head, b.figures...)
+	if best.rate() > 0 {
+		vs("kstreams", best)
+	}
+	if o, ok := b.rowNamed("kstreams"); ok {
+		vs("kstreams_default", o)
+	}
+	if tuned.rate() > 0 {
+		vs("kstreams_tuned", tuned)
+	}
+	if c, ok := b.rowNamed("consumer"); ok && c.correct {
+		if f, ok := b.rowNamed("fetch"); ok && f.correct && f.rate() > 0 {
+			out = append(out, figure{"ratio_consumer_vs_fetch", c.rate() / f.rate(), "x"})
+		}
+	}
+	return out
 }
 
 func boolFloat(v bool) float64 {
@@ -66,7 +114,7 @@ func (b *bench) table() string {
 	var sb strings.Builder
 	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | CPU s | broker CPU s | answer |\n")
 	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
-	limit, hasLimit := b.rowNamed("limit")
+	limit, hasLimit := b.rowNamed("fetch")
 	for _, r := range b.rows {
 		vs := "–"
 		if hasLimit && limit.rate() > 0 && !strings.Contains(r.name, ",") {
@@ -123,6 +171,7 @@ func (b *bench) report() {
 	fmt.Print(b.benchLines())
 }
 
+// goal is a figure with a target; a goal without ok is reported only.
 type goal struct {
 	what, figure string
 	ok           func(float64) bool
@@ -130,9 +179,12 @@ type goal struct {
 }
 
 var goals = []goal{
-	{"dstream vs the hardware limit", "ratio_dstream_vs_limit", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
-	{"dstream vs Spark", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
-	{"dstream vs Kafka Streams", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 3 }, "≥ 3×"},
+	{"dstream vs the broker's raw fetch rate (the limit)", "ratio_dstream_vs_fetch", nil, "reported"},
+	{"dstream vs a plain franz-go consumer", "ratio_dstream_vs_consumer", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
+	{"dstream vs Kafka Streams (the better of default and tuned)", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 10 }, "≥ 10×"},
+	{"dstream vs Spark Structured Streaming", "ratio_dstream_vs_structured", func(v float64) bool { return v >= 10 }, "≥ 10×"},
+	{"dstream vs Flink", "ratio_dstream_vs_flink", func(v float64) bool { return v >= 3 }, "≥ 3×"},
+	{"dstream vs Spark (PySpark DStreams)", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
 	{"p99 latency at 100 ms batches", "latency_p99_ms", func(v float64) bool { return v <= 200 }, "≤ 200 ms (2 intervals)"},
 	{"memory per distinct key of state", "state_bytes_per_key", func(v float64) bool { return v <= 100 }, "≤ 100 B"},
 }
@@ -173,11 +225,19 @@ func machine() string {
 	fmt.Fprintf(&sb, "| Kafka broker | %s (KRaft, one node, from Maven Central jars; JVM %s) |\n", kafkatest.DefaultVersion, strings.Join(brokerFlags, " "))
 	fmt.Fprintf(&sb, "| Redis | %s (AOF, appendfsync always, noeviction) |\n", version("redis-server", "--version"))
 	fmt.Fprintf(&sb, "| Spark | pyspark %s from PyPI, spark-sql-kafka %s from Maven Central |\n", sparkVersion, sparkVersion)
-	fmt.Fprintf(&sb, "| Kafka Streams | %s (EOS v2, 2 stream threads, commit interval 100 ms, RocksDB stores) |\n", kafkatest.DefaultVersion)
+	fmt.Fprintf(&sb, "| Spark Structured Streaming | spark-sql %s and spark-sql-kafka %s from Maven Central, Java, local[%d], %d shuffle partitions, HDFS-backed state store |\n",
+		sparkVersion, sparkVersion, runtime.NumCPU(), runtime.NumCPU())
+	fmt.Fprintf(&sb, "| Flink | %s, flink-connector-kafka %s, DataStream API in a local MiniCluster, parallelism %d, heap state backend, exactly-once checkpoints every %v |\n",
+		flinkVersion, flinkKafkaVersion, runtime.NumCPU(), interval)
+	fmt.Fprintf(&sb, "| Kafka Streams | %s (EOS v2, %d stream threads, RocksDB stores); default: commit interval 100 ms, 10 MB record cache; tuned: commit interval %v, %d MB record cache |\n",
+		kafkatest.DefaultVersion, runtime.NumCPU(), interval, kstreamsTunedCache>>20)
 	return sb.String()
 }
 
-const sparkVersion = "4.2.0" // bench/setup-peers
+const sparkVersion = "4.2.0" // bench/setup-peers, bench/structured/pom.xml
+
+// The Flink peer's versions (bench/flink/pom.xml).
+const flinkVersion, flinkKafkaVersion = "2.2.1", "5.0.0-2.2"
 
 const analysisStart, analysisEnd = "<!-- analysis: kept by the harness -->", "<!-- /analysis -->"
 
@@ -213,7 +273,9 @@ func (b *bench) writeMarkdown(path string) error {
 			continue
 		}
 		reached := "no"
-		if g.ok(v) {
+		if g.ok == nil {
+			reached = "–"
+		} else if g.ok(v) {
 			reached = "yes"
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %.2f | %s |\n", g.what, g.target, v, reached)
