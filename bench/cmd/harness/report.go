@@ -321,30 +321,61 @@ fetches of exact ranges), so that neither pays for the broker's first transactio
 read path the other warmed. The contenders then run one after the other, each as a process of its own
 whose peak RSS is the sampled sum over its process tree (a JVM and its Python workers count together):
 
-1. **limit** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
-   no state store, no output. Checked: every per-IP count. It runs with dstream's garbage collector
+1. **fetch** — the limit: what the broker can serve. Raw Fetch requests (franz-go's ` + "`kmsg`" + `), one
+   connection and one request in flight per partition, up to 32 MiB a response, for the same
+   partitions and offsets; the record batches are thrown away undecoded (no decompression, no
+   checksum, no records). Only the batches' fixed headers are read, to know where the next fetch
+   starts. Checked: every offset of every partition seen exactly once, in order; its lines cannot
+   be checked, since it never reads them.
+2. **consumer** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
+   no state store, no output (the limit until dstream outran it by skipping kgo's per-record
+   allocation). Checked: every per-IP count. It runs with dstream's garbage collector
    setting (` + "`internal/gcpolicy`" + `: target percent 400, as ` + "`cmd/dstream`" + ` sets it), so that the two Go
    contenders differ in their code only.
-2. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
+3. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
    incremental window, country join, running totals, Redis checkpoints, transactional Kafka output), in
    process as ` + "`cmd/dstream`" + ` wires it, catching up on the topic with batch times from a virtual clock and
    batch sizes from the rate cap (` + "`MaxRatePerPartition`" + `), so the batches are deterministic.
    Checked: every window's top-3 with counts, running totals and countries, read back from the output
    topic with read_committed, and every running total read back from the checkpoint in Redis.
-3. **spark** — the lecture's third program on PySpark DStreams (` + "`bench/spark/topips.py`" + `), local[*],
+4. **structured** — the job on Spark Structured Streaming (` + "`bench/structured`" + `, Java, Spark SQL's
+   built-in functions only, the Kafka source, local[cores], shuffle partitions = cores): a
+   ` + "`window(ts, 30 s, 10 s)`" + ` count per IP with a watermark in update mode, ranked per window with
+   ` + "`row_number()`" + ` in a foreachBatch and merged into each window's top 3, a broadcast join with the
+   countries CSV, and running totals as a second query's ` + "`groupBy(ip).count()`" + ` (one streaming
+   aggregation per query). Event time is the record's timestamp, which the pre-load sets so that the
+   10 s buckets of event time are exactly dstream's batches. Triggers of one batch's lines
+   (` + "`maxOffsetsPerTrigger`" + `) until the topic's end at the start (` + "`Trigger.AvailableNow`" + `),
+   checkpoints on local disk. Timed from the queries' start to their end. Checked: every window's top 3
+   (IPs, counts, countries) and every final total; a ranking's running total is not comparable,
+   since Structured Streaming has no total "as of an event-time window's end", only as of a trigger.
+5. **flink** — the job on Apache Flink's DataStream API (` + "`bench/flink`" + `) in a local MiniCluster,
+   parallelism = cores, heap state: per IP, tumbling 10 s event-time panes, then a sliding 30 s / 10 s
+   window over the panes whose function keeps the IP's running total in per-key state (the newest pane
+   of a window ends with it, so the total is as of the window's end, as dstream's), the top 3 per
+   window end by a keyed function with an event-time timer, the countries from the CSV, results and
+   final totals through exactly-once KafkaSinks with checkpoints every batch interval. The Kafka
+   source is bounded at the topic's end and keeps a watermark per partition, so no line is late.
+   Timed from the job's RUNNING state to its end (after the last checkpoint has committed the output).
+   Checked like dstream: every window's top 3 with counts, running totals and countries read back from
+   the output topic with read_committed, and every final total.
+6. **spark** — the lecture's third program on PySpark DStreams (` + "`bench/spark/topips.py`" + `), local[*],
    with the same batches: each batch's offset ranges read by Spark's Kafka source and queued with
    queueStream; the window is the lecture's incremental ` + "`reduceByKeyAndWindow`" + ` with an inverse,
    running totals by ` + "`updateStateByKey`" + `, checkpoints to local disk. The streaming context runs on
    Spark's ManualClock, advanced one interval as soon as a batch is done, so Spark too runs batches back to
    back; the time counts from the first batch to the last (the JVM's start is not counted). Checked like
    dstream (every window, totals, countries).
-4. **kstreams** — the same job written for Kafka Streams (` + "`bench/kstreams`" + `): a hopping-window count per IP
-   (30 s / 10 s, event time), each window's final counts released by suppress, a top-3 aggregate per
-   window, running totals as a KTable count, KTable joins for totals and countries, exactly-once v2, two
-   stream threads. Timed from its RUNNING state until its group has committed the end of the input and
-   of every repartition topic. Checked: every running total, and the top-3 counts of every window that
-   closed (windows close 30 s of event time after their end: the grace that out-of-order event time
-   across the four input tasks needs).
+7. **kstreams**, **kstreams-tuned** — the same job written for Kafka Streams (` + "`bench/kstreams`" + `): a
+   hopping-window count per IP (30 s / 10 s, event time), a top-3 aggregate per window kept by
+   upserting its growing counts, running totals as a KTable count, KTable joins for totals and
+   countries, exactly-once v2, a stream thread per core. **kstreams** runs with exactly-once's
+   defaults (a commit every 100 ms, the 10 MB record cache); **kstreams-tuned** as its users tune it
+   for throughput: a commit every batch interval (10 s; BENCH_KSTREAMS_COMMIT_MS=a,b,… sweeps, a row
+   each) and a 256 MB record cache. The goal's ratio is against the faster. Timed from its RUNNING
+   state until its group has committed the end of the input and of every repartition topic. Checked:
+   every running total, and the top-3 counts of every window (a ranking's running total joins the
+   totals table as it is when the ranking changes, not as of the window's end).
 
 **latency** — dstream at a 100 ms batch interval on the wall clock (window 300 ms, slide 100 ms: the
 same job's shape, so that every batch emits its ranking) while a logsender-style producer (franz-go,

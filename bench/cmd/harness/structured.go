@@ -36,6 +36,9 @@ func (b *bench) runStructured(ctx context.Context) error {
 		"--max-per-trigger", strconv.FormatInt(b.main.perPart*partitions, 10),
 		"--master", "local["+cores+"]", "--shuffle-partitions", cores)
 	cmd := exec.CommandContext(ctx, "java", args...)
+	// Spark binds its driver to the host's first interface otherwise: keep
+	// it on loopback with the broker.
+	cmd.Env = append(os.Environ(), "SPARK_LOCAL_IP=127.0.0.1")
 	cpu0 := b.brokerCPU()
 	p, err := start(b.dir, "structured", cmd, true)
 	if err != nil {
