@@ -171,6 +171,8 @@ type bench struct {
 	timings   []string
 	// brokerPid is the broker's JVM, for its CPU time.
 	brokerPid int
+	// peerProfiles are the JVM peers' hot methods (jvm.go).
+	peerProfiles []peerProfile
 }
 
 // brokerCPU returns the broker's CPU seconds so far.

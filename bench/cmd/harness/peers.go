@@ -182,15 +182,16 @@ func (b *bench) runKStreams(ctx context.Context, v kstreamsVariant) error {
 	}
 
 	ks := filepath.Join(b.root, ".cache", "bench", "kstreams")
-	cmd := exec.CommandContext(ctx, "java", "-Xms256m", "-Xmx2g",
+	args := append(b.jfrFlags(v.name), "-Xms256m", "-Xmx2g",
 		"-cp", filepath.Join(ks, "classes")+":"+filepath.Join(ks, "lib", "*"), "io.dstream.bench.TopIps",
 		"--bootstrap", b.broker.Addr(), "--input", b.main.topic, "--countries", countries, "--output", out,
 		"--app-id", appID, "--state-dir", filepath.Join(dir, "state"), "--out-dir", dir,
 		"--threads", strconv.Itoa(runtime.NumCPU()), "--commit-ms", strconv.FormatInt(v.commitMS, 10),
 		"--grace-ms", strconv.FormatInt(kstreamsGrace.Milliseconds(), 10))
 	if v.cacheBytes > 0 {
-		cmd.Args = append(cmd.Args, "--cache-bytes", strconv.FormatInt(v.cacheBytes, 10))
+		args = append(args, "--cache-bytes", strconv.FormatInt(v.cacheBytes, 10))
 	}
+	cmd := exec.CommandContext(ctx, "java", args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
@@ -245,6 +246,7 @@ func (b *bench) runKStreams(ctx context.Context, v kstreamsVariant) error {
 	if err := os.RemoveAll(filepath.Join(dir, "state")); err != nil {
 		return err
 	}
+	b.profilePeer(ctx, v.name)
 	totals, err := readTotals(filepath.Join(dir, "kstreams-totals.txt"))
 	if err != nil {
 		return err

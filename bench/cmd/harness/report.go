@@ -297,6 +297,13 @@ func (b *bench) writeMarkdown(path string) error {
 	if b.stateProf != "" {
 		sb.WriteString("\n## CPU profile of the state run with 1M distinct IPs\n\n```\n" + strings.TrimSpace(b.stateProf) + "\n```\n")
 	}
+	if len(b.peerProfiles) > 0 {
+		sb.WriteString("\n## Where the JVM peers' time goes: hot methods from their flight recordings\n\n")
+		sb.WriteString("Java Flight Recorder, default settings (a stack sample of each running thread every 20 ms); `jfr view hot-methods`: the top frames, over every thread of the peer's JVM, its start-up included.\n")
+		for _, p := range b.peerProfiles {
+			sb.WriteString("\n### " + p.name + "\n\n```\n" + p.text + "\n```\n")
+		}
+	}
 	if b.engineOut != "" {
 		sb.WriteString("\n## Engine micro-benchmarks (`make bench-engine`)\n\n```\n" + strings.TrimSpace(b.engineOut) + "\n```\n")
 	}

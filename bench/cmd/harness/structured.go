@@ -29,7 +29,7 @@ func (b *bench) runStructured(ctx context.Context) error {
 		return err
 	}
 	cores := strconv.Itoa(runtime.NumCPU())
-	args := append(append([]string{}, jvmOpens...), "-Xms1g", "-Xmx4g",
+	args := append(append(append([]string{}, jvmOpens...), b.jfrFlags("structured")...), "-Xms1g", "-Xmx4g",
 		"-cp", b.peerClasspath("structured"), "io.dstream.bench.TopIps",
 		"--bootstrap", b.broker.Addr(), "--input", b.main.topic, "--countries", b.main.countriesFile,
 		"--checkpoints", filepath.Join(dir, "checkpoints"), "--out-dir", dir,
@@ -60,6 +60,7 @@ func (b *bench) runStructured(ctx context.Context) error {
 	if err := os.RemoveAll(filepath.Join(dir, "checkpoints")); err != nil {
 		return err
 	}
+	b.profilePeer(ctx, "structured")
 	totals, err := readTotals(filepath.Join(dir, "structured-totals.txt"))
 	if err != nil {
 		return err
