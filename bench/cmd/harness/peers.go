@@ -212,7 +212,13 @@ func (b *bench) runKStreams(ctx context.Context, v kstreamsVariant) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("kstreams: not caught up after 60 minutes")
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-p.done:
+			// A Streams client that failed stops committing: say so now
+			// rather than at the deadline.
+			return fmt.Errorf("%s exited before catching up: %v (see %s)", v.name, p.waitErr, p.log.Name())
+		case <-time.After(200 * time.Millisecond):
+		}
 		lags, err := adm.Lag(ctx, appID)
 		if err != nil {
 			continue

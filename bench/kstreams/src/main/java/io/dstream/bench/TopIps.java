@@ -16,6 +16,7 @@ import java.util.Map;
 import java.util.Properties;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.utils.Bytes;
@@ -251,6 +252,16 @@ public final class TopIps {
     if (a.containsKey("cache-bytes")) {
       p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, Long.parseLong(a.get("cache-bytes")));
     }
+    // Under exactly-once a transaction spans a commit interval, and Kafka
+    // Streams' producers default to a 10 s transaction timeout: a longer
+    // commit interval needs a longer timeout, or the broker aborts the
+    // transaction and fences the producer mid-commit (as it did here at a
+    // 10 s interval). Three intervals, at least Kafka's own 60 s default.
+    long commitMs = Long.parseLong(a.getOrDefault("commit-ms", "100"));
+    if (commitMs >= 1000) {
+      p.put(StreamsConfig.producerPrefix(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG),
+          (int) Math.min(Math.max(3 * commitMs, 60_000), 900_000));
+    }
     p.put(StreamsConfig.STATE_DIR_CONFIG, need(a, "state-dir"));
     p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
     p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
@@ -266,6 +277,14 @@ public final class TopIps {
       if (now == KafkaStreams.State.RUNNING) {
         System.out.println("RUNNING " + System.currentTimeMillis());
         System.out.flush();
+      }
+      if (now == KafkaStreams.State.ERROR) {
+        // Its threads are dead and it will never commit again: exit, so
+        // that the harness fails this run at once. halt, not exit: the
+        // shutdown hook would close the client from within its listener.
+        System.out.println("ERROR " + System.currentTimeMillis());
+        System.out.flush();
+        Runtime.getRuntime().halt(2);
       }
     });
     Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(10))));
