@@ -253,14 +253,14 @@ func deriveFlags(nodes []node, outputs []output) {
 // fingerprint of the graph that wrote it; a restart compares it with its
 // own (see docs/checkpoint.md).
 type Fingerprint struct {
-	Version    int                `json:"version"`
-	IntervalMS int64              `json:"interval_ms"`
+	Version    int   `json:"version"`
+	IntervalMS int64 `json:"interval_ms"`
 	// Stage and Shards say which task of a sharded job wrote the
 	// checkpoint (0, 0: an unsharded job).
-	Stage  int `json:"stage,omitempty"`
-	Shards int `json:"shards,omitempty"`
-	Inputs     []string           `json:"inputs"`
-	State      []StateFingerprint `json:"state,omitempty"`
+	Stage  int                `json:"stage,omitempty"`
+	Shards int                `json:"shards,omitempty"`
+	Inputs []string           `json:"inputs"`
+	State  []StateFingerprint `json:"state,omitempty"`
 	// Windows are the plain windows, in batches, in graph order.
 	Windows []WindowFingerprint `json:"windows,omitempty"`
 }

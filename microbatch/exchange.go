@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-		"slices"
+	"slices"
 	"time"
 )
 
@@ -218,7 +218,7 @@ func (e *exchangeStream[T]) cutBatch(ctx context.Context, id uint64, after []Ran
 
 func (e *exchangeStream[T]) recordCount() int { return len(e.loaded) }
 
-func (e *exchangeStream[T]) receiver() input   { return e }
+func (e *exchangeStream[T]) receiver() input  { return e }
 func (e *exchangeStream[T]) origins() []Range { return e.origin }
 
 func (e *exchangeStream[T]) reader() func(ctx context.Context, ranges []Range) (func(), error) {
