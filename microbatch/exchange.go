@@ -93,13 +93,15 @@ type exchangeStream[T any] struct {
 // first (ReduceByKey): the exchange then carries each batch's partial
 // aggregates, not its elements. Unsharded, it passes batches on.
 func ExchangeByKey[K comparable, V any](s *Stream[Pair[K, V]], name string) *Stream[Pair[K, V]] {
-	keys := DefaultCodec[K]()
+	keys := exchangeCodec[K]()
+	var buf []byte
 	e := newExchange(s, name, true, func(p Pair[K, V], n int) int {
 		// The key's encoded form, not Go's hash: every process and
 		// version must send a key to the same task.
-		b := keys.Append(nil, p.Key)
-		return int(stableHash(b) % uint64(n))
+		buf = keys.Append(buf[:0], p.Key)
+		return int(stableHash(buf) % uint64(n))
 	})
+	e.codec = pairCodec[K, V]{keys: keys, vals: exchangeCodec[V]()}
 	return e.Stream
 }
 
