@@ -114,25 +114,9 @@ func (j *Job) compile(replay bool) (*graph, error) {
 // or the exchange it reads), and an output sending to the exchange that
 // ends it. Without a task, exchanges pass batches on.
 func (j *Job) stage(g *graph) error {
-	stages := map[*nodeBase]int{}
-	keyed := map[int]bool{0: true}
-	last := 0
-	for _, n := range j.nodes {
-		b := n.base()
-		st := 0
-		for i, p := range b.parents {
-			ps := stages[p.base()]
-			if i > 0 && ps != st {
-				return &BuildError{Op: b.op, Err: fmt.Errorf("it reads stages %d and %d: exchange both sides first", st, ps)}
-			}
-			st = ps
-		}
-		if b.exch != nil {
-			st++
-			keyed[st] = b.exch.exchange().byKey
-		}
-		stages[b] = st
-		last = max(last, st)
+	stages, keyed, last, err := j.stages()
+	if err != nil {
+		return err
 	}
 	t := j.task
 	if t == nil {
@@ -191,6 +175,49 @@ func (j *Job) stage(g *graph) error {
 		}
 	}
 	return nil
+}
+
+// stages numbers the nodes' stages, says which stages are keyed (stage 0,
+// and those after an ExchangeByKey: they have a task per shard), and
+// returns the last stage.
+func (j *Job) stages() (stages map[*nodeBase]int, keyed map[int]bool, last int, err error) {
+	stages, keyed = map[*nodeBase]int{}, map[int]bool{0: true}
+	for _, n := range j.nodes {
+		b := n.base()
+		st := 0
+		for i, p := range b.parents {
+			ps := stages[p.base()]
+			if i > 0 && ps != st {
+				return nil, nil, 0, &BuildError{Op: b.op, Err: fmt.Errorf("it reads stages %d and %d: exchange both sides first", st, ps)}
+			}
+			st = ps
+		}
+		if b.exch != nil {
+			st++
+			keyed[st] = b.exch.exchange().byKey
+		}
+		stages[b] = st
+		last = max(last, st)
+	}
+	return stages, keyed, last, nil
+}
+
+// Stages returns how many tasks each stage of the graph built on j has
+// when the job is sharded in shards (docs/scale-out.md): shards for stage 0
+// and the stages after an ExchangeByKey, one for those after a Gather.
+func (j *Job) Stages(shards int) ([]int, error) {
+	_, keyed, last, err := j.stages()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, last+1)
+	for st := range out {
+		out[st] = 1
+		if keyed[st] {
+			out[st] = shards
+		}
+	}
+	return out, nil
 }
 
 // deriveFlags sets the derived flags of nodes, which are in creation order

@@ -96,8 +96,6 @@ func ExchangeByKey[K comparable, V any](s *Stream[Pair[K, V]], name string) *Str
 	keys := exchangeCodec[K]()
 	var buf []byte
 	e := newExchange(s, name, true, func(p Pair[K, V], n int) int {
-		// The key's encoded form, not Go's hash: every process and
-		// version must send a key to the same task.
 		buf = keys.Append(buf[:0], p.Key)
 		return int(stableHash(buf) % uint64(n))
 	})
@@ -110,6 +108,28 @@ func ExchangeByKey[K comparable, V any](s *Stream[Pair[K, V]], name string) *Str
 // shards' local rankings). Unsharded, it passes batches on.
 func Gather[T any](s *Stream[T], name string) *Stream[T] {
 	return newExchange(s, name, false, func(T, int) int { return 0 }).Stream
+}
+
+// ShardOf returns the shard of a sharded job that owns key (of those an
+// ExchangeByKey sends to): the hash of the key's encoded form, not Go's
+// hash, since every process and version must send a key to the same task.
+func ShardOf[K any](key K, shards int) int {
+	return int(stableHash(exchangeCodec[K]().Append(nil, key)) % uint64(shards))
+}
+
+// Exchanges returns the exchanges of the graph built on j, each with its
+// partitions when the job is sharded in shards.
+func (j *Job) Exchanges(shards int) map[string]int {
+	out := map[string]int{}
+	for _, n := range j.nodes {
+		if x := n.base().exch; x != nil {
+			out[x.exchange().name] = 1
+			if x.exchange().byKey {
+				out[x.exchange().name] = shards
+			}
+		}
+	}
+	return out
 }
 
 // stableHash is FNV-1a: the same on every machine and in every version.

@@ -43,6 +43,18 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	if last.ID == 0 {
 		// A fresh job aligns its batch times to the interval, as Spark does.
 		next = j.now().Truncate(j.interval).Add(j.interval)
+		if j.firstBatch != nil && !j.graph.driven {
+			err := j.retry(idle, "timeline", func() (err error) {
+				next, err = j.firstBatch(idle, next)
+				return err
+			})
+			if err != nil {
+				if j.stopped.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("the job's timeline: %w", err)
+			}
+		}
 	}
 	// While a batch computes and commits, the next one is cut and read if
 	// its time has come (the job is catching up): reading then overlaps

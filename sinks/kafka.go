@@ -555,16 +555,24 @@ func readMarkers(ctx context.Context, cl *kgo.Client, topic string, partition in
 }
 
 // EnsureControlTopic creates the control topic with partitions partitions
-// if it does not exist, and checks that it has at least that many.
+// (one per task) if it does not exist, and checks that it has at least that
+// many.
 func EnsureControlTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int32) error {
+	return EnsureTopic(ctx, cl, "control", topic, partitions)
+}
+
+// EnsureTopic creates a topic the job owns (kind says which: "control",
+// "exchange") with partitions partitions if it does not exist, and checks
+// that it has at least that many.
+func EnsureTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partitions int32) error {
 	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx, topic)
 	if err != nil {
-		return fmt.Errorf("sinks: describe control topic %s: %w", topic, err)
+		return fmt.Errorf("sinks: describe %s topic %s: %w", kind, topic, err)
 	}
 	if d, ok := details[topic]; ok && d.Err == nil {
 		if n := int32(len(d.Partitions)); n < partitions {
-			return fmt.Errorf("sinks: control topic %s has %d partitions, the job needs %d: add partitions: %w", topic, n, partitions, microbatch.ErrPermanent)
+			return fmt.Errorf("sinks: %s topic %s has %d partitions, the job needs %d: add partitions: %w", kind, topic, n, partitions, microbatch.ErrPermanent)
 		}
 		return nil
 	}
@@ -573,11 +581,10 @@ func EnsureControlTopic(ctx context.Context, cl *kgo.Client, topic string, parti
 		err = resp.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("sinks: create control topic %s (or create it yourself, with %d partition(s)): %w", topic, partitions, err)
+		return fmt.Errorf("sinks: create %s topic %s (or create it yourself, with %d partition(s)): %w", kind, topic, partitions, err)
 	}
 	return nil
 }
-
 // LastMarker returns the last batch whose marker job committed to partition
 // of the control topic, and false if there is none.
 func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string) (microbatch.BatchInfo, bool, error) {

@@ -125,6 +125,9 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	log.Info().Str("job", cfg.JobID).Strs("brokers", cfg.KafkaBrokers).Str("input", cfg.InputTopic).
 		Str("output", cfg.OutputTopic).Str("interval", cfg.BatchInterval.String()).Str("window", cfg.Window.String()).
 		Str("slide", cfg.Slide.String()).Str("http", ln.Addr().String()).Str("version", b.Version).Msg("dstream starting")
+	if cfg.Shards > 1 {
+		return p.runShards(ctx, bgCtx)
+	}
 	return p.run(ctx, bgCtx)
 }
 
@@ -147,6 +150,7 @@ type processor struct {
 	status    *status
 	batches   *batchLog
 	running   atomic.Pointer[running] // the job, while this instance is active
+	shards    atomic.Pointer[shardRunner] // a sharded job's tasks here
 }
 
 // running is the job of the active instance: what lookups, state sizes and
@@ -312,7 +316,13 @@ func (p *processor) stop(job *microbatch.Job) error {
 func (p *processor) setRole(r role) {
 	p.status.setRole(r)
 	p.m.setRole(p.status.role())
+	if p.shards.Load() == nil { // an unsharded job is one task, run by the active instance
+		p.m.tasks.Set(map[bool]float64{true: 1}[r == roleActive])
+	}
 }
+
+// unshardedTask names the one task of an unsharded job in the metrics.
+const unshardedTask = "job"
 
 // acquired runs when the job's Store was acquired: this instance is now
 // the active one. The recent batches that other instances ran are loaded
@@ -333,6 +343,7 @@ func (p *processor) acquired(ctx context.Context, r *running, estimator *ingest.
 func (p *processor) committed(ctx context.Context, b microbatch.BatchStats) {
 	rec := p.status.observe(b, time.Now())
 	p.m.observe(b)
+	p.m.taskLast.WithLabelValues(unshardedTask).Set(float64(b.ID))
 	p.batches.observe(b)
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()

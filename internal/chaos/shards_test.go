@@ -1,0 +1,132 @@
+package chaos_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dstream-io/dstream/internal/chaos"
+	"github.com/dstream-io/dstream/internal/kafkatest"
+	"github.com/dstream-io/dstream/internal/redistest"
+	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/microbatch"
+	"github.com/dstream-io/dstream/state"
+)
+
+// shardedTotals reads a sharded job's running totals: each count task
+// keeps those of its shard of the IPs.
+func (e *env) shardedTotals(ctx context.Context) map[string]int64 {
+	e.t.Helper()
+	out := map[string]int64{}
+	for _, task := range e.tasks[1] {
+		store, err := state.NewRedis(e.rdb, state.Config{Job: state.TaskJob(e.job, task)})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		meta, err := store.Progress(ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, kv := range totals {
+			if _, dup := out[kv.Key]; dup {
+				e.t.Errorf("%s's total is kept by two tasks", kv.Key)
+			}
+			out[kv.Key] = kv.Value
+		}
+	}
+	return out
+}
+
+// results reads the job's results by batch id, as JSON values without the
+// batch time (the runs compared started at other times).
+func (e *env) results(ctx context.Context) map[string][]string {
+	e.t.Helper()
+	out, err := chaos.ReadOutput(ctx, e.clientOpts(), e.spec)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	byBatch := map[string][]string{}
+	for _, r := range out.Results() {
+		var res topips.Result
+		if err := json.Unmarshal(r.Value, &res); err != nil {
+			e.t.Fatal(err)
+		}
+		res.BatchTime = time.Time{}
+		v, _ := json.Marshal(res)
+		byBatch[r.Batch] = append(byBatch[r.Batch], string(v))
+	}
+	for _, vs := range byBatch {
+		slices.Sort(vs)
+	}
+	return byBatch
+}
+
+// runPreloaded runs a job over a preloaded input with replicas processes
+// until it drained it, and returns its results. The input is input's (the
+// topic of another env's), or one written here when input is nil.
+func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, input *env) (map[string][]string, *env) {
+	t.Helper()
+	e := newEnv(t, kafkatest.Shared(t), rds, envOptions{leaseTTL: time.Second, ratePerSec: 200, seed: 41, partitions: 12, shards: shards})
+	if input == nil {
+		_, fed, stopFeed := e.startFeed(24_000, 0)
+		<-fed
+		if err := stopFeed(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		e.spec.Input, e.settings["DSTREAM_INPUT_TOPIC"] = input.spec.Input, input.spec.Input
+		e.spec.Countries, e.settings["DSTREAM_COUNTRIES_FILE"] = input.spec.Countries, input.settings["DSTREAM_COUNTRIES_FILE"]
+	}
+	var procs []*chaos.Processor
+	for i := range replicas {
+		procs = append(procs, e.start(fmt.Sprintf("replica-%d", i)))
+	}
+	e.waitDrained(4*time.Minute, procs[0])
+	for _, p := range procs {
+		e.stop(p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return e.results(ctx), e
+}
+
+// TestShardedJobOnThreeReplicas runs the reference job sharded in 3 on 3
+// replicas (7 tasks divided among them, exchanging through Kafka), on a
+// preloaded input of 12 partitions: its output is exactly once and right
+// against a recomputation from the input, its running totals are the
+// input's, and its results equal, batch by batch, those of the same job on
+// one replica and those of the unsharded job.
+func TestShardedJobOnThreeReplicas(t *testing.T) {
+	rds := redistest.Shared(t)
+	sharded, e := runPreloaded(t, rds, 3, 3, nil)
+	rep, in := e.verify()
+	if !rep.OK() || rep.Batches < 10 {
+		t.Fatalf("sharded on 3 replicas: %s", rep)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
+		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
+	}
+	oneReplica, _ := runPreloaded(t, rds, 3, 1, e)
+	unsharded, _ := runPreloaded(t, rds, 0, 1, e)
+	for name, other := range map[string]map[string][]string{"sharded on one replica": oneReplica, "unsharded": unsharded} {
+		if !maps.EqualFunc(sharded, other, slices.Equal[[]string]) {
+			t.Errorf("the results on 3 replicas differ from %s's: %d and %d batches", name, len(sharded), len(other))
+			for id, vs := range sharded {
+				if !slices.Equal(vs, other[id]) {
+					t.Errorf("batch %s: %v, %s has %v", id, vs, name, other[id])
+					break
+				}
+			}
+		}
+	}
+}
