@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,6 +119,28 @@ func TestShardedJobOnThreeReplicas(t *testing.T) {
 	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
 		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
 	}
+	// A replay of a batch of the sharded job merges its first-stage tasks'
+	// plans and recomputes it unsharded: the records the output holds.
+	out, code := e.command("replay", "--batch", "7")
+	if code != 0 {
+		t.Fatalf("replay: exit %d:\n%s", code, out)
+	}
+	var replayed []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "{") {
+			var res topips.Result
+			if err := json.Unmarshal([]byte(l), &res); err != nil {
+				t.Fatal(err)
+			}
+			res.BatchTime = time.Time{}
+			v, _ := json.Marshal(res)
+			replayed = append(replayed, string(v))
+		}
+	}
+	slices.Sort(replayed)
+	if len(replayed) == 0 || !slices.Equal(replayed, sharded["7"]) {
+		t.Errorf("replay of batch 7: %v, the output holds %v", replayed, sharded["7"])
+	}
 	oneReplica, _ := runPreloaded(t, rds, 3, 1, e)
 	unsharded, _ := runPreloaded(t, rds, 0, 1, e)
 	for name, other := range map[string]map[string][]string{"sharded on one replica": oneReplica, "unsharded": unsharded} {
@@ -128,5 +153,99 @@ func TestShardedJobOnThreeReplicas(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestShardedChaos runs a sharded job (3 shards, 7 tasks) on several
+// replicas while a feed writes, and meanwhile SIGKILLs random replicas at
+// random moments (restarting them), SIGSTOPs one past its leases and lets it
+// go on (a zombie, fenced), scales the replicas 3 → 2 → 4, and restarts
+// Redis under them; then drains the input and checks the output and the
+// running totals against the input: nothing lost, doubled or wrong.
+func TestShardedChaos(t *testing.T) {
+	cfg := loadChaosConfig(t)
+	rds := redistest.Require(t, redistest.Options{AOF: true, MaxMemoryPolicy: "noeviction"})
+	e := newEnv(t, kafkatest.Shared(t), rds, envOptions{leaseTTL: time.Second, ratePerSec: cfg.cap, seed: cfg.seed, partitions: 12, shards: 3})
+	lines := cfg.lines / 2
+	t.Logf("sharded chaos: seed %d, %d lines at %d/s, 3 shards on 12 partitions", cfg.seed, lines, cfg.rate)
+	rng := rand.New(rand.NewPCG(cfg.seed, 0x5a4d))
+	moment := func() time.Duration { return 300*time.Millisecond + time.Duration(rng.Int64N(int64(2*time.Second))) }
+	_, fed, stopFeed := e.startFeed(lines, cfg.rate)
+
+	n := 0
+	replica := func() *chaos.Processor {
+		n++
+		return e.start(fmt.Sprintf("replica-%02d", n))
+	}
+	alive := []*chaos.Processor{replica(), replica(), replica()}
+	pick := func() int { return rng.IntN(len(alive)) }
+	check := func() {
+		for _, p := range alive {
+			if p.Exited() {
+				t.Fatalf("%s exited by itself: %s%s", p.Name, p.ExitError(), p.LogTail(20))
+			}
+		}
+	}
+	var events []string
+	step := func(what string, do func()) {
+		time.Sleep(moment())
+		check()
+		do()
+		events = append(events, what)
+		c, _, _ := e.meta(context.Background())
+		t.Logf("%s (every task committed up to %d)", what, c)
+	}
+	for range 3 {
+		step("SIGKILL a replica and start another", func() {
+			i := pick()
+			alive[i].Kill()
+			<-alive[i].Done()
+			alive[i] = replica()
+		})
+	}
+	step("SIGSTOP a replica past its leases, then SIGCONT", func() {
+		p := alive[pick()]
+		p.Signal(syscall.SIGSTOP)
+		time.Sleep(3 * time.Second)
+		p.Signal(syscall.SIGCONT)
+	})
+	step("scale 3 → 2", func() {
+		i := pick()
+		e.stop(alive[i])
+		alive = slices.Delete(alive, i, i+1)
+	})
+	step("scale 2 → 4", func() { alive = append(alive, replica(), replica()) })
+	step("restart Redis", func() {
+		if err := rds.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if err := rds.Restart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("SIGKILL a replica", func() {
+		i := pick()
+		alive[i].Kill()
+		<-alive[i].Done()
+		alive = slices.Delete(alive, i, i+1)
+	})
+	<-fed
+	if err := stopFeed(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDrained(10*time.Minute, alive[0])
+	for _, p := range alive {
+		e.stop(p)
+	}
+	rep, in := e.verify()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
+		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
+	}
+	fmt.Printf("sharded chaos: events=%d %s\n", len(events), rep)
+	if !rep.OK() || rep.Batches < 10 {
+		t.Fatalf("sharded chaos: %s", rep)
 	}
 }
