@@ -69,6 +69,7 @@ type taskRun struct {
 	pipeline *topips.Pipeline
 	src      *ingest.Source // stage 0's input
 	close    []func()
+	taken    time.Time
 	done     chan struct{}
 	err      error
 	last     atomic.Uint64 // last batch committed here
@@ -248,7 +249,7 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 	if _, ok, err := store.TryAcquire(ctx); err != nil || !ok {
 		return false, err
 	}
-	run := &taskRun{spec: t, done: make(chan struct{})}
+	run := &taskRun{spec: t, done: make(chan struct{}), taken: time.Now()}
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		defer cancel()
@@ -303,7 +304,12 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 			return state.FirstBatchTime(ctx, p.rdb, cfg.JobID, proposed)
 		}),
 		microbatch.WithListener(func(b microbatch.BatchStats) {
-			run.last.Store(b.ID)
+			if run.last.Swap(b.ID) == 0 {
+				// How long the task took to move here: taken (recovery,
+				// the batch in flight) to its first commit.
+				log.Info().Uint64("batch", b.ID).Int64("since_taken_ms", time.Since(run.taken).Milliseconds()).
+					Msg("the task committed its first batch here")
+			}
 			p.m.observe(b)
 			p.m.taskCommitted(t.name, b)
 			p.batches.observe(b)
