@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"fmt"
 	"strconv"
@@ -36,6 +37,21 @@ func FirstBatchTime(ctx context.Context, rdb Client, job string, proposed time.T
 		return time.Time{}, fmt.Errorf("state: the timeline of %s is %q: %w", job, v, err)
 	}
 	return time.Unix(0, ns).UTC(), nil
+}
+
+var holderScript = redis.NewScript(`return redis.call('GET', KEYS[1])`)
+
+// Holder returns the owner of the job's live lease ("" when none holds it):
+// the replica running a task of a sharded job.
+func (r *Redis) Holder(ctx context.Context) (string, error) {
+	owner, err := holderScript.Run(ctx, r.rdb, []string{r.keys.lease}).Text()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("state: holder of %s: %w", r.cfg.Job, err)
+	}
+	return owner, nil
 }
 
 // Members is the member set of a sharded job's replicas: each replica

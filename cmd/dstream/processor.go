@@ -100,7 +100,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		m: m, status: newStatus(cfg, demo, historyLen), batches: newBatchLog(log),
 		sampled: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
 	}
-	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup}
+	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup, tasks: p.tasks}
 	m.watchState(p.stateStats)
 
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHandler(m, p.status), ReadHeaderTimeout: 5 * time.Second}
@@ -451,20 +451,50 @@ func (p *processor) lag(ctx context.Context, latest []microbatch.Range) []partit
 	return lagOf(ctx, p.adm, p.cfg.InputTopic, rangesLag(latest))
 }
 
-// stateStats is the size of the running job's state (nil on a standby).
+// stateStats is the size of the running job's state (nil on a standby);
+// a sharded job's tasks here name theirs task/operator.
 func (p *processor) stateStats() []microbatch.StateStats {
+	if sr := p.shards.Load(); sr != nil {
+		var out []microbatch.StateStats
+		for _, run := range sr.running() {
+			for _, st := range run.job.StateStats() {
+				st.Operator = run.spec.name + "/" + st.Operator
+				out = append(out, st)
+			}
+		}
+		return out
+	}
 	if r := p.running.Load(); r != nil {
 		return r.job.StateStats()
 	}
 	return nil
 }
 
-// lookup returns the running job's state lookup (nil on a standby).
+// lookup returns the running job's state lookup (nil on a standby). For a
+// sharded job it answers the IPs whose task runs here.
 func (p *processor) lookup() func(ip string) (topips.Entry, bool) {
+	if sr := p.shards.Load(); sr != nil {
+		return func(ip string) (topips.Entry, bool) {
+			e, ok, _ := sr.lookup(ip)
+			return e, ok
+		}
+	}
 	if r := p.running.Load(); r != nil {
 		return r.pipeline.Lookup
 	}
 	return nil
+}
+
+// tasks lists the job's tasks, where each runs and how far it got.
+func (p *processor) tasks(ctx context.Context) []apiTask {
+	if sr := p.shards.Load(); sr != nil {
+		return sr.view(ctx)
+	}
+	t := apiTask{Name: unshardedTask, Here: p.status.role() == roleActive, CommittedBatch: p.status.committed().ID}
+	if owner, err := p.reader.Holder(ctx); err == nil && owner != "" {
+		t.Replica = &owner
+	}
+	return []apiTask{t}
 }
 
 // lagAtPlan is how many records src left past plan's end when it cut it,

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -99,10 +101,13 @@ func (p *processor) runShards(ctx, bgCtx context.Context) error {
 			return err
 		}
 	}
-	id := make([]byte, 6)
+	// The replica's name: its host's (a pod's) and a random part, so that
+	// the status can say where each task runs.
+	id := make([]byte, 3)
 	_, _ = rand.Read(id)
+	host, _ := os.Hostname()
 	r := &shardRunner{p: p, tasks: tasks, exchanges: exchanges,
-		members: state.NewMembers(p.rdb, p.cfg.JobID, hex.EncodeToString(id), 2*p.cfg.LeaseTTL)}
+		members: state.NewMembers(p.rdb, p.cfg.JobID, cmp.Or(host, "dstream")+"-"+hex.EncodeToString(id), 2*p.cfg.LeaseTTL)}
 	r.mu.running = map[string]*taskRun{}
 	p.shards.Store(r)
 	p.setRole(roleStandby)
@@ -242,7 +247,8 @@ func (r *shardRunner) balance(ctx, bgCtx context.Context, live []string) {
 // start takes task t if it is free and runs it.
 func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error) {
 	p, cfg := r.p, r.p.cfg
-	store, err := state.NewRedis(p.rdb, state.Config{Job: state.TaskJob(cfg.JobID, t.name), LeaseTTL: cfg.LeaseTTL}, state.WithLogger(p.log))
+	store, err := state.NewRedis(p.rdb, state.Config{Job: state.TaskJob(cfg.JobID, t.name), LeaseTTL: cfg.LeaseTTL, Owner: r.members.ID()},
+		state.WithLogger(p.log))
 	if err != nil {
 		return false, err
 	}
@@ -382,6 +388,41 @@ func (r *shardRunner) running() []*taskRun {
 		out = append(out, run)
 	}
 	slices.SortFunc(out, func(a, b *taskRun) int { return int(a.spec.partition - b.spec.partition) })
+	return out
+}
+
+// view lists the job's tasks: where each runs (the replica holding its
+// lease), the last batch it committed, and the lag of the first-stage tasks
+// running here.
+func (r *shardRunner) view(ctx context.Context) []apiTask {
+	here := map[string]*taskRun{}
+	for _, run := range r.running() {
+		here[run.spec.name] = run
+	}
+	out := make([]apiTask, 0, len(r.tasks))
+	for _, t := range r.tasks {
+		a := apiTask{Name: t.name, Stage: t.stage, Index: t.index}
+		store, err := state.NewRedis(r.p.rdb, state.Config{Job: state.TaskJob(r.p.cfg.JobID, t.name)})
+		if err == nil {
+			if m, err := store.Progress(ctx); err == nil {
+				a.CommittedBatch = m.Committed
+			}
+			if owner, err := store.Holder(ctx); err == nil && owner != "" {
+				a.Replica = &owner
+			}
+		}
+		if run, ok := here[t.name]; ok {
+			a.Here = true
+			if run.src != nil {
+				var lag int64
+				for _, l := range lagOf(ctx, r.p.adm, run.src.Topic(), cutPositions(run.src.LastCut())) {
+					lag += l.Lag
+				}
+				a.Lag = &lag
+			}
+		}
+		out = append(out, a)
+	}
 	return out
 }
 
