@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dstream-io/dstream/internal/chaos"
+	"github.com/dstream-io/dstream/internal/jsonschema"
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/internal/topips"
@@ -77,6 +78,7 @@ func (e *env) results(ctx context.Context) map[string][]string {
 // topic of another env's), or one written here when input is nil.
 func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, input *env) (map[string][]string, *env) {
 	t.Helper()
+	schema := statusSchema(t)
 	e := newEnv(t, kafkatest.Shared(t), rds, envOptions{leaseTTL: time.Second, ratePerSec: 200, seed: 41, partitions: 12, shards: shards})
 	if input == nil {
 		_, fed, stopFeed := e.startFeed(24_000, 0)
@@ -93,12 +95,47 @@ func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, inp
 		procs = append(procs, e.start(fmt.Sprintf("replica-%d", i)))
 	}
 	e.waitDrained(4*time.Minute, procs[0])
+	if shards > 1 {
+		e.checkTasksDivided(procs, schema)
+	}
 	for _, p := range procs {
 		e.stop(p)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return e.results(ctx), e
+}
+
+// checkTasksDivided checks, through every replica's /api/status, that the
+// replicas divide the job's tasks: each runs on one replica, the one its
+// lease names, and no replica runs more than its fair share.
+func (e *env) checkTasksDivided(procs []*chaos.Processor, schema *jsonschema.Schema) {
+	e.t.Helper()
+	runs := map[string]string{}
+	share := (len(slices.Concat(e.tasks...)) + len(procs) - 1) / len(procs)
+	for _, p := range procs {
+		s := e.status(p, schema)
+		here := 0
+		for _, task := range s.Job.Tasks {
+			if !task.Here {
+				continue
+			}
+			here++
+			if other, ok := runs[task.Name]; ok {
+				e.t.Errorf("task %s runs on %s and %s", task.Name, other, p.Name)
+			}
+			runs[task.Name] = p.Name
+		}
+		if here > share {
+			e.t.Errorf("%s runs %d tasks, over its share of %d", p.Name, here, share)
+		}
+		if len(s.Job.Tasks) != len(slices.Concat(e.tasks...)) {
+			e.t.Errorf("%s lists %d tasks, want %d", p.Name, len(s.Job.Tasks), len(slices.Concat(e.tasks...)))
+		}
+	}
+	if len(runs) != len(slices.Concat(e.tasks...)) {
+		e.t.Errorf("%d of %d tasks run: %v", len(runs), len(slices.Concat(e.tasks...)), runs)
+	}
 }
 
 // TestShardedJobOnThreeReplicas runs the reference job sharded in 3 on 3
