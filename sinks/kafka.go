@@ -585,6 +585,7 @@ func EnsureTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partit
 	}
 	return nil
 }
+
 // LastMarker returns the last batch whose marker job committed to partition
 // of the control topic, and false if there is none.
 func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string) (microbatch.BatchInfo, bool, error) {

@@ -3,8 +3,8 @@ package state
 import (
 	"context"
 	"errors"
-	"slices"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 

@@ -149,7 +149,7 @@ type processor struct {
 	m         *metrics
 	status    *status
 	batches   *batchLog
-	running   atomic.Pointer[running] // the job, while this instance is active
+	running   atomic.Pointer[running]     // the job, while this instance is active
 	shards    atomic.Pointer[shardRunner] // a sharded job's tasks here
 }
 
