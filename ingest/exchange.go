@@ -151,6 +151,8 @@ func (x *Exchange) CutBatch(ctx context.Context, id uint64, after []microbatch.R
 // Read implements microbatch.Source: the records at the plan's offsets.
 func (x *Exchange) Read(ctx context.Context, ranges []microbatch.Range, emit func(microbatch.Record)) error {
 	var missing []int64
+	// A reset point's range is empty: where the task starts over.
+	ranges = slices.DeleteFunc(slices.Clone(ranges), func(r microbatch.Range) bool { return r.From == r.Until })
 	for _, r := range ranges {
 		if r.Topic != x.cfg.Topic || r.Partition != x.cfg.Partition || r.Until != r.From+1 {
 			return fmt.Errorf("ingest: exchange %s[%d]: a plan of other ranges (%s[%d] [%d,%d)): %w",

@@ -132,6 +132,26 @@ func (j *Job) Exchanges(shards int) map[string]int {
 	return out
 }
 
+// ExchangesInto returns the exchanges that task index of stage (a stage
+// after the first) reads, each with the partition it reads: where a reset
+// starts the task.
+func (j *Job) ExchangesInto(stage, index int) (map[string]int32, error) {
+	stages, _, _, err := j.stages()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int32{}
+	for _, n := range j.nodes {
+		if x := n.base().exch; x != nil && stages[n.base()] == stage {
+			out[x.exchange().name] = 0
+			if x.exchange().byKey {
+				out[x.exchange().name] = int32(index)
+			}
+		}
+	}
+	return out, nil
+}
+
 // stableHash is FNV-1a: the same on every machine and in every version.
 func stableHash(b []byte) uint64 {
 	h := uint64(14695981039346656037)

@@ -586,6 +586,24 @@ func EnsureTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partit
 	return nil
 }
 
+// GrowTopic makes sure a topic the job owns has at least partitions
+// partitions, creating it or adding partitions: what a reset to more
+// shards needs, where a start refuses (EnsureTopic).
+func GrowTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partitions int32) error {
+	err := EnsureTopic(ctx, cl, kind, topic, partitions)
+	if !errors.Is(err, microbatch.ErrPermanent) {
+		return err
+	}
+	resp, err := kadm.NewClient(cl).UpdatePartitions(ctx, int(partitions), topic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("sinks: grow %s topic %s to %d partitions: %w", kind, topic, partitions, err)
+	}
+	return nil
+}
+
 // LastMarker returns the last batch whose marker job committed to partition
 // of the control topic, and false if there is none.
 func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string) (microbatch.BatchInfo, bool, error) {

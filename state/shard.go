@@ -99,3 +99,59 @@ func (m *Members) Leave(ctx context.Context) error {
 	}
 	return nil
 }
+
+// The number of shards a job runs in is recorded at its first start: a
+// keyed stage's state is divided by it, so a job may not start in another
+// number; only `dstream reset` changes it (docs/scale-out.md).
+
+func shardsKey(job string) string { return "{dstream:" + job + "}:shards" }
+
+var claimShardsScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+`)
+
+// ClaimShards records that job runs in shards shards unless a number is
+// recorded already; it returns the recorded number.
+func ClaimShards(ctx context.Context, rdb Client, job string, shards int) (int, error) {
+	v, err := claimShardsScript.Run(ctx, rdb, []string{shardsKey(job)}, shards).Text()
+	if err != nil {
+		return 0, fmt.Errorf("state: the shards of %s: %w", job, err)
+	}
+	return parseShards(job, v)
+}
+
+var recordedShardsScript = redis.NewScript(`return redis.call('GET', KEYS[1])`)
+
+// RecordedShards returns the number of shards recorded for job, and false
+// if none is.
+func RecordedShards(ctx context.Context, rdb Client, job string) (int, bool, error) {
+	v, err := recordedShardsScript.Run(ctx, rdb, []string{shardsKey(job)}).Text()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("state: the shards of %s: %w", job, err)
+	}
+	n, err := parseShards(job, v)
+	return n, err == nil, err
+}
+
+var setShardsScript = redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1])`)
+
+// SetShards records that job runs in shards shards from now on: a reset's
+// last step, once every task's checkpoint is reset.
+func SetShards(ctx context.Context, rdb Client, job string, shards int) error {
+	if err := setShardsScript.Run(ctx, rdb, []string{shardsKey(job)}, shards).Err(); err != nil {
+		return fmt.Errorf("state: set the shards of %s: %w", job, err)
+	}
+	return nil
+}
+
+func parseShards(job, v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("state: the shards of %s are recorded as %q, not a number ≥ 1", job, v)
+	}
+	return n, nil
+}

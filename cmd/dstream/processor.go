@@ -125,6 +125,12 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	log.Info().Str("job", cfg.JobID).Strs("brokers", cfg.KafkaBrokers).Str("input", cfg.InputTopic).
 		Str("output", cfg.OutputTopic).Str("interval", cfg.BatchInterval.String()).Str("window", cfg.Window.String()).
 		Str("slide", cfg.Slide.String()).Str("http", ln.Addr().String()).Str("version", b.Version).Msg("dstream starting")
+	if err := p.claimShards(ctx); err != nil {
+		if errors.Is(err, microbatch.ErrPermanent) {
+			return p.refuse(ctx, err)
+		}
+		return nil // stopped while Redis was down
+	}
 	if cfg.Shards > 1 {
 		return p.runShards(ctx, bgCtx)
 	}

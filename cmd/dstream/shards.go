@@ -38,8 +38,7 @@ type taskSpec struct {
 // layoutOf lists the tasks of the job sharded in shards, in stage and index
 // order, and its exchanges with their partitions.
 func layoutOf(cfg Config) ([]taskSpec, map[string]int, error) {
-	j := microbatch.NewJob(cfg.BatchInterval)
-	topips.Build(j, nilSource{cfg.InputTopic}, microbatch.NewMemorySink(), topips.Config{Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN})
+	j := graphOf(cfg)
 	stages, err := j.Stages(cfg.Shards)
 	if err != nil {
 		return nil, nil, err
@@ -53,6 +52,13 @@ func layoutOf(cfg Config) ([]taskSpec, map[string]int, error) {
 	return tasks, j.Exchanges(cfg.Shards), nil
 }
 
+// graphOf builds the job's graph, only to lay it out.
+func graphOf(cfg Config) *microbatch.Job {
+	j := microbatch.NewJob(cfg.BatchInterval)
+	topips.Build(j, nilSource{cfg.InputTopic}, microbatch.NewMemorySink(), topips.Config{Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN})
+	return j
+}
+
 // nilSource stands for the input when the graph is only laid out.
 type nilSource struct{ topic string }
 
@@ -62,6 +68,66 @@ func (nilSource) Cut(context.Context, []microbatch.Range) ([]microbatch.Range, e
 }
 func (nilSource) Read(context.Context, []microbatch.Range, func(microbatch.Record)) error {
 	return errors.New("no input")
+}
+
+// shardsChangedError refuses a start in a number of shards other than the
+// one the job's checkpoints are divided in.
+type shardsChangedError struct {
+	job              string
+	recorded, shards int
+}
+
+func (e shardsChangedError) Is(target error) bool { return target == microbatch.ErrPermanent }
+
+func (e shardsChangedError) Error() string {
+	return fmt.Sprintf("job %s runs in %d shard(s), DSTREAM_SHARDS=%d: its keyed state is divided in %d and cannot be divided anew "+
+		"(docs/scale-out.md). Set DSTREAM_SHARDS=%d again, or start the job over in %d: stop every replica, then run "+
+		"`DSTREAM_SHARDS=%d dstream reset --to latest --yes` (its state starts empty)",
+		e.job, e.recorded, e.shards, e.recorded, e.recorded, e.shards, e.shards)
+}
+
+// claimShards records the job's number of shards at its first start, and
+// refuses (permanently) another number later; it waits out Redis faults
+// until ctx is done.
+func (p *processor) claimShards(ctx context.Context) error {
+	for {
+		err := p.tryClaimShards(ctx)
+		if err == nil || errors.Is(err, microbatch.ErrPermanent) {
+			return err
+		}
+		p.sampled.Warn().Err(err).Msg("cannot read the job's shards from Redis; retrying")
+		t := time.NewTimer(p.cfg.LeaseTTL / 4)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (p *processor) tryClaimShards(ctx context.Context) error {
+	claim := p.cfg.Shards
+	if _, found, err := state.RecordedShards(ctx, p.rdb, p.cfg.JobID); err != nil {
+		return err
+	} else if !found {
+		// A checkpoint from before the number was recorded is unsharded.
+		m, err := p.reader.Progress(ctx)
+		if err != nil {
+			return err
+		}
+		if m.Committed > 0 {
+			claim = 1
+		}
+	}
+	recorded, err := state.ClaimShards(ctx, p.rdb, p.cfg.JobID, claim)
+	if err != nil {
+		return err
+	}
+	if recorded != p.cfg.Shards {
+		return shardsChangedError{job: p.cfg.JobID, recorded: recorded, shards: p.cfg.Shards}
+	}
+	return nil
 }
 
 // taskRun is a task this replica runs.
