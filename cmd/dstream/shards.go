@@ -353,6 +353,9 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 		run.src = src
 	}
 	log := p.log.With().Str("task", t.name).Logger()
+	// Each task sums up its own batches: tasks commit on their own
+	// goroutines, and a line that mixed two tasks' batch ids would mislead.
+	batches := newBatchLog(log)
 	var closeMu sync.Mutex
 	task := microbatch.Task{Stage: t.stage, Index: t.index, Shards: cfg.Shards, Sink: sink,
 		Topic: func(name string) string { return wiring.ExchangeTopic(cfg.JobID, name) },
@@ -384,7 +387,7 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 			}
 			p.m.observe(b)
 			p.m.taskCommitted(t.name, b)
-			p.batches.observe(b)
+			batches.observe(b)
 		}))
 	run.job.Checkpoint(store)
 	run.pipeline = topips.Build(run.job, src, p.m.countAborts(sink), topips.Config{

@@ -188,7 +188,7 @@ func (e *env) cleanup() {
 		p.Kill()
 		for _, bad := range []string{"WARNING: DATA RACE", "panic:"} {
 			if p.Logged(bad) {
-				e.t.Errorf("%s: %s%s", p.Name, bad, p.LogTail(40))
+				e.t.Errorf("%s: %s%s", p.Name, bad, p.LogFrom(bad, 60))
 			}
 		}
 	}

@@ -299,6 +299,24 @@ func (p *Processor) LogTail(n int) string {
 	return fmt.Sprintf("\n--- tail of %s ---\n%s", p.LogPath, strings.Join(lines, "\n"))
 }
 
+// LogFrom returns up to n log lines starting at the first that contains s
+// (a race report or a panic is read from its start, not its tail), or ""
+// when none does.
+func (p *Processor) LogFrom(s string, n int) string {
+	data, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	for i, line := range lines {
+		if strings.Contains(line, s) {
+			lines = lines[i:min(len(lines), i+n)]
+			return fmt.Sprintf("\n--- %s from line %d ---\n%s", p.LogPath, i+1, strings.Join(lines, "\n"))
+		}
+	}
+	return ""
+}
+
 // ExitError is the error the processor logged when it stopped ("dstream
 // stopped"), or "".
 func (p *Processor) ExitError() string {

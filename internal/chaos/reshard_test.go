@@ -80,7 +80,9 @@ func TestChangingShardsNeedsAReset(t *testing.T) {
 	// batch any of the job's checkpoints committed.
 	run := func(name string, replicas int) uint64 {
 		began := time.Now()
-		defer func() { t.Logf("%s: %d replica(s) drained the input in %v", name, replicas, time.Since(began).Round(time.Millisecond)) }()
+		defer func() {
+			t.Logf("%s: %d replica(s) drained the input in %v", name, replicas, time.Since(began).Round(time.Millisecond))
+		}()
 		var procs []*chaos.Processor
 		for i := range replicas {
 			procs = append(procs, e.start(fmt.Sprintf("%s-%d", name, i)))
