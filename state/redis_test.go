@@ -45,13 +45,16 @@ func TestCheckWarnsAboutSettingsThatLoseCheckpoints(t *testing.T) {
 }
 
 func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
-	srv := redistest.Shared(t)
-	rdb := srv.Client()
+	eachRedis(t, testAcquireRefusesAnotherCheckpointFormat)
+}
+
+func testAcquireRefusesAnotherCheckpointFormat(t *testing.T, b backend) {
 	ctx := context.Background()
-	if err := rdb.HSet(ctx, "{dstream:old-format}:meta", "version", "1", "committed", "7").Err(); err != nil {
+	job := fmt.Sprintf("old-format-%d", jobSeq.Add(1))
+	if err := b.rdb.HSet(ctx, "{dstream:"+job+"}:meta", "version", "1", "committed", "7").Err(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := state.NewRedis(rdb, state.Config{Job: "old-format", LeaseTTL: time.Second})
+	s, err := state.NewRedis(b.rdb, state.Config{Job: job, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +64,13 @@ func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
 	}
 }
 
-func TestStandbyWaitsForTheLease(t *testing.T) {
-	srv := redistest.Shared(t)
+func TestStandbyWaitsForTheLease(t *testing.T) { eachRedis(t, testStandbyWaitsForTheLease) }
+
+func testStandbyWaitsForTheLease(t *testing.T, b backend) {
 	ctx := context.Background()
+	job := fmt.Sprintf("lease-%d", jobSeq.Add(1))
 	open := func() *state.Redis {
-		s, err := state.NewRedis(srv.Client(), state.Config{Job: "lease", LeaseTTL: 300 * time.Millisecond})
+		s, err := state.NewRedis(b.rdb, state.Config{Job: job, LeaseTTL: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

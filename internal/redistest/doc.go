@@ -34,5 +34,7 @@
 // returns once every node reports the cluster ok. KillNode crashes a master;
 // RestartNode brings it back from its AOF and nodes.conf and waits until the
 // cluster is ok again. NodeFor says which node serves a key's slot, so a
-// test can kill the node that holds a job.
+// test can kill the node that holds a job. SharedCluster is the test binary's
+// cluster of three masters, started on first use and closed by Main, as
+// Shared is for a server.
 package redistest
