@@ -33,6 +33,13 @@ type Client interface {
 	ConfigGet(ctx context.Context, parameter string) *redis.MapStringStringCmd
 }
 
+var (
+	_ Client        = (*redis.Client)(nil)
+	_ Client        = (*redis.ClusterClient)(nil)
+	_ HistoryClient = (*redis.Client)(nil)
+	_ HistoryClient = (*redis.ClusterClient)(nil)
+)
+
 // Config configures a Redis store.
 type Config struct {
 	// Job names the job: its keys and its lease. Required.
