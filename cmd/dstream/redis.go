@@ -21,7 +21,7 @@ type redisConn interface {
 
 var (
 	_ redisConn = (*redis.Client)(nil)
-	_ redisConn = (*redis.ClusterClient)(nil)
+	_ redisConn = clusterConn{}
 )
 
 // redisClient connects to the Redis of DSTREAM_REDIS_ADDR: a single Redis,
@@ -41,7 +41,7 @@ func redisClient(cfg Config) (redisConn, error) {
 			}
 			cluster.TLSConfig = tc
 		}
-		return redis.NewClusterClient(cluster), nil
+		return clusterConn{redis.NewClusterClient(cluster)}, nil
 	}
 	if cfg.RedisTLS || single.TLSConfig != nil {
 		tc, err := tlsConfig(cfg.RedisTLSCAFile)
@@ -51,4 +51,28 @@ func redisClient(cfg Config) (redisConn, error) {
 		single.TLSConfig = tc
 	}
 	return redis.NewClient(single), nil
+}
+
+// clusterConn is a Redis Cluster client whose Ping asks every master, for
+// readiness and the check at start: a job's keys live on the masters of
+// their hash tags, so the cluster serves it only while they answer, while
+// go-redis sends a PING to any one node.
+type clusterConn struct{ *redis.ClusterClient }
+
+// Ping pings every master and fails with the first that does not answer,
+// naming it.
+func (c clusterConn) Ping(ctx context.Context) *redis.StatusCmd {
+	cmd := redis.NewStatusCmd(ctx, "ping")
+	err := c.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		if err := node.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("cluster node %s: %w", node.Options().Addr, err)
+		}
+		return nil
+	})
+	if err != nil {
+		cmd.SetErr(err)
+	} else {
+		cmd.SetVal("PONG")
+	}
+	return cmd
 }

@@ -2,11 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dstream-io/dstream/internal/redistest"
+	"github.com/dstream-io/dstream/state"
 )
 
 // TestRedisAddr checks the forms DSTREAM_REDIS_ADDR takes: one address or a
@@ -55,7 +63,7 @@ func TestRedisAddr(t *testing.T) {
 				if got := cfg.redisHost(); got != test.wantAddr {
 					t.Errorf("redisHost = %q, want %q", got, test.wantAddr)
 				}
-			case *redis.ClusterClient:
+			case clusterConn:
 				o := c.Options()
 				if !slices.Equal(o.Addrs, test.wantCluster) || o.Username != test.wantUser || o.Password != test.env["DSTREAM_REDIS_PASSWORD"] || (o.TLSConfig != nil) != test.wantTLS {
 					t.Errorf("a Redis Cluster at %v, user %q, TLS %v; want %q %v, user %q, TLS %v",
@@ -113,5 +121,72 @@ func TestConfigShowsClusterNodes(t *testing.T) {
 	}
 	if strings.Contains(stdout.String()+stderr.String(), "cluster-Pa55") {
 		t.Error("dstream config shows the password")
+	}
+}
+
+// TestRedisClusterClient connects as dstream does to a real Redis Cluster
+// whose nodes take an ACL user: the store works through the client, Check
+// finds nothing to warn about, a wrong password stops dstream at start
+// naming the settings to check, and while a master is down Ping fails
+// naming it, for readiness, though the other masters answer.
+func TestRedisClusterClient(t *testing.T) {
+	c := redistest.RequireCluster(t, 3, redistest.Options{User: &redistest.User{Name: "dstream", Password: "cluster-Pa55"}})
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	connect := func(password string) (Config, redisConn) {
+		t.Helper()
+		cfg := configFrom(t, map[string]string{
+			"DSTREAM_KAFKA_BROKERS": strings.Join(kc.ListenAddrs(), ","), "DSTREAM_REDIS_ADDR": strings.Join(c.Addrs(), ","),
+			"DSTREAM_REDIS_USER": "dstream", "DSTREAM_REDIS_PASSWORD": password,
+		})
+		rdb, err := redisClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.Close() })
+		return cfg, rdb
+	}
+
+	cfg, rdb := connect("cluster-Pa55")
+	if err := preflight(ctx, cfg, cl, rdb, zerolog.Nop()); err != nil {
+		t.Fatalf("preflight: %v", err)
+	}
+	store, err := state.NewRedis(rdb, state.Config{Job: "cluster-client", LeaseTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := store.Acquire(ctx); err != nil || m.Epoch != 1 {
+		t.Fatalf("Acquire through the cluster client: %+v, %v", m, err)
+	}
+	if w := store.Check(ctx); len(w) != 0 {
+		t.Errorf("Check warns on a cluster of AOF and noeviction: %q", w)
+	}
+
+	wrongCfg, wrong := connect("wrong")
+	err = preflight(ctx, wrongCfg, cl, wrong, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), `Redis refused user "dstream": check DSTREAM_REDIS_USER and DSTREAM_REDIS_PASSWORD`) {
+		t.Errorf("preflight with a wrong password: %v, want a refusal naming the settings", err)
+	}
+
+	if err := c.KillNode(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "cluster node "+c.Node(1).Addr()) {
+		t.Errorf("Ping with master 1 down: %v, want an error naming it", err)
+	}
+	if err := c.RestartNode(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Errorf("Ping after the restart: %v", err)
 	}
 }
