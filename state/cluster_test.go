@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -163,75 +162,5 @@ func TestClusterMasterRestart(t *testing.T) {
 		if err != nil || len(plans) != 3 {
 			t.Errorf("job %s: plans %v, %v; want 1 to 3", jobs[i], plans, err)
 		}
-	}
-}
-
-// TestClusterNetworkErrorsAreNotConflicts cuts the connection to the job's
-// master (a TCP proxy the cluster client dials instead of it) between the
-// reads and the writes of Commit's and Discard's transactions: as on a single
-// Redis, the error is one the engine retries, and the retry succeeds.
-func TestClusterNetworkErrorsAreNotConflicts(t *testing.T) {
-	c := redistest.SharedCluster(t)
-	ctx := context.Background()
-	job := fmt.Sprintf("cluster-cut-%d", jobSeq.Add(1))
-	node, err := c.NodeFor(ctx, "{dstream:"+job+"}:meta")
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := redistest.NewProxy(c.Node(node).Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
-	o := c.ClusterOptions()
-	o.MaxRetries = -1
-	o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == c.Node(node).Addr() {
-			addr = proxy.Addr()
-		}
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}
-	rdb := redis.NewClusterClient(o)
-	defer rdb.Close()
-	s := openStore(t, backend{rdb: rdb, cluster: c}, job)
-	if _, err := s.Acquire(ctx); err != nil {
-		t.Fatal(err)
-	}
-	retried := func(what string, f func() error) {
-		t.Helper()
-		err := f()
-		if err == nil {
-			t.Fatalf("%s went through a cut network", what)
-		}
-		if errors.Is(err, microbatch.ErrConflict) || errors.Is(err, microbatch.ErrPermanent) || errors.Is(err, microbatch.ErrFenced) {
-			t.Fatalf("%s with the master cut: %v; want an error the engine retries", what, err)
-		}
-		time.Sleep(300 * time.Millisecond) // the cut ends
-		if err := f(); err != nil {
-			t.Fatalf("%s retried: %v", what, err)
-		}
-	}
-	if err := s.RecordPlan(ctx, microbatch.Plan{ID: 1, Time: time.Unix(1, 0).UTC()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Prepare(ctx, 1, []microbatch.Delta{{Op: "a", Batch: 1, Data: []byte("x")}}); err != nil {
-		t.Fatal(err)
-	}
-	proxy.CutOn("HGET", 200*time.Millisecond) // Commit reads the batch's plan in its transaction
-	retried("commit", func() error { return s.Commit(ctx, microbatch.Checkpoint{Batch: 1, KeepFrom: 1}) })
-	if err := s.RecordPlan(ctx, microbatch.Plan{ID: 2, Time: time.Unix(2, 0).UTC()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Prepare(ctx, 2, []microbatch.Delta{{Op: "a", Batch: 2, Data: []byte("y")}}); err != nil {
-		t.Fatal(err)
-	}
-	proxy.CutOn("GET", 200*time.Millisecond) // Discard reads the prepared operators in its transaction
-	retried("discard", func() error { return s.Discard(ctx, 2) })
-	if proxy.Cuts() != 2 {
-		t.Fatalf("the proxy cut %d times, want 2", proxy.Cuts())
-	}
-	if m, err := s.Progress(ctx); err != nil || m.Committed != 1 || m.Prepared != 0 {
-		t.Fatalf("progress %+v, %v; want batch 1 committed, nothing prepared", m, err)
 	}
 }

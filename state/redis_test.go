@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -123,17 +124,45 @@ func testStandbyWaitsForTheLease(t *testing.T, b backend) {
 // TestNetworkErrorsAreNotConflicts cuts Redis (through a TCP proxy) in the
 // middle of the transactions of Commit and Discard, between the reads that
 // check the progress and the writes: the error must be one the engine
-// retries (not ErrConflict, not permanent), and the retry must succeed.
-func TestNetworkErrorsAreNotConflicts(t *testing.T) {
-	srv := redistest.Shared(t)
-	proxy, err := redistest.NewProxy(srv.Addr())
+// retries (not ErrConflict, not permanent), and the retry must succeed. On a
+// cluster the proxy stands in front of the job's master, which the cluster
+// client dials through it.
+func TestNetworkErrorsAreNotConflicts(t *testing.T) { eachRedis(t, testNetworkErrorsAreNotConflicts) }
+
+func testNetworkErrorsAreNotConflicts(t *testing.T, b backend) {
+	job := fmt.Sprintf("cut-%d", jobSeq.Add(1))
+	target := ""
+	if b.cluster == nil {
+		target = redistest.Shared(t).Addr()
+	} else {
+		node, err := b.cluster.NodeFor(context.Background(), "{dstream:"+job+"}:meta")
+		if err != nil {
+			t.Fatal(err)
+		}
+		target = b.cluster.Node(node).Addr()
+	}
+	proxy, err := redistest.NewProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	var rdb redis.UniversalClient
+	if b.cluster == nil {
+		rdb = redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	} else {
+		o := b.cluster.ClusterOptions()
+		o.MaxRetries = -1
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == target {
+				addr = proxy.Addr()
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+		rdb = redis.NewClusterClient(o)
+	}
 	defer rdb.Close()
-	s, err := state.NewRedis(rdb, state.Config{Job: fmt.Sprintf("cut-%d", jobSeq.Add(1)), LeaseTTL: time.Minute})
+	s, err := state.NewRedis(rdb, state.Config{Job: job, LeaseTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

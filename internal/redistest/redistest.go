@@ -20,9 +20,10 @@ import (
 	"github.com/dstream-io/dstream/internal/servertest"
 )
 
-// ErrNotInstalled reports that redis-server is missing; run .ci/install.
-// Start wraps it, and Require skips the test on it.
-var ErrNotInstalled = errors.New("redistest: redis-server not installed (run .ci/install)")
+// ErrNotInstalled reports that redis-server, or the redis-cli that creates
+// clusters, is missing; run .ci/install. Start and StartCluster wrap it,
+// and Require and RequireCluster skip the test on it.
+var ErrNotInstalled = errors.New("redistest: redis-server or redis-cli not installed (run .ci/install)")
 
 // Options configure a server. The zero value starts a server without
 // persistence or authentication.
