@@ -46,8 +46,9 @@ it: install
 chaos: install
 	DSTREAM_CHAOS=1 DSTREAM_REQUIRE_IT=1 $(GO) test -run 'TestChaos$$|TestTwoJobsShareTopics|TestWindowChangedWhileDown|TestRedisRewoundToAnOlderAOF|TestStateLost|TestRedisCluster' -v -count=1 -timeout 60m ./internal/chaos/
 
-## bench: dstream against the hardware limit, Spark and Kafka Streams on one pre-loaded topic, with
-## latency, state size and the engine's micro-benchmarks; prints BENCH lines, writes BENCHMARKS.md.
+## bench: dstream against the broker's raw fetch rate (the limit), a plain consumer, Spark Structured Streaming,
+## Flink, Kafka Streams (default and tuned) and PySpark DStreams on one pre-loaded topic, with latency, state
+## size and the engine's micro-benchmarks; prints BENCH lines, writes BENCHMARKS.md.
 ## Not part of CI. BENCH_LINES=2000000 make bench for a quick run (see bench/cmd/harness for the knobs).
 bench: install
 	$(GO) build -o .cache/bench/bin/harness ./bench/cmd/harness

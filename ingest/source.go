@@ -51,6 +51,9 @@ type Config struct {
 	// learnt from the fetches before, up to this; a record batch larger
 	// than this still comes whole.
 	PartitionFetchBytes int32
+	// Shard and Shards make the source read only the partitions p with
+	// p mod Shards = Shard: a task of a sharded job (Shards 0: all).
+	Shard, Shards int
 	// OnRecreated says what Cut does when the topic was deleted and
 	// created again since the last batch (its topic ID changed): Refuse
 	// (the default) fails with a TopicRecreatedError; Follow starts the new
@@ -106,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.StartOffset != Earliest && c.StartOffset != Latest {
 		errs = append(errs, fmt.Errorf("ingest: start offset %q: use %q or %q", c.StartOffset, Earliest, Latest))
+	}
+	if c.Shards < 0 || c.Shard < 0 || (c.Shards > 0 && c.Shard >= c.Shards) {
+		errs = append(errs, fmt.Errorf("ingest: shard %d of %d: use 0 ≤ shard < shards", c.Shard, c.Shards))
 	}
 	if c.OnRecreated != Refuse && c.OnRecreated != Follow {
 		errs = append(errs, fmt.Errorf("ingest: on recreated %q: use %q or %q", c.OnRecreated, Refuse, Follow))
@@ -233,6 +239,9 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 		after = nil
 	}
 	partitions := slices.Sorted(maps.Keys(leaders))
+	if s.cfg.Shards > 0 {
+		partitions = slices.DeleteFunc(partitions, func(p int32) bool { return int(p)%s.cfg.Shards != s.cfg.Shard })
+	}
 	prev := make(map[int32]int64, len(after))
 	for _, r := range after {
 		if !slices.Contains(partitions, r.Partition) {

@@ -164,3 +164,62 @@ func (JSONCodec[T]) Decode(b []byte) (T, error) {
 	err := json.Unmarshal(b, &v)
 	return v, err
 }
+
+// pairCodec encodes a pair as its key, length-prefixed, then its value: the
+// exchange's form of keyed batches.
+type pairCodec[K, V any] struct {
+	keys Codec[K]
+	vals Codec[V]
+}
+
+func (c pairCodec[K, V]) Append(dst []byte, p Pair[K, V]) []byte {
+	at := len(dst)
+	dst = append(dst, 0)
+	dst = c.keys.Append(dst, p.Key)
+	dst = fixLength(dst, at)
+	return c.vals.Append(dst, p.Value)
+}
+
+func (c pairCodec[K, V]) Decode(b []byte) (Pair[K, V], error) {
+	var p Pair[K, V]
+	n, l := binary.Uvarint(b)
+	if l <= 0 || uint64(len(b)-l) < n {
+		return p, fmt.Errorf("decode pair from %d bytes", len(b))
+	}
+	var err error
+	if p.Key, err = c.keys.Decode(b[l : l+int(n)]); err != nil {
+		return p, err
+	}
+	p.Value, err = c.vals.Decode(b[l+int(n):])
+	return p, err
+}
+
+// binaryCodec stores types with a binary form (encoding.BinaryAppender
+// and BinaryUnmarshaler) as it: the exchange's compact form of keys whose
+// state keeps their text.
+type binaryCodec[T any] struct{}
+
+func (binaryCodec[T]) Append(dst []byte, v T) []byte {
+	b, err := any(v).(encoding.BinaryAppender).AppendBinary(dst)
+	if err != nil {
+		panic(fmt.Sprintf("microbatch: a value of type %T has no binary form: %v", v, err))
+	}
+	return b
+}
+
+func (binaryCodec[T]) Decode(b []byte) (T, error) {
+	var v T
+	err := any(&v).(encoding.BinaryUnmarshaler).UnmarshalBinary(b)
+	return v, err
+}
+
+// exchangeCodec is DefaultCodec, but for types with a binary form, which
+// it stores as that.
+func exchangeCodec[T any]() Codec[T] {
+	if _, ok := any(new(T)).(encoding.BinaryUnmarshaler); ok {
+		if _, ok := any(*new(T)).(encoding.BinaryAppender); ok {
+			return binaryCodec[T]{}
+		}
+	}
+	return DefaultCodec[T]()
+}

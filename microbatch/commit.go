@@ -41,7 +41,7 @@ func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
 		n.step(r)
 	}
 	records := 0
-	for _, in := range j.inputs {
+	for _, in := range j.graph.inputs {
 		records += in.recordCount()
 	}
 	defer func() {
@@ -49,7 +49,7 @@ func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
 			n.reset()
 		}
 	}()
-	for _, o := range j.outputs {
+	for _, o := range j.graph.outputs {
 		if err := o.run(ctx, r); err != nil {
 			return fmt.Errorf("batch %d: output: %w", p.ID, err)
 		}
@@ -72,7 +72,7 @@ func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
 		return fmt.Errorf("batch %d: prepare state: %w", p.ID, err)
 	}
 	ckTime := time.Since(ckStart)
-	info := BatchInfo{Plan: p, Graph: j.graph.fingerprint.Hash(), Base: j.base}
+	info := r.info()
 	messages := 0
 	for i, s := range j.sinks {
 		messages += len(r.messages[i])

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -16,12 +17,19 @@ import (
 type graph struct {
 	nodes    []node
 	stateful []stateful
+	// inputs are what the graph (or the task's stage) reads, outputs its
+	// output operations; driven: every input is an exchange, cut by batch
+	// id when complete rather than at batch times.
+	inputs  []input
+	outputs []output
+	driven  bool
 	// span bounds how many past batches the windows need.
 	span uint64
 	// fingerprint describes what a checkpoint depends on; fingerprintJSON
 	// is how the Store keeps it.
 	fingerprint     Fingerprint
 	fingerprintJSON []byte
+	fingerprintHash string
 }
 
 // Named names s's operator. A stateful operator's state is stored under
@@ -58,8 +66,12 @@ func (j *Job) compile(replay bool) (*graph, error) {
 	if txn > 1 {
 		errs = append(errs, &BuildError{Op: "Write", Err: errors.New("a job writes to at most one transactional sink")})
 	}
-	g := &graph{nodes: j.nodes, stateful: j.stateful}
-	deriveFlags(g.nodes, j.outputs)
+	g := &graph{nodes: j.nodes, stateful: j.stateful, inputs: j.inputs, outputs: j.outputs}
+	if err := j.stage(g); err != nil {
+		errs = append(errs, err)
+		return nil, errors.Join(errs...)
+	}
+	deriveFlags(g.nodes, g.outputs)
 	for _, n := range g.nodes {
 		g.span += n.base().windowSpan
 	}
@@ -92,7 +104,120 @@ func (j *Job) compile(replay bool) (*graph, error) {
 	if g.fingerprintJSON, err = json.Marshal(g.fingerprint); err != nil {
 		return nil, fmt.Errorf("microbatch: encode the graph's fingerprint: %w", err)
 	}
+	g.fingerprintHash = g.fingerprint.Hash()
 	return g, nil
+}
+
+// stage numbers the nodes' stages (0 from the inputs, one more past each
+// exchange) and, for a task of a sharded job, keeps its stage's part of the
+// graph: its nodes, stateful operators and outputs, its inputs (the job's,
+// or the exchange it reads), and an output sending to the exchange that
+// ends it. Without a task, exchanges pass batches on.
+func (j *Job) stage(g *graph) error {
+	stages, keyed, last, err := j.stages()
+	if err != nil {
+		return err
+	}
+	t := j.task
+	if t == nil {
+		return nil
+	}
+	if t.Shards < 1 || t.Stage < 0 || t.Stage > last {
+		return &BuildError{Op: "task", Err: fmt.Errorf("task %d of stage %d with %d shards: the graph has stages 0 to %d", t.Index, t.Stage, t.Shards, last)}
+	}
+	tasks := func(stage int) int {
+		if keyed[stage] {
+			return t.Shards
+		}
+		return 1
+	}
+	if t.Index < 0 || t.Index >= tasks(t.Stage) {
+		return &BuildError{Op: "task", Err: fmt.Errorf("task %d of stage %d, which has %d tasks", t.Index, t.Stage, tasks(t.Stage))}
+	}
+	sink := -1
+	if t.Sink != nil {
+		sink = slices.Index(j.sinks, Sink(t.Sink))
+		if sink < 0 {
+			j.sinks = append(j.sinks, t.Sink)
+			sink = len(j.sinks) - 1
+		}
+	}
+	in := func(n node) bool { return stages[n.base()] == t.Stage }
+	g.nodes = slices.DeleteFunc(slices.Clone(j.nodes), func(n node) bool { return !in(n) })
+	g.stateful = slices.DeleteFunc(slices.Clone(j.stateful), func(st stateful) bool { return !in(st) })
+	g.outputs = slices.DeleteFunc(slices.Clone(j.outputs), func(o output) bool { return !in(o.node()) })
+	if t.Stage > 0 {
+		g.inputs, g.driven = nil, true
+	}
+	for _, n := range j.nodes {
+		x := n.base().exch
+		if x == nil {
+			continue
+		}
+		e := x.exchange()
+		switch {
+		case in(n): // receiving: the stage's input
+			if t.Exchange == nil || t.Topic == nil {
+				return &BuildError{Op: "task", Err: errors.New("a task fed by an exchange needs Task.Exchange and Task.Topic")}
+			}
+			partition := int32(t.Index)
+			if !e.byKey {
+				partition = 0
+			}
+			e.src, e.topicName, e.upstream = t.Exchange(e.name, partition, tasks(t.Stage-1)), t.Topic(e.name), tasks(t.Stage-1)
+			g.inputs = append(g.inputs, x.receiver())
+		case in(e.parent): // sending: the stage ends here
+			if sink < 0 || t.Topic == nil {
+				return &BuildError{Op: "task", Err: errors.New("a task that ends at an exchange needs Task.Sink and Task.Topic")}
+			}
+			e.topicName, e.partitions = t.Topic(e.name), tasks(t.Stage+1)
+			g.outputs = append(g.outputs, sendOutput{e: x, sink: sink})
+		}
+	}
+	return nil
+}
+
+// stages numbers the nodes' stages, says which stages are keyed (stage 0,
+// and those after an ExchangeByKey: they have a task per shard), and
+// returns the last stage.
+func (j *Job) stages() (stages map[*nodeBase]int, keyed map[int]bool, last int, err error) {
+	stages, keyed = map[*nodeBase]int{}, map[int]bool{0: true}
+	for _, n := range j.nodes {
+		b := n.base()
+		st := 0
+		for i, p := range b.parents {
+			ps := stages[p.base()]
+			if i > 0 && ps != st {
+				return nil, nil, 0, &BuildError{Op: b.op, Err: fmt.Errorf("it reads stages %d and %d: exchange both sides first", st, ps)}
+			}
+			st = ps
+		}
+		if b.exch != nil {
+			st++
+			keyed[st] = b.exch.exchange().byKey
+		}
+		stages[b] = st
+		last = max(last, st)
+	}
+	return stages, keyed, last, nil
+}
+
+// Stages returns how many tasks each stage of the graph built on j has
+// when the job is sharded in shards (docs/scale-out.md): shards for stage 0
+// and the stages after an ExchangeByKey, one for those after a Gather.
+func (j *Job) Stages(shards int) ([]int, error) {
+	_, keyed, last, err := j.stages()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, last+1)
+	for st := range out {
+		out[st] = 1
+		if keyed[st] {
+			out[st] = shards
+		}
+	}
+	return out, nil
 }
 
 // deriveFlags sets the derived flags of nodes, which are in creation order
@@ -155,10 +280,14 @@ func deriveFlags(nodes []node, outputs []output) {
 // fingerprint of the graph that wrote it; a restart compares it with its
 // own (see docs/checkpoint.md).
 type Fingerprint struct {
-	Version    int                `json:"version"`
-	IntervalMS int64              `json:"interval_ms"`
-	Inputs     []string           `json:"inputs"`
-	State      []StateFingerprint `json:"state,omitempty"`
+	Version    int   `json:"version"`
+	IntervalMS int64 `json:"interval_ms"`
+	// Stage and Shards say which task of a sharded job wrote the
+	// checkpoint (0, 0: an unsharded job).
+	Stage  int                `json:"stage,omitempty"`
+	Shards int                `json:"shards,omitempty"`
+	Inputs []string           `json:"inputs"`
+	State  []StateFingerprint `json:"state,omitempty"`
 	// Windows are the plain windows, in batches, in graph order.
 	Windows []WindowFingerprint `json:"windows,omitempty"`
 }
@@ -189,7 +318,10 @@ const fingerprintVersion = 1
 
 func (j *Job) fingerprintOf(g *graph) Fingerprint {
 	fp := Fingerprint{Version: fingerprintVersion, IntervalMS: j.interval.Milliseconds()}
-	for _, in := range j.inputs {
+	if j.task != nil {
+		fp.Stage, fp.Shards = j.task.Stage, j.task.Shards
+	}
+	for _, in := range g.inputs {
 		fp.Inputs = append(fp.Inputs, in.topic())
 	}
 	for _, st := range g.stateful {

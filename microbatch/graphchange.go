@@ -59,6 +59,10 @@ func diffGraphs(stored []byte, now Fingerprint) (graphDiff, error) {
 		refused = append(refused, fmt.Sprintf("the batch interval changed from %dms to %dms: batch times and windows are multiples of it; "+
 			"`dstream reset --yes` starts the job over (its state goes)", old.IntervalMS, now.IntervalMS))
 	}
+	if old.Shards != now.Shards || old.Stage != now.Stage {
+		refused = append(refused, fmt.Sprintf("the job's shards changed from %d to %d (stage %d to %d): its keys belong to other tasks now; "+
+			"`dstream reset --yes` starts the job over", old.Shards, now.Shards, old.Stage, now.Stage))
+	}
 	for _, topic := range old.Inputs {
 		if !slices.Contains(now.Inputs, topic) {
 			refused = append(refused, fmt.Sprintf("the input topic %s is no longer read: the state was counted from it; "+

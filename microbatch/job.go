@@ -40,6 +40,10 @@ type Job struct {
 	sinks    []Sink
 	buildErr []error
 	graph    *graph
+	// task is the part of a sharded job this job runs (nil: all of it).
+	task *Task
+	// firstBatch agrees on the time of a fresh job's first batch.
+	firstBatch func(ctx context.Context, proposed time.Time) (time.Time, error)
 
 	// Set by recovery on the job's goroutine: storeGraph makes the next
 	// commit store the graph's fingerprint; base is the reset base.
@@ -101,6 +105,14 @@ func WithRetry(d time.Duration) Option { return func(j *Job) { j.retryFor = d } 
 
 // WithBatchLimit stops the job after it ran n new batches (0: no limit).
 func WithBatchLimit(n uint64) Option { return func(j *Job) { j.maxBatches = n } }
+
+// WithTimeline sets how a job without a committed batch times its first
+// one: first gets the time the job would give it (the next multiple of the
+// interval) and returns the time to use. The tasks of a sharded job agree on
+// one timeline this way (docs/scale-out.md).
+func WithTimeline(first func(ctx context.Context, proposed time.Time) (time.Time, error)) Option {
+	return func(j *Job) { j.firstBatch = first }
+}
 
 // WithListener calls f after every committed batch, on the job's goroutine.
 func WithListener(f func(BatchStats)) Option {
@@ -171,6 +183,31 @@ type batchRun struct {
 	plan     Plan
 	rebuild  bool
 	messages [][]Message
+}
+
+// info describes the batch to sinks and output operations: its plan, the
+// graph and reset base, and, for a task fed by exchanges, the input ranges
+// its exchanged records derive from.
+func (r *batchRun) info() BatchInfo {
+	j := r.job
+	b := BatchInfo{Plan: r.plan, Base: j.base}
+	if j.graph != nil {
+		b.Graph = j.graph.fingerprintHash
+		for _, in := range j.graph.inputs {
+			if x, ok := in.(interface{ origins() []Range }); ok {
+				b.Provenance = append(b.Provenance, x.origins()...)
+			}
+		}
+	}
+	return b
+}
+
+// compiled returns the compiled graph once the job started (nil before),
+// from any goroutine.
+func (j *Job) compiled() *graph {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.graph
 }
 
 // closeInputs closes the sources that hold resources (receivers).

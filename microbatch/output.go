@@ -92,7 +92,7 @@ func pyTime(t time.Time) string {
 // after a crash is passed again.
 func (s *Stream[T]) ForeachBatch(f func(ctx context.Context, b BatchInfo, batch []T) error) {
 	o := addOutput(s, func(ctx context.Context, r *batchRun, batch []T) error {
-		return f(ctx, BatchInfo{Plan: r.plan}, batch)
+		return f(ctx, r.info(), batch)
 	})
 	o.keeps = true
 }
@@ -113,7 +113,7 @@ func Write[T any](s *Stream[T], sink Sink, encode func(b BatchInfo, v T) Message
 		j.sinks = append(j.sinks, sink)
 	}
 	addOutput(s, func(_ context.Context, r *batchRun, batch []T) error {
-		info := BatchInfo{Plan: r.plan}
+		info := r.info()
 		for _, v := range batch {
 			r.messages[idx] = append(r.messages[idx], encode(info, v))
 		}

@@ -60,8 +60,12 @@ type StateStats struct {
 // StateStats returns the size of every stateful operator's state, in the
 // order the operators were declared. It may be called from any goroutine.
 func (j *Job) StateStats() []StateStats {
-	out := make([]StateStats, 0, len(j.stateful))
-	for _, st := range j.stateful {
+	ops := j.stateful
+	if g := j.compiled(); g != nil {
+		ops = g.stateful // a task's, of its stage
+	}
+	out := make([]StateStats, 0, len(ops))
+	for _, st := range ops {
 		out = append(out, st.stats())
 	}
 	return out

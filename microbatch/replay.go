@@ -39,7 +39,7 @@ func (j *Job) Replay(ctx context.Context, plans []Plan, emit func(b BatchInfo, m
 		for _, n := range g.nodes {
 			n.step(r)
 		}
-		for _, o := range j.outputs {
+		for _, o := range g.outputs {
 			if err := o.run(ctx, r); err != nil {
 				return fmt.Errorf("replay batch %d: output: %w", p.ID, err)
 			}
@@ -54,7 +54,7 @@ func (j *Job) Replay(ctx context.Context, plans []Plan, emit func(b BatchInfo, m
 		for _, m := range r.messages {
 			all = append(all, m...)
 		}
-		if err := emit(BatchInfo{Plan: p, Graph: g.fingerprint.Hash()}, all); err != nil {
+		if err := emit(BatchInfo{Plan: p, Graph: g.fingerprintHash}, all); err != nil {
 			return err
 		}
 	}

@@ -43,6 +43,18 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	if last.ID == 0 {
 		// A fresh job aligns its batch times to the interval, as Spark does.
 		next = j.now().Truncate(j.interval).Add(j.interval)
+		if j.firstBatch != nil && !j.graph.driven {
+			err := j.retry(idle, "timeline", func() (err error) {
+				next, err = j.firstBatch(idle, next)
+				return err
+			})
+			if err != nil {
+				if j.stopped.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("the job's timeline: %w", err)
+			}
+		}
 	}
 	// While a batch computes and commits, the next one is cut and read if
 	// its time has come (the job is catching up): reading then overlaps
@@ -63,11 +75,15 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		if j.stopped.Err() != nil {
 			return nil
 		}
-		if err := j.waitFor(idle, next); err != nil {
-			if j.stopped.Err() != nil {
-				return nil
+		// A task fed by an exchange runs a batch once it is complete; any
+		// other waits for the batch's time.
+		if !j.graph.driven {
+			if err := j.waitFor(idle, next); err != nil {
+				if j.stopped.Err() != nil {
+					return nil
+				}
+				return err
 			}
-			return err
 		}
 		if j.stopped.Err() != nil {
 			return nil
@@ -82,6 +98,9 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 			<-ahead.done
 			plan, installs, err = ahead.plan, ahead.installs, ahead.err
 			ahead = nil
+		} else if j.graph.driven {
+			plan, err = j.cutDriven(idle, last)
+			next = plan.Time
 		} else {
 			plan, err = j.cut(idle, last, next)
 		}
@@ -96,7 +115,7 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		}
 		readNext := func() {
 			t := next.Add(j.interval)
-			if (j.maxBatches == 0 || ran+1 < j.maxBatches) && j.due(t) {
+			if !j.graph.driven && (j.maxBatches == 0 || ran+1 < j.maxBatches) && j.due(t) {
 				ahead = j.readEarly(earlyCtx, plan, t)
 			}
 		}
@@ -108,10 +127,41 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	}
 }
 
+// batchCutter is an input cut by batch id: an exchange.
+type batchCutter interface {
+	cutBatch(ctx context.Context, id uint64, after []Range) ([]Range, time.Time, error)
+}
+
+// cutDriven plans the batch after last of a task fed by exchanges: once
+// the batch is complete in every exchange, at the batch time its records
+// carry.
+func (j *Job) cutDriven(ctx context.Context, last Plan) (Plan, error) {
+	plan := Plan{ID: last.ID + 1}
+	for _, in := range j.graph.inputs {
+		var (
+			ranges []Range
+			t      time.Time
+		)
+		err := j.retry(ctx, "cut", func() (err error) {
+			ranges, t, err = in.(batchCutter).cutBatch(ctx, plan.ID, rangesOf(last.Ranges, in.topic()))
+			return err
+		})
+		if err != nil {
+			return plan, fmt.Errorf("cut batch %d of %s: %w", plan.ID, in.topic(), err)
+		}
+		if !plan.Time.IsZero() && !t.Equal(plan.Time) {
+			return plan, fmt.Errorf("cut batch %d: its exchanges disagree on its time (%v, %v): %w", plan.ID, plan.Time, t, ErrPermanent)
+		}
+		plan.Time = t
+		plan.Ranges = append(plan.Ranges, ranges...)
+	}
+	return plan, nil
+}
+
 // cut plans the batch after last at batch time t.
 func (j *Job) cut(ctx context.Context, last Plan, t time.Time) (Plan, error) {
 	plan := Plan{ID: last.ID + 1, Time: t}
-	for _, in := range j.inputs {
+	for _, in := range j.graph.inputs {
 		var ranges []Range
 		err := j.retry(ctx, "cut", func() (err error) {
 			ranges, err = in.cut(ctx, rangesOf(last.Ranges, in.topic()))
@@ -193,8 +243,8 @@ func (j *Job) load(ctx context.Context, r *batchRun) error {
 
 // readers returns, on the job's goroutine, a read for every input.
 func (j *Job) readers() []func(context.Context, []Range) (func(), error) {
-	reads := make([]func(context.Context, []Range) (func(), error), len(j.inputs))
-	for i, in := range j.inputs {
+	reads := make([]func(context.Context, []Range) (func(), error), len(j.graph.inputs))
+	for i, in := range j.graph.inputs {
 		reads[i] = in.reader()
 	}
 	return reads
@@ -203,8 +253,8 @@ func (j *Job) readers() []func(context.Context, []Range) (func(), error) {
 // read reads the batch of plan p with reads; installing what it returns
 // makes it the inputs' batch.
 func (j *Job) read(ctx context.Context, p Plan, reads []func(context.Context, []Range) (func(), error)) ([]func(), error) {
-	installs := make([]func(), 0, len(j.inputs))
-	for i, in := range j.inputs {
+	installs := make([]func(), 0, len(j.graph.inputs))
+	for i, in := range j.graph.inputs {
 		var install func()
 		err := j.retry(ctx, "read", func() (err error) {
 			install, err = reads[i](ctx, rangesOf(p.Ranges, in.topic()))

@@ -16,6 +16,9 @@ type Record struct {
 	Partition int32
 	Offset    int64
 	Value     []byte
+	// Origin is, for a record of an exchange between the stages of a
+	// sharded job, the input ranges it derives from (nil otherwise).
+	Origin []Range
 }
 
 // Source is an input the engine cuts into batches. A Source is replayable:
@@ -164,6 +167,9 @@ type Message struct {
 	Key     []byte
 	Value   []byte
 	Headers []Header
+	// Partition is the partition of an exchange topic the message goes to
+	// (sinks partition other topics by key).
+	Partition int32
 	// MayTruncate lets the sink cut the value to what its topic takes
 	// (a dead letter of an oversized line), noting the original size in a
 	// header, rather than fail the batch.
@@ -183,6 +189,22 @@ type BatchInfo struct {
 	Graph string
 	// Base is the job's reset base (see Meta.Base).
 	Base uint64
+	// Provenance is the input ranges the batch's output derives from, when
+	// they are not the plan's (a task fed by an exchange); nil otherwise.
+	Provenance []Range
+}
+
+// OffsetsHeader renders the input ranges the batch derives from (Origin)
+// as Plan.OffsetsHeader does: the dstream-offsets of its records.
+func (b BatchInfo) OffsetsHeader() string { return Plan{Ranges: b.Origin()}.OffsetsHeader() }
+
+// Origin returns the input ranges the batch derives from: its provenance,
+// or its plan's ranges.
+func (b BatchInfo) Origin() []Range {
+	if b.Provenance != nil {
+		return b.Provenance
+	}
+	return b.Ranges
 }
 
 // Sink receives the messages of Write output operations.

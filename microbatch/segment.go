@@ -23,9 +23,11 @@ const segmentShift = 16
 // segments of 1<<shift.
 func segmentsOf(n uint64, shift uint8) int { return int((n + 1<<shift - 1) >> shift) }
 
-// minRewrite is the least a commit spends rewriting segments, so that a
-// trickle of changes still cycles through the segments and lets old deltas go.
-const minRewrite = 256 << 10
+// maxDeltas bounds the deltas the store keeps of an operator: beyond it a
+// commit rewrites a segment whatever its credit, so that a trickle of
+// changes over large segments still lets old deltas go, and a restart reads
+// few values.
+const maxDeltas = 256
 
 // Both segments and deltas are encoded as a header and entries:
 //
@@ -52,6 +54,9 @@ type storedState struct {
 	// replace makes the next checkpoint rewrite every segment, replacing
 	// all the Store holds: after a rebuilt or renumbered state.
 	replace bool
+	// credit is the bytes of deltas written and not yet spent rewriting
+	// segments.
+	credit int
 	// next is what the checkpoint being committed changes, applied by
 	// committed.
 	next struct {
@@ -61,6 +66,7 @@ type storedState struct {
 		rewritten []int
 		drop      int // deltas dropped from the front of deltas
 		replace   bool
+		credit    int
 	}
 }
 
@@ -179,20 +185,32 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 			st.next.rewritten = append(st.next.rewritten, s)
 		}
 	} else if nseg > 0 {
-		budget := t.rewriteFloor
+		// Segments are rewritten on credit, round-robin: each batch earns
+		// the bytes its delta adds to the store, and the next stale segment
+		// is rewritten once the credit covers it. The store then holds the
+		// state about twice (the segments and a round of deltas), a commit
+		// writes about twice its delta on average, and the rewrites come a
+		// segment at a time.
+		credit := st.credit
 		if st.next.delta != nil {
-			budget = max(budget, t.encoded)
+			credit += t.encoded
 		}
+		forced := len(st.deltas) >= t.maxDeltas
 		start := st.cursor % nseg
-		for k := 0; k < nseg && budget > 0; k++ {
+		for k := range nseg {
 			s := (start + k) % nseg
 			if dirty(s) == 0 && (s < len(st.segs) && st.segs[s].batch > 0 || t.segmentEmpty(s)) {
 				continue // its stored snapshot (or absence) is current
 			}
+			size := t.segmentBytes(s)
+			if size > credit && !forced {
+				break
+			}
 			st.next.rewritten = append(st.next.rewritten, s)
-			budget -= t.segmentBytes(s)
+			credit, forced = max(0, credit-size), false
 			st.cursor = s + 1
 		}
+		st.next.credit = credit
 	}
 	for _, s := range st.next.rewritten {
 		c.Segments = append(c.Segments, Segment{Op: t.op, Index: uint32(s), Data: t.encodeSegment(s, batch)})
@@ -235,8 +253,11 @@ func (t *table[K, S]) checkpointed() {
 	if len(st.segs) < nseg {
 		st.segs = append(st.segs, make([]segmentInfo, nseg-len(st.segs))...)
 	}
+	if !st.next.replace {
+		st.credit = st.next.credit
+	}
 	if st.next.replace {
-		st.deltas, st.replace = nil, false
+		st.deltas, st.replace, st.credit = nil, false, 0
 		clear(st.segs)
 		st.segs = st.segs[:nseg]
 	} else {

@@ -37,7 +37,7 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			tbl := newTable[string, int64]("op")
-			tbl.shift, tbl.rewriteFloor = test.shift, 1<<test.shift
+			tbl.shift, tbl.maxDeltas = test.shift, 8
 			model := map[string]int64{}
 			var order []string // keys in the order they got state
 			for batch := uint64(1); batch <= 40; batch++ {

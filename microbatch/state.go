@@ -72,9 +72,9 @@ type table[K comparable, S any] struct {
 	// segments (segmentShift; smaller in tests, to get many segments).
 	stored storedState
 	shift  uint8
-	// rewriteFloor is the least a checkpoint spends rewriting segments
-	// (minRewrite; smaller in tests).
-	rewriteFloor int
+	// maxDeltas bounds the deltas the store keeps (maxDeltas; smaller in
+	// tests).
+	maxDeltas int
 
 	// mu is held by the job while the operator computes a batch or its
 	// state is restored or compacted, and by StateView's lookups; batch is
@@ -100,7 +100,7 @@ func (e *entry[K, S]) dirty() bool { return e.meta&dirtyFlag != 0 }
 func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 
 func newTable[K comparable, S any](op string) *table[K, S] {
-	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K](), shift: segmentShift, rewriteFloor: minRewrite}
+	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
 	t.keyAt = func(pos int32) K { return t.entries[pos].key }
 	if reflect.TypeFor[S]().Comparable() {
 		t.equal = func(a, b S) bool { return any(a) == any(b) }

@@ -40,6 +40,8 @@ type nodeBase struct {
 	// guard its lock, held while the node computes a batch.
 	state any
 	guard guard
+	// exch is the exchange an exchange node is (nil for others).
+	exch exchanger
 
 	// derived is set by compile, once, and never changed after.
 	derived derivedFlags

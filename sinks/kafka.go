@@ -30,6 +30,8 @@ const (
 	// HeaderTruncatedFrom is on a record whose value was cut to fit its
 	// topic: the value's size before.
 	HeaderTruncatedFrom = "dstream-truncated-from"
+	// HeaderTask names the task of a sharded job that wrote the record.
+	HeaderTask = "dstream-task"
 )
 
 // KafkaConfig configures a Kafka sink.
@@ -47,6 +49,16 @@ type KafkaConfig struct {
 	// Job names the job in every record (HeaderJob) and keys its markers.
 	// Required.
 	Job string
+	// Task names the task of a sharded job the sink writes for (HeaderTask
+	// on every record; its markers are keyed job/task), and
+	// ControlPartition is its partition of the control topic ("" and 0 for
+	// an unsharded job).
+	Task             string
+	ControlPartition int32
+	// ExchangeTopics are the topics of exchanges between the stages of a
+	// sharded job that the sink writes: their messages go to the partition
+	// they name (Message.Partition).
+	ExchangeTopics []string
 	// TransactionalID names the producer; it must be stable for a job and
 	// unique across jobs. Required.
 	TransactionalID string
@@ -69,6 +81,9 @@ func (c KafkaConfig) Validate() error {
 	}
 	if c.ControlTopic == "" {
 		errs = append(errs, errors.New("sinks: the control topic is empty: derive it from the job id"))
+	}
+	if c.ControlPartition < 0 {
+		errs = append(errs, fmt.Errorf("sinks: control partition %d: use 0 or more", c.ControlPartition))
 	}
 	if c.ControlTopic != "" && (c.ControlTopic == c.Topic || slices.Contains(c.Topics, c.ControlTopic)) {
 		errs = append(errs, fmt.Errorf("sinks: the control topic %s is also an output topic: give it a topic of its own", c.ControlTopic))
@@ -130,7 +145,15 @@ func NewKafka(cfg KafkaConfig, base []kgo.Opt, opts ...KafkaOption) (*Kafka, err
 
 // topics lists every topic the sink writes.
 func (k *Kafka) topics() []string {
-	return append([]string{k.cfg.Topic, k.cfg.ControlTopic}, k.cfg.Topics...)
+	return slices.Concat([]string{k.cfg.Topic, k.cfg.ControlTopic}, k.cfg.Topics, k.cfg.ExchangeTopics)
+}
+
+// markerKey keys the sink's markers: its job's, or its task's.
+func (k *Kafka) markerKey() string {
+	if k.cfg.Task == "" {
+		return k.cfg.Job
+	}
+	return k.cfg.Job + "/" + k.cfg.Task
 }
 
 // client returns the transactional producer, creating it and fencing every
@@ -157,7 +180,8 @@ func (k *Kafka) client(ctx context.Context) (*kgo.Client, map[string]int, error)
 		kgo.ProducerLinger(0),
 		// A record batch must fit every topic the sink writes.
 		kgo.ProducerBatchMaxBytes(int32(batchMax)),
-		kgo.RecordPartitioner(controlPartitioner{control: k.cfg.ControlTopic, base: kgo.UniformBytesPartitioner(64<<10, true, true, nil)}),
+		kgo.RecordPartitioner(manualPartitioner{manual: append([]string{k.cfg.ControlTopic}, k.cfg.ExchangeTopics...),
+			base: kgo.UniformBytesPartitioner(64<<10, true, true, nil)}),
 	}, k.opts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -210,15 +234,16 @@ func (k *Kafka) learnLimits(ctx context.Context) (map[string]int, error) {
 	return limits, nil
 }
 
-// controlPartitioner sends a marker to the partition the sink set on it
-// (its task's), every other record as base does.
-type controlPartitioner struct {
-	control string
-	base    kgo.Partitioner
+// manualPartitioner sends a record of a manual topic (the control topic, an
+// exchange) to the partition the sink set on it, every other record as
+// base does.
+type manualPartitioner struct {
+	manual []string
+	base   kgo.Partitioner
 }
 
-func (p controlPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	if topic == p.control {
+func (p manualPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if slices.Contains(p.manual, topic) {
 		return kgo.ManualPartitioner().ForTopic(topic)
 	}
 	return p.base.ForTopic(topic)
@@ -295,7 +320,7 @@ func decodeMarker(v []byte) (marker, microbatch.BatchInfo, error) {
 // marker in one transaction, even when there are no messages.
 func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
 	for _, m := range msgs {
-		if m.Topic != "" && m.Topic != k.cfg.Topic && !slices.Contains(k.cfg.Topics, m.Topic) {
+		if m.Topic != "" && m.Topic != k.cfg.Topic && !slices.Contains(k.cfg.Topics, m.Topic) && !slices.Contains(k.cfg.ExchangeTopics, m.Topic) {
 			return fmt.Errorf("sinks: batch %d: a message for topic %s, which KafkaConfig.Topics does not list: %w", b.ID, m.Topic, microbatch.ErrPermanent)
 		}
 	}
@@ -309,9 +334,12 @@ func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []m
 		{Key: HeaderBatchTime, Value: []byte(b.Time.UTC().Format(time.RFC3339Nano))},
 		{Key: HeaderOffsets, Value: []byte(b.OffsetsHeader())},
 	}
+	if k.cfg.Task != "" {
+		headers = append(headers, kgo.RecordHeader{Key: HeaderTask, Value: []byte(k.cfg.Task)})
+	}
 	records := make([]*kgo.Record, 0, len(msgs)+1)
 	for _, m := range msgs {
-		rec := &kgo.Record{Key: m.Key, Value: m.Value, Topic: m.Topic, Headers: headers}
+		rec := &kgo.Record{Key: m.Key, Value: m.Value, Topic: m.Topic, Partition: m.Partition, Headers: headers}
 		if len(m.Headers) > 0 {
 			rec.Headers = slices.Clip(headers)
 			for _, h := range m.Headers {
@@ -324,7 +352,7 @@ func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []m
 		}
 		records = append(records, rec)
 	}
-	records = append(records, &kgo.Record{Topic: k.cfg.ControlTopic, Partition: 0, Key: []byte(k.cfg.Job),
+	records = append(records, &kgo.Record{Topic: k.cfg.ControlTopic, Partition: k.cfg.ControlPartition, Key: []byte(k.markerKey()),
 		Value: encodeMarker(k.cfg.Job, b), Headers: headers})
 	if err := cl.BeginTransaction(); err != nil {
 		k.reset()
@@ -435,12 +463,13 @@ func (k *Kafka) Committed(ctx context.Context, after uint64) ([]microbatch.Batch
 	if err := k.Fence(ctx); err != nil {
 		return nil, err
 	}
-	return MarkersAfter(ctx, k.opts, k.cfg.ControlTopic, 0, k.cfg.Job, after)
+	return MarkersAfter(ctx, k.opts, k.cfg.ControlTopic, k.cfg.ControlPartition, k.markerKey(), after)
 }
 
-// MarkersAfter returns the batches after `after` whose markers job
-// committed to partition of the control topic, in batch order, connecting
-// with the client options base.
+// MarkersAfter returns the batches after `after` whose markers are keyed
+// job (a job's; job/task for a task of a sharded job) in partition of the
+// control topic, committed, in batch order, connecting with the client
+// options base.
 func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string, after uint64) ([]microbatch.BatchInfo, error) {
 	cl, err := kgo.NewClient(append(slices.Clip(base),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -506,12 +535,9 @@ func readMarkers(ctx context.Context, cl *kgo.Client, topic string, partition in
 			if r.Offset < from || r.Offset >= end || r.Attrs.IsControl() || string(r.Key) != job {
 				return
 			}
-			m, b, err := decodeMarker(r.Value)
+			_, b, err := decodeMarker(r.Value)
 			if err != nil {
 				derr = fmt.Errorf("sinks: marker at %s[%d]@%d: %w", topic, partition, r.Offset, err)
-				return
-			}
-			if m.Job != job {
 				return
 			}
 			lowest = min(lowest, b.ID)
@@ -529,16 +555,24 @@ func readMarkers(ctx context.Context, cl *kgo.Client, topic string, partition in
 }
 
 // EnsureControlTopic creates the control topic with partitions partitions
-// if it does not exist, and checks that it has at least that many.
+// (one per task) if it does not exist, and checks that it has at least that
+// many.
 func EnsureControlTopic(ctx context.Context, cl *kgo.Client, topic string, partitions int32) error {
+	return EnsureTopic(ctx, cl, "control", topic, partitions)
+}
+
+// EnsureTopic creates a topic the job owns (kind says which: "control",
+// "exchange") with partitions partitions if it does not exist, and checks
+// that it has at least that many.
+func EnsureTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partitions int32) error {
 	adm := kadm.NewClient(cl)
 	details, err := adm.ListTopics(ctx, topic)
 	if err != nil {
-		return fmt.Errorf("sinks: describe control topic %s: %w", topic, err)
+		return fmt.Errorf("sinks: describe %s topic %s: %w", kind, topic, err)
 	}
 	if d, ok := details[topic]; ok && d.Err == nil {
 		if n := int32(len(d.Partitions)); n < partitions {
-			return fmt.Errorf("sinks: control topic %s has %d partitions, the job needs %d: add partitions: %w", topic, n, partitions, microbatch.ErrPermanent)
+			return fmt.Errorf("sinks: %s topic %s has %d partitions, the job needs %d: add partitions: %w", kind, topic, n, partitions, microbatch.ErrPermanent)
 		}
 		return nil
 	}
@@ -547,7 +581,25 @@ func EnsureControlTopic(ctx context.Context, cl *kgo.Client, topic string, parti
 		err = resp.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("sinks: create control topic %s (or create it yourself, with %d partition(s)): %w", topic, partitions, err)
+		return fmt.Errorf("sinks: create %s topic %s (or create it yourself, with %d partition(s)): %w", kind, topic, partitions, err)
+	}
+	return nil
+}
+
+// GrowTopic makes sure a topic the job owns has at least partitions
+// partitions, creating it or adding partitions: what a reset to more
+// shards needs, where a start refuses (EnsureTopic).
+func GrowTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partitions int32) error {
+	err := EnsureTopic(ctx, cl, kind, topic, partitions)
+	if !errors.Is(err, microbatch.ErrPermanent) {
+		return err
+	}
+	resp, err := kadm.NewClient(cl).UpdatePartitions(ctx, int(partitions), topic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("sinks: grow %s topic %s to %d partitions: %w", kind, topic, partitions, err)
 	}
 	return nil
 }

@@ -215,46 +215,55 @@ return {epoch, m[1] or '0', m[2] or '0', m[3] or '0', m[4] or '0', m[5] or ''}
 func (r *Redis) Acquire(ctx context.Context) (microbatch.Meta, error) {
 	waiting := false
 	for {
-		res, err := acquireScript.Run(ctx, r.rdb, []string{r.keys.lease, r.keys.meta},
-			r.cfg.Owner, r.cfg.LeaseTTL.Milliseconds(), FormatVersion).Slice()
-		switch {
-		case errors.Is(err, redis.Nil):
-			if !waiting {
-				r.log.Info().Str("job", r.cfg.Job).Msg("another instance holds the job: standing by")
-				waiting = true
-			}
-			t := time.NewTimer(r.cfg.LeaseTTL / 4)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return microbatch.Meta{}, ctx.Err()
-			case <-t.C:
-			}
-			continue
-		case err != nil:
-			return microbatch.Meta{}, fmt.Errorf("state: acquire %s: %w", r.cfg.Job, err)
+		meta, ok, err := r.TryAcquire(ctx)
+		if err != nil || ok {
+			return meta, err
 		}
-		if n, _ := res[0].(int64); n == -1 {
-			return microbatch.Meta{}, permanentError{fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s "+
-				"(docs/checkpoint.md): run the dstream version that wrote it, or `dstream reset --yes` to start the job over "+
-				"(its state goes; batch ids go on)", r.cfg.Job, res[1], FormatVersion)}
+		if !waiting {
+			r.log.Info().Str("job", r.cfg.Job).Msg("another instance holds the job: standing by")
+			waiting = true
 		}
-		nums := make([]uint64, 5)
-		for i, v := range res[:5] {
-			switch v := v.(type) {
-			case int64:
-				nums[i] = uint64(v)
-			case string:
-				nums[i], _ = strconv.ParseUint(v, 10, 64)
-			}
+		t := time.NewTimer(r.cfg.LeaseTTL / 4)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return microbatch.Meta{}, ctx.Err()
+		case <-t.C:
 		}
-		r.epoch = nums[0]
-		meta := microbatch.Meta{Epoch: nums[0], Committed: nums[1], Planned: nums[2], Prepared: nums[3], Base: nums[4]}
-		if g, _ := res[5].(string); g != "" {
-			meta.Graph = []byte(g)
-		}
-		return meta, nil
 	}
+}
+
+// TryAcquire is Acquire that does not wait: ok is false while another
+// instance holds the job's lease.
+func (r *Redis) TryAcquire(ctx context.Context) (meta microbatch.Meta, ok bool, err error) {
+	res, err := acquireScript.Run(ctx, r.rdb, []string{r.keys.lease, r.keys.meta},
+		r.cfg.Owner, r.cfg.LeaseTTL.Milliseconds(), FormatVersion).Slice()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return microbatch.Meta{}, false, nil
+	case err != nil:
+		return microbatch.Meta{}, false, fmt.Errorf("state: acquire %s: %w", r.cfg.Job, err)
+	}
+	if n, _ := res[0].(int64); n == -1 {
+		return microbatch.Meta{}, false, permanentError{fmt.Errorf("state: the checkpoint of job %s has format version %v, this dstream reads version %s "+
+			"(docs/checkpoint.md): run the dstream version that wrote it, or `dstream reset --yes` to start the job over "+
+			"(its state goes; batch ids go on)", r.cfg.Job, res[1], FormatVersion)}
+	}
+	nums := make([]uint64, 5)
+	for i, v := range res[:5] {
+		switch v := v.(type) {
+		case int64:
+			nums[i] = uint64(v)
+		case string:
+			nums[i], _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	r.epoch = nums[0]
+	meta = microbatch.Meta{Epoch: nums[0], Committed: nums[1], Planned: nums[2], Prepared: nums[3], Base: nums[4]}
+	if g, _ := res[5].(string); g != "" {
+		meta.Graph = []byte(g)
+	}
+	return meta, true, nil
 }
 
 // ErrCheckpointLost means the job's checkpoint vanished from Redis while

@@ -60,6 +60,8 @@ type (
 		Lag                []apiLag       `json:"lag"`
 		LagTotal           int64          `json:"lag_total"`
 		State              []apiStateSize `json:"state"`
+		Shards             int            `json:"shards"`
+		Tasks              []apiTask      `json:"tasks"`
 	}
 	apiLag struct {
 		Topic     string `json:"topic"`
@@ -94,6 +96,17 @@ type (
 		Partition int32  `json:"partition"`
 		Start     int64  `json:"start"`
 		End       int64  `json:"end"`
+	}
+	// apiTask is one of the job's tasks: the whole job if unsharded, or a
+	// stage's task of a sharded one (docs/scale-out.md).
+	apiTask struct {
+		Name           string  `json:"name"`
+		Stage          int     `json:"stage"`
+		Index          int     `json:"index"`
+		Replica        *string `json:"replica"`
+		Here           bool    `json:"here"`
+		CommittedBatch uint64  `json:"committed_batch"`
+		Lag            *int64  `json:"lag"`
 	}
 	apiResults struct {
 		BatchTime time.Time       `json:"batch_time"`
@@ -133,7 +146,7 @@ func (s *status) api(ctx context.Context, now time.Time) apiStatusV1 {
 			ID: s.cfg.JobID, InputTopic: s.cfg.InputTopic, OutputTopic: s.cfg.OutputTopic,
 			BatchIntervalMs: durMillis(s.cfg.BatchInterval), WindowMs: durMillis(s.cfg.Window), SlideMs: durMillis(s.cfg.Slide),
 			TopN: s.cfg.TopN, CommittedBatch: snap.Committed.ID,
-			Lag: []apiLag{}, State: []apiStateSize{},
+			Lag: []apiLag{}, State: []apiStateSize{}, Shards: max(1, s.cfg.Shards), Tasks: []apiTask{},
 		},
 		Batches: make([]apiBatch, 0, len(snap.Batches)),
 	}
@@ -161,6 +174,9 @@ func (s *status) api(ctx context.Context, now time.Time) apiStatusV1 {
 			out.Job.Lag = append(out.Job.Lag, apiLag(l))
 			out.Job.LagTotal += l.Lag
 		}
+	}
+	if s.live.tasks != nil {
+		out.Job.Tasks = append(out.Job.Tasks, s.live.tasks(ctx)...)
 	}
 	if s.live.state != nil {
 		for _, st := range s.live.state() {

@@ -31,6 +31,7 @@ type Config struct {
 	DeadLetterTopic     string        `envconfig:"DEADLETTER_TOPIC" default:"logs-deadletter" desc:"topic of malformed lines (empty: drop them, counted)"`
 	ControlTopic        string        `envconfig:"CONTROL_TOPIC" desc:"the job's own topic of batch markers, which recovery reads (default: dstream-JOB_ID-control, created at start)"`
 	OnTopicRecreated    string        `envconfig:"ON_TOPIC_RECREATED" default:"refuse" desc:"when the input topic was deleted and created again: refuse, or follow it from START_OFFSET"`
+	Shards              int           `envconfig:"SHARDS" default:"1" desc:"shards of the job's keyed stages: its replicas divide 2×SHARDS+1 tasks (1: one task, the whole job)"`
 	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis for checkpoints, host:port or redis[s]://[user:password@]host:port[/db], or a Redis Cluster's nodes, host:port,host:port,...; required with KAFKA_BROKERS"`
 	Job                 string        `envconfig:"JOB" default:"top-ips" desc:"built-in job to run"`
 	JobID               string        `envconfig:"JOB_ID" desc:"names the checkpoint keys and the Kafka transactional id (default: JOB)"`
@@ -60,6 +61,10 @@ type Config struct {
 }
 
 const envPrefix = "DSTREAM"
+
+// maxShards bounds DSTREAM_SHARDS: a keyed stage's tasks, and the
+// partitions of its exchange topic.
+const maxShards = 256
 
 // notSettings are DSTREAM_* variables that other tools of the repository
 // read (the test harnesses, the benchmarks, the compose file's host port):
@@ -265,6 +270,9 @@ func (c Config) Validate() error {
 	}
 	c.validateTopics(bad)
 	c.validateTimes(bad)
+	if c.Shards < 1 || c.Shards > maxShards {
+		bad("DSTREAM_SHARDS=%d: use 1 (one task: the whole job) to %d", c.Shards, maxShards)
+	}
 	if c.TopN < 1 || c.TopN > maxTopN {
 		bad("DSTREAM_TOP_N=%d: use 1 to %d", c.TopN, maxTopN)
 	}

@@ -47,6 +47,8 @@ type metrics struct {
 	state           *stateCollector
 	rate            atomic.Pointer[ingest.RateEstimator] // the running job's, if backpressure is on
 	skew            atomic.Pointer[microbatch.Job]       // the running job, for its clock skew
+	tasks           prometheus.Gauge                     // a sharded job's tasks run here
+	taskLast        *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -70,6 +72,9 @@ func newMetrics() *metrics {
 		interval:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_batch_interval_seconds", Help: "The job's batch interval."}),
 		fenced:          prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_fenced_total", Help: "Times this instance lost the job to another instance and went back to standing by."}),
 		refused:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_refused", Help: "1 while this instance refuses to run the job (state lost, a refused change, a topic gone): see /api/status."}),
+		tasks:           prometheus.NewGauge(prometheus.GaugeOpts{Name: "dstream_tasks", Help: "Tasks of a sharded job this instance runs (0 for an unsharded job)."}),
+		taskLast: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dstream_task_last_committed_batch",
+			Help: "Id of the last batch a task of a sharded job committed on this instance."}, []string{"task"}),
 	}
 	b := buildInfo()
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dstream_build_info", Help: "Always 1; the labels say which dstream runs."},
@@ -88,7 +93,7 @@ func newMetrics() *metrics {
 		"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil)}
 	m.reg.MustRegister(m.batches, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
 		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch, m.lastBatchTime, m.lastCommitAt, m.active,
-		m.interval, m.fenced, m.refused, buildInfo, backpressure, skew, m.lag, m.state,
+		m.interval, m.fenced, m.refused, m.tasks, m.taskLast, buildInfo, backpressure, skew, m.lag, m.state,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.kafka = &kafkaHooks{Metrics: kprom.NewMetrics("dstream_kafka",
 		kprom.Registerer(kpromRegisterer{m.reg}), kprom.Gatherer(m.reg), kprom.Histograms(kprom.RequestDurationE2E),
@@ -150,6 +155,12 @@ func (m *metrics) backpressureRate() float64 {
 		}
 	}
 	return 0
+}
+
+// taskCommitted records a batch a task of a sharded job committed here.
+func (m *metrics) taskCommitted(task string, b microbatch.BatchStats) {
+	m.taskLast.WithLabelValues(task).Set(float64(b.ID))
+	m.committed(b.ID, b.Time, time.Now())
 }
 
 // clockSkew reads the running job's clock skew.
@@ -227,9 +238,19 @@ const lagTimeout = 2 * time.Second
 // the last cut, if the broker does not answer in time) minus the end of the
 // last planned batch. A nil src (a standby's) exports none.
 func (m *metrics) watchLag(src *ingest.Source, cl *kgo.Client) {
+	if src == nil {
+		m.watchLagOf(nil, cl)
+		return
+	}
+	m.watchLagOf(func() []*ingest.Source { return []*ingest.Source{src} }, cl)
+}
+
+// watchLagOf is watchLag of the sources sources returns: a sharded job's
+// first-stage tasks on this instance, each with its share of the input.
+func (m *metrics) watchLagOf(sources func() []*ingest.Source, cl *kgo.Client) {
 	m.lag.mu.Lock()
 	defer m.lag.mu.Unlock()
-	m.lag.mu.src = src
+	m.lag.mu.sources = sources
 	if m.lag.mu.adm == nil && cl != nil {
 		m.lag.mu.adm = kadm.NewClient(cl)
 	}
@@ -239,8 +260,8 @@ type lagCollector struct {
 	desc *prometheus.Desc
 	mu   struct {
 		sync.Mutex
-		src *ingest.Source
-		adm *kadm.Client
+		sources func() []*ingest.Source
+		adm     *kadm.Client
 	}
 }
 
@@ -248,15 +269,17 @@ func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	src, adm := c.mu.src, c.mu.adm
+	sources, adm := c.mu.sources, c.mu.adm
 	c.mu.Unlock()
-	if src == nil {
+	if sources == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), lagTimeout)
 	defer cancel()
-	for _, l := range lagOf(ctx, adm, src.Topic(), cutPositions(src.LastCut())) {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(l.Lag), l.Topic, strconv.Itoa(int(l.Partition)))
+	for _, src := range sources() {
+		for _, l := range lagOf(ctx, adm, src.Topic(), cutPositions(src.LastCut())) {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(l.Lag), l.Topic, strconv.Itoa(int(l.Partition)))
+		}
 	}
 }
 

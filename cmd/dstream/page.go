@@ -52,6 +52,7 @@ type page struct {
 	Fenced             int
 	Lag                []partitionLag
 	LagTotal           int64
+	Tasks              []apiTask // a sharded job's; one for an unsharded job
 	Charts             []chart
 	Batches            []batch // newest first
 	Results            []topips.Result
@@ -90,13 +91,19 @@ func pageHandler(s *status) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		snap := s.snapshot()
 		var lag []partitionLag
+		var tasks []apiTask
+		ctx, cancel := context.WithTimeout(r.Context(), apiLagTimeout)
 		if s.live.lag != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), apiLagTimeout)
 			lag = s.live.lag(ctx, snap.Committed.Ranges)
-			cancel()
 		}
+		if s.live.tasks != nil && s.cfg.Shards > 1 {
+			tasks = s.live.tasks(ctx)
+		}
+		cancel()
+		p := buildPage(s, snap, lag, time.Now())
+		p.Tasks = tasks
 		var buf bytes.Buffer
-		if err := pageTemplate.Execute(&buf, buildPage(s, snap, lag, time.Now())); err != nil {
+		if err := pageTemplate.Execute(&buf, p); err != nil {
 			http.Error(w, "render status page: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -243,6 +250,8 @@ func countOf(v any) string {
 		return fmtCount(n)
 	case uint64:
 		return fmtCount(int64(n))
+	case *int64:
+		return fmtCount(*n)
 	}
 	return fmt.Sprint(v)
 }

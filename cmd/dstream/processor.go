@@ -99,7 +99,7 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 		m: m, status: newStatus(cfg, demo, historyLen), batches: newBatchLog(log),
 		sampled: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second}),
 	}
-	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup}
+	p.status.live = live{lag: p.lag, rate: m.backpressureRate, state: p.stateStats, lookup: p.lookup, tasks: p.tasks}
 	m.watchState(p.stateStats)
 
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: newHandler(m, p.status), ReadHeaderTimeout: 5 * time.Second}
@@ -124,6 +124,15 @@ func runProcessor(ctx context.Context, cfg Config, log zerolog.Logger, stdout io
 	log.Info().Str("job", cfg.JobID).Strs("brokers", cfg.KafkaBrokers).Str("input", cfg.InputTopic).
 		Str("output", cfg.OutputTopic).Str("interval", cfg.BatchInterval.String()).Str("window", cfg.Window.String()).
 		Str("slide", cfg.Slide.String()).Str("http", ln.Addr().String()).Str("version", b.Version).Msg("dstream starting")
+	if err := p.claimShards(ctx); err != nil {
+		if errors.Is(err, microbatch.ErrPermanent) {
+			return p.refuse(ctx, err)
+		}
+		return nil // stopped while Redis was down
+	}
+	if cfg.Shards > 1 {
+		return p.runShards(ctx, bgCtx)
+	}
 	return p.run(ctx, bgCtx)
 }
 
@@ -145,7 +154,8 @@ type processor struct {
 	m         *metrics
 	status    *status
 	batches   *batchLog
-	running   atomic.Pointer[running] // the job, while this instance is active
+	running   atomic.Pointer[running]     // the job, while this instance is active
+	shards    atomic.Pointer[shardRunner] // a sharded job's tasks here
 }
 
 // running is the job of the active instance: what lookups, state sizes and
@@ -311,7 +321,13 @@ func (p *processor) stop(job *microbatch.Job) error {
 func (p *processor) setRole(r role) {
 	p.status.setRole(r)
 	p.m.setRole(p.status.role())
+	if p.shards.Load() == nil { // an unsharded job is one task, run by the active instance
+		p.m.tasks.Set(map[bool]float64{true: 1}[r == roleActive])
+	}
 }
+
+// unshardedTask names the one task of an unsharded job in the metrics.
+const unshardedTask = "job"
 
 // acquired runs when the job's Store was acquired: this instance is now
 // the active one. The recent batches that other instances ran are loaded
@@ -332,6 +348,7 @@ func (p *processor) acquired(ctx context.Context, r *running, estimator *ingest.
 func (p *processor) committed(ctx context.Context, b microbatch.BatchStats) {
 	rec := p.status.observe(b, time.Now())
 	p.m.observe(b)
+	p.m.taskLast.WithLabelValues(unshardedTask).Set(float64(b.ID))
 	p.batches.observe(b)
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
@@ -439,20 +456,50 @@ func (p *processor) lag(ctx context.Context, latest []microbatch.Range) []partit
 	return lagOf(ctx, p.adm, p.cfg.InputTopic, rangesLag(latest))
 }
 
-// stateStats is the size of the running job's state (nil on a standby).
+// stateStats is the size of the running job's state (nil on a standby);
+// a sharded job's tasks here name theirs task/operator.
 func (p *processor) stateStats() []microbatch.StateStats {
+	if sr := p.shards.Load(); sr != nil {
+		var out []microbatch.StateStats
+		for _, run := range sr.running() {
+			for _, st := range run.job.StateStats() {
+				st.Operator = run.spec.name + "/" + st.Operator
+				out = append(out, st)
+			}
+		}
+		return out
+	}
 	if r := p.running.Load(); r != nil {
 		return r.job.StateStats()
 	}
 	return nil
 }
 
-// lookup returns the running job's state lookup (nil on a standby).
+// lookup returns the running job's state lookup (nil on a standby). For a
+// sharded job it answers the IPs whose task runs here.
 func (p *processor) lookup() func(ip string) (topips.Entry, bool) {
+	if sr := p.shards.Load(); sr != nil {
+		return func(ip string) (topips.Entry, bool) {
+			e, ok, _ := sr.lookup(ip)
+			return e, ok
+		}
+	}
 	if r := p.running.Load(); r != nil {
 		return r.pipeline.Lookup
 	}
 	return nil
+}
+
+// tasks lists the job's tasks, where each runs and how far it got.
+func (p *processor) tasks(ctx context.Context) []apiTask {
+	if sr := p.shards.Load(); sr != nil {
+		return sr.view(ctx)
+	}
+	t := apiTask{Name: unshardedTask, Here: p.status.role() == roleActive, CommittedBatch: p.status.committed().ID}
+	if owner, err := p.reader.Holder(ctx); err == nil && owner != "" {
+		t.Replica = &owner
+	}
+	return []apiTask{t}
 }
 
 // lagAtPlan is how many records src left past plan's end when it cut it,

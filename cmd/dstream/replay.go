@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -77,12 +78,7 @@ func replay(ctx context.Context, cfg Config, from, to uint64, stdout, stderr io.
 		return err
 	}
 	defer rdb.Close()
-	// The store is only read: no Acquire, so a running instance is not disturbed.
-	store, err := state.NewRedis(rdb, state.Config{Job: cfg.JobID})
-	if err != nil {
-		return err
-	}
-	plans, err := store.Plans(ctx, 1, to)
+	plans, err := recordedPlans(ctx, cfg, rdb, to)
 	if err != nil {
 		return err
 	}
@@ -133,6 +129,49 @@ func replay(ctx context.Context, cfg Config, from, to uint64, stdout, stderr io.
 		}
 		return nil
 	})
+}
+
+// recordedPlans reads the job's plans up to batch to. A sharded job's are
+// its first-stage tasks', each over its share of the input partitions:
+// merged by batch, they are the plans of the unsharded job, which replays
+// to the same results (docs/scale-out.md). The stores are only read: no
+// Acquire, so running instances are not disturbed.
+func recordedPlans(ctx context.Context, cfg Config, rdb state.Client, to uint64) ([]microbatch.Plan, error) {
+	jobs := []string{cfg.JobID}
+	if cfg.Shards > 1 {
+		jobs = nil
+		for i := range cfg.Shards {
+			jobs = append(jobs, state.TaskJob(cfg.JobID, fmt.Sprintf("s0-%d", i)))
+		}
+	}
+	var merged []microbatch.Plan
+	for n, job := range jobs {
+		store, err := state.NewRedis(rdb, state.Config{Job: job})
+		if err != nil {
+			return nil, err
+		}
+		plans, err := store.Plans(ctx, 1, to)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			merged = plans
+			continue
+		}
+		// Keep the batches every task still has, with all their ranges.
+		byID := map[uint64]microbatch.Plan{}
+		for _, p := range plans {
+			byID[p.ID] = p
+		}
+		merged = slices.DeleteFunc(merged, func(p microbatch.Plan) bool { _, ok := byID[p.ID]; return !ok })
+		for i := range merged {
+			merged[i].Ranges = append(merged[i].Ranges, byID[merged[i].ID].Ranges...)
+		}
+	}
+	for i := range merged {
+		slices.SortFunc(merged[i].Ranges, func(a, b microbatch.Range) int { return int(a.Partition - b.Partition) })
+	}
+	return merged, nil
 }
 
 // discardSink stands in for the output topic during a replay; the job never

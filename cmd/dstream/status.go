@@ -42,6 +42,8 @@ type live struct {
 	// lookup returns the running job's lookup, nil if this instance
 	// holds no state.
 	lookup func() func(ip string) (topips.Entry, bool)
+	// tasks lists the job's tasks and where they run.
+	tasks func(ctx context.Context) []apiTask
 }
 
 // status keeps what the HTTP endpoints report: this instance's role and

@@ -1,6 +1,7 @@
 package chaos_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +78,10 @@ type env struct {
 	feed     chaos.Feed
 	settings map[string]string
 	logDir   string
+	// shards is DSTREAM_SHARDS (0: unsharded); tasks names the sharded
+	// job's tasks by stage.
+	shards int
+	tasks  [][]string
 
 	mu struct {
 		sync.Mutex
@@ -89,6 +94,8 @@ type envOptions struct {
 	leaseTTL   time.Duration
 	ratePerSec int // DSTREAM_MAX_RATE_PER_PARTITION
 	seed       uint64
+	partitions int32 // of the input (default 4)
+	shards     int   // DSTREAM_SHARDS (default unsharded)
 	// cluster, if set, keeps the job's checkpoints on this Redis Cluster
 	// (DSTREAM_REDIS_ADDR lists its nodes) instead of newEnv's server.
 	cluster *redistest.Cluster
@@ -129,7 +136,7 @@ func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o env
 	for _, tp := range []struct {
 		name string
 		n    int32
-	}{{e.spec.Input, 4}, {e.spec.Output, 3}, {e.spec.DeadLetter, 1}} {
+	}{{e.spec.Input, cmp.Or(o.partitions, 4)}, {e.spec.Output, 3}, {e.spec.DeadLetter, 1}} {
 		if err := broker.CreateTopic(ctx, tp.name, tp.n, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -155,6 +162,19 @@ func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o env
 		"DSTREAM_LEASE_TTL":              o.leaseTTL.String(),
 		"DSTREAM_SHUTDOWN_GRACE":         "20s",
 		"DSTREAM_LOG_LEVEL":              "info",
+	}
+	if o.shards > 1 {
+		e.shards = o.shards
+		e.settings["DSTREAM_SHARDS"] = strconv.Itoa(o.shards)
+		// The reference job's stages: parse (a task per shard), count (a
+		// task per shard), rank (one).
+		for stage, n := range []int{o.shards, o.shards, 1} {
+			var names []string
+			for i := range n {
+				names = append(names, fmt.Sprintf("s%d-%d", stage, i))
+			}
+			e.tasks = append(e.tasks, names)
+		}
 	}
 	t.Cleanup(e.cleanup)
 	return e
@@ -219,9 +239,41 @@ func (e *env) startFeed(lines int64, rate int) (sent *atomic.Int64, done <-chan 
 	return sent, ch, stop
 }
 
-// meta reads the job's committed batch and where it ended.
+// meta reads the job's committed batch and where it ended: for a sharded
+// job, the batch every task committed, and where its first-stage tasks
+// ended.
 func (e *env) meta(ctx context.Context) (committed uint64, offsets map[int32]int64, err error) {
-	vals, err := e.rdb.HMGet(ctx, "{dstream:"+e.job+"}:meta", "committed", "offsets").Result()
+	if e.shards > 0 {
+		committed, _, offsets, err := e.shardedMeta(ctx)
+		return committed, offsets, err
+	}
+	return e.metaOf(ctx, e.job)
+}
+
+// shardedMeta reads a sharded job's tasks: the lowest batch any committed,
+// the highest its first-stage tasks committed, and where they ended.
+func (e *env) shardedMeta(ctx context.Context) (low, first uint64, offsets map[int32]int64, err error) {
+	offsets = map[int32]int64{}
+	low = ^uint64(0)
+	for stage, names := range e.tasks {
+		for _, task := range names {
+			c, o, err := e.metaOf(ctx, state.TaskJob(e.job, task))
+			if err != nil {
+				return 0, 0, nil, err
+			}
+			low = min(low, c)
+			if stage == 0 {
+				first = max(first, c)
+				maps.Copy(offsets, o)
+			}
+		}
+	}
+	return low, first, offsets, nil
+}
+
+// metaOf reads the committed batch and offsets of job (or task) job.
+func (e *env) metaOf(ctx context.Context, job string) (committed uint64, offsets map[int32]int64, err error) {
+	vals, err := e.rdb.HMGet(ctx, "{dstream:"+job+"}:meta", "committed", "offsets").Result()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -276,13 +328,23 @@ func (e *env) waitCommitted(n uint64, limit time.Duration, running ...*chaos.Pro
 func (e *env) waitDrained(limit time.Duration, p *chaos.Processor) {
 	e.t.Helper()
 	ends := e.ends()
+	var first uint64
 	e.waitFor(fmt.Sprintf("the job to read the input to %v", ends), limit, func(ctx context.Context) bool {
 		if p.Exited() {
 			e.t.Fatalf("%s exited: %s%s", p.Name, p.ExitError(), p.LogTail(20))
 		}
+		if e.shards > 0 {
+			_, c, offsets, err := e.shardedMeta(ctx)
+			first = c
+			return err == nil && maps.Equal(offsets, ends)
+		}
 		_, offsets, err := e.meta(ctx)
 		return err == nil && maps.Equal(offsets, ends)
 	})
+	if e.shards > 0 {
+		// The later stages catch up with the first.
+		e.waitCommitted(first, limit, p)
+	}
 }
 
 func (e *env) ends() map[int32]int64 {

@@ -229,6 +229,11 @@ type Status struct {
 	Job struct {
 		CommittedBatch uint64     `json:"committed_batch"`
 		LastCommitAt   *time.Time `json:"last_commit_at"`
+		Tasks          []struct {
+			Name    string  `json:"name"`
+			Replica *string `json:"replica"`
+			Here    bool    `json:"here"`
+		} `json:"tasks"`
 	} `json:"job"`
 	Batches []struct {
 		ID      uint64 `json:"id"`

@@ -266,6 +266,21 @@ type outRecord struct {
 	srcPartition, srcOffs string
 }
 
+// ResultRecord is a result record of the output: its batch id and value.
+type ResultRecord struct {
+	Batch string
+	Value []byte
+}
+
+// Results returns the result records, in the order they were read.
+func (o *Output) Results() []ResultRecord {
+	out := make([]ResultRecord, len(o.results))
+	for i, r := range o.results {
+		out[i] = ResultRecord{Batch: r.batch, Value: r.value}
+	}
+	return out
+}
+
 // BatchIDs returns the ids of the batches with results, sorted, once for
 // every time a batch was written (its rank-1 record): a batch written twice
 // shows twice.

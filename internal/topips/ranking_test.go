@@ -19,19 +19,19 @@ func TestRankingMatchesAFullSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	prefixes := []string{"10.0.0.", "9.1.1.", "2001:db8::", "192.168.0."}
 	for round := range 200 {
-		var batch []microbatch.Pair[weblog.IP, int64]
+		var batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]
 		for i := range rng.IntN(50) {
 			ip, err := weblog.ParseIP(prefixes[i%len(prefixes)] + strconv.Itoa(i))
 			if err != nil {
 				t.Fatal(err)
 			}
-			batch = append(batch, microbatch.KV(ip, int64(rng.IntN(5))))
+			batch = append(batch, microbatch.KV(ip, microbatch.KV(int64(rng.IntN(5)), int64(i))))
 		}
 		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		n := 1 + rng.IntN(5)
 		want := slices.Clone(batch)
-		slices.SortFunc(want, func(a, b microbatch.Pair[weblog.IP, int64]) int {
-			if c := cmp.Compare(b.Value, a.Value); c != 0 {
+		slices.SortFunc(want, func(a, b microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) int {
+			if c := cmp.Compare(b.Value.Key, a.Value.Key); c != 0 {
 				return c
 			}
 			return strings.Compare(a.Key.String(), b.Key.String())

@@ -157,22 +157,33 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 	// (docs/checkpoint.md). The operators are named, so that their state
 	// stays theirs as the job changes.
 	batchCounts := microbatch.ReduceByKey(hits, add)
-	windowCounts := microbatch.ReduceByKeyAndWindow(batchCounts, add, sub, cfg.Window, cfg.Slide,
+	// In a sharded job (docs/scale-out.md) each batch's counts go to the
+	// task that owns their IPs; there they are merged, and the window
+	// counts and totals kept. Unsharded, the exchange passes them on.
+	counts := microbatch.ReduceByKey(microbatch.ExchangeByKey(batchCounts, "counts"), add)
+	windowCounts := microbatch.ReduceByKeyAndWindow(counts, add, sub, cfg.Window, cfg.Slide,
 		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 }).Named("window-counts")
-	totals := microbatch.UpdateStateByKey(batchCounts, func(values []int64, total int64, _ bool) (int64, bool) {
+	totals := microbatch.UpdateStateByKey(counts, func(values []int64, total int64, _ bool) (int64, bool) {
 		for _, v := range values {
 			total += v
 		}
 		return total, true
 	}).Named("totals")
-	top := microbatch.Transform(windowCounts, func(batch []microbatch.Pair[weblog.IP, int64]) []microbatch.Pair[weblog.IP, int64] {
+	// Each shard ranks its IPs by window count, with their totals; the
+	// final task ranks the shards' rankings. An IP's window count and total
+	// are whole on its shard, so the global top N is among the local ones.
+	rank := func(batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]] {
 		return ranking(batch, cfg.TopN)
-	})
+	}
+	local := microbatch.Transform(microbatch.Join(windowCounts, totals), rank)
+	top := microbatch.Transform(microbatch.Gather(local, "top"), rank)
 	if cfg.Pprint {
-		top.Pprint(10)
+		microbatch.Map(top, func(kv microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) microbatch.Pair[weblog.IP, int64] {
+			return microbatch.KV(kv.Key, kv.Value.Key)
+		}).Pprint(10)
 	}
 	p := &Pipeline{countries: cfg.Countries}
-	p.Results = microbatch.TransformTime(microbatch.Join(top, totals),
+	p.Results = microbatch.TransformTime(top,
 		func(t time.Time, batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []Result {
 			out := make([]Result, len(batch))
 			for i, kv := range batch {
@@ -191,17 +202,17 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 func add(a, b int64) int64 { return a + b }
 func sub(a, b int64) int64 { return a - b }
 
-// ranking returns the n best pairs: by count descending, then IP text
-// ascending. It selects instead of sorting the whole window: O(len × n) for
-// a small n.
-func ranking(batch []microbatch.Pair[weblog.IP, int64], n int) []microbatch.Pair[weblog.IP, int64] {
-	better := func(a, b microbatch.Pair[weblog.IP, int64]) bool {
-		if a.Value != b.Value {
-			return a.Value > b.Value
+// ranking returns the n best IPs: by count (the value's key) descending,
+// then IP text ascending. It selects instead of sorting the whole window:
+// O(len × n) for a small n.
+func ranking[V any](batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]], n int) []microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]] {
+	better := func(a, b microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]]) bool {
+		if a.Value.Key != b.Value.Key {
+			return a.Value.Key > b.Value.Key
 		}
 		return a.Key.Compare(b.Key) < 0
 	}
-	best := make([]microbatch.Pair[weblog.IP, int64], 0, n+1)
+	best := make([]microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]], 0, n+1)
 	for _, kv := range batch {
 		if len(best) == n && !better(kv, best[n-1]) {
 			continue

@@ -104,6 +104,34 @@ func (ip *IP) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// AppendBinary appends the address in the exchange between the tasks of a
+// sharded job: an IPv4 address as its 4 bytes, any other as 0xff, its text
+// and NULs up to 5 bytes at least (a length other than 4 tells the two
+// apart).
+func (ip IP) AppendBinary(b []byte) ([]byte, error) {
+	if ip&internedFlag == 0 {
+		return append(b, byte(ip>>24), byte(ip>>16), byte(ip>>8), byte(ip)), nil
+	}
+	from := len(b)
+	b = append(append(b, 0xff), ip.String()...)
+	for len(b)-from < 5 {
+		b = append(b, 0)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary sets ip to the address AppendBinary wrote.
+func (ip *IP) UnmarshalBinary(b []byte) error {
+	switch {
+	case len(b) == 4:
+		*ip = IP(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+		return nil
+	case len(b) >= 5 && b[0] == 0xff:
+		return ip.UnmarshalText(bytes.TrimRight(b[1:], "\x00"))
+	}
+	return fmt.Errorf("%w: %x", ErrBadIP, b)
+}
+
 // Compare orders IPs as their texts order, byte by byte: rankings break ties
 // by address text, the same on every run whatever was interned first.
 func (ip IP) Compare(other IP) int {

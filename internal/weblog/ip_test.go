@@ -317,3 +317,29 @@ func BenchmarkSourceIP(b *testing.B) {
 		}
 	}
 }
+
+// TestIPBinaryRoundTrip checks the exchange's form of IPs: 4 bytes for
+// IPv4, the text for others, and back to the same IP.
+func TestIPBinaryRoundTrip(t *testing.T) {
+	for _, text := range []string{"0.0.0.0", "37.139.9.11", "255.255.255.255", "2001:db8::1", "::1"} {
+		ip, err := weblog.ParseIP(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ip.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back weblog.IP
+		if err := back.UnmarshalBinary(b); err != nil || back != ip || back.String() != text {
+			t.Errorf("%s: %x decodes to %v (%v)", text, b, back, err)
+		}
+		if v4 := !strings.Contains(text, ":"); v4 != (len(b) == 4) {
+			t.Errorf("%s: %d bytes", text, len(b))
+		}
+	}
+	var ip weblog.IP
+	if err := ip.UnmarshalBinary([]byte{1, 2}); err == nil {
+		t.Error("2 bytes decoded as an IP")
+	}
+}

@@ -21,6 +21,9 @@ func ControlTopic(job string) string { return "dstream-" + job + "-control" }
 // TransactionalID is the Kafka transactional id of job's producer.
 func TransactionalID(job string) string { return "dstream-" + job }
 
+// ExchangeTopic is the topic of exchange name of job.
+func ExchangeTopic(job, name string) string { return "dstream-" + job + "-" + name }
+
 // SinkConfig names what a job's sink writes.
 type SinkConfig struct {
 	Job    string
@@ -29,6 +32,14 @@ type SinkConfig struct {
 	DeadLetters string
 	// Control is the control topic (default ControlTopic(Job)).
 	Control string
+	// Task, ControlPartition and Tasks describe the task of a sharded job
+	// the sink writes for: its name, its partition of the control topic,
+	// and how many tasks the job has (the control topic's partitions).
+	// Exchanges are the exchange topics the task writes.
+	Task             string
+	ControlPartition int32
+	Tasks            int32
+	Exchanges        []string
 }
 
 // NewSink returns job's transactional sink, connecting with base, after
@@ -37,7 +48,11 @@ func NewSink(ctx context.Context, cfg SinkConfig, base []kgo.Opt, log zerolog.Lo
 	if cfg.Control == "" {
 		cfg.Control = ControlTopic(cfg.Job)
 	}
-	kc := sinks.KafkaConfig{Topic: cfg.Output, ControlTopic: cfg.Control, Job: cfg.Job, TransactionalID: TransactionalID(cfg.Job)}
+	kc := sinks.KafkaConfig{Topic: cfg.Output, ControlTopic: cfg.Control, Job: cfg.Job, TransactionalID: TransactionalID(cfg.Job),
+		Task: cfg.Task, ControlPartition: cfg.ControlPartition, ExchangeTopics: cfg.Exchanges}
+	if cfg.Task != "" {
+		kc.TransactionalID = TransactionalID(cfg.Job) + "-" + cfg.Task
+	}
 	if cfg.DeadLetters != "" {
 		kc.Topics = []string{cfg.DeadLetters}
 	}
@@ -50,7 +65,7 @@ func NewSink(ctx context.Context, cfg SinkConfig, base []kgo.Opt, log zerolog.Lo
 		return nil, fmt.Errorf("wiring: kafka client: %w", err)
 	}
 	defer cl.Close()
-	if err := sinks.EnsureControlTopic(ctx, cl, cfg.Control, 1); err != nil {
+	if err := sinks.EnsureControlTopic(ctx, cl, cfg.Control, max(1, cfg.Tasks)); err != nil {
 		return nil, err
 	}
 	return sink, nil

@@ -28,6 +28,10 @@ type childReport struct {
 	CheckpointMS []float64 `json:"checkpoint_ms,omitempty"`
 	// Timings: wall time in Source, Store and Sink calls (dstream).
 	Timings string `json:"timings,omitempty"`
+	// Bytes of record batches fetched, and what was wrong with them (the
+	// raw fetch limit).
+	Bytes   int64  `json:"bytes,omitempty"`
+	Problem string `json:"problem,omitempty"`
 }
 
 func writeReport(path string, r childReport) error {
@@ -47,9 +51,10 @@ func readReport(path string) (childReport, error) {
 	return r, json.Unmarshal(b, &r)
 }
 
-// childLimit is the hardware limit: a plain franz-go consumer that reads
-// every line of the topic from the start and counts source IPs in a map.
-// Nothing else: no batches, no state store, no output.
+// childLimit is the plain consumer (the "consumer" row; it was the limit
+// until dstream outran it, see fetch.go): a plain franz-go consumer that
+// reads every line of the topic from the start and counts source IPs in a
+// map. Nothing else: no batches, no state store, no output.
 func childLimit(args []string) error {
 	fs := flag.NewFlagSet("limit", flag.ContinueOnError)
 	brokers := fs.String("brokers", "", "")

@@ -1,16 +1,21 @@
-// Command harness is `make bench`: it measures dstream against the hardware
-// limit, Spark and Kafka Streams on one pre-loaded topic, in one run, on a
-// real Kafka broker and redis-server started on loopback ports.
+// Command harness is `make bench`: it measures dstream against the broker's
+// raw fetch rate (the limit), a plain consumer, Spark (DStreams and
+// Structured Streaming), Flink and Kafka Streams on one pre-loaded topic, in
+// one run, on a real Kafka broker and redis-server started on loopback ports.
 //
 // Stages, one after the other on the same topic of BENCH_LINES lines from
 // the weblog generator (4 partitions):
 //
-//   - limit: a plain franz-go consumer counting IPs in a map;
+//   - fetch: the limit, raw Fetch requests whose bytes are discarded;
+//   - consumer: a plain franz-go consumer counting IPs in a map;
 //   - dstream: the reference job (internal/topips) catching up on the topic
 //     in deterministic batches (virtual clock, rate cap), with Redis
 //     checkpoints and transactional output;
 //   - spark: the lecture's PySpark DStream program, fed the same batches;
-//   - kstreams: the same job in Kafka Streams (bench/kstreams);
+//   - structured: the job in Spark Structured Streaming (bench/structured);
+//   - flink: the job in Apache Flink (bench/flink);
+//   - kstreams, kstreams-tuned: the job in Kafka Streams (bench/kstreams),
+//     with its defaults and tuned for throughput;
 //   - latency: dstream at 100 ms batches under a fixed-rate producer;
 //   - state: dstream with 10k and 1M distinct IPs;
 //   - engine: the Go micro-benchmarks.
@@ -23,8 +28,9 @@
 // run 10 s), BENCH_IPS (10000), BENCH_BATCHES (100, of 500k lines at the
 // default size), BENCH_STATE_LINES (min(BENCH_LINES, 4000000)), BENCH_LATENCY_SECONDS
 // (20), BENCH_LATENCY_RATE (5000 lines/s), BENCH_SPARK_MASTER (local[*]),
-// BENCH_ONLY (comma-separated stages), BENCH_OUT (BENCHMARKS.md; "-" for
-// none).
+// BENCH_ONLY (comma-separated stages; "limit" names fetch and consumer),
+// BENCH_OUT (BENCHMARKS.md; "-" for none), BENCH_KSTREAMS_COMMIT_MS (the
+// tuned Kafka Streams' commit intervals, comma-separated: a sweep).
 //
 // The harness runs its Go contenders as child processes of its own binary
 // (`harness child-limit …`), so that each one's memory is its own.
@@ -56,6 +62,8 @@ func main() {
 		switch os.Args[1] {
 		case "child-limit":
 			err = childLimit(os.Args[2:])
+		case "child-fetch":
+			err = childFetch(os.Args[2:])
 		case "child-dstream":
 			err = childDstream(os.Args[2:])
 		default:
@@ -90,7 +98,7 @@ type config struct {
 // machine's noise weigh little.
 const defaultLines = 50_000_000
 
-var stages = []string{"limit", "dstream", "spark", "kstreams", "latency", "state", "engine"}
+var stages = []string{"fetch", "consumer", "dstream", "structured", "flink", "spark", "kstreams", "kstreams-tuned", "latency", "state", "engine"}
 
 func envInt(name string, def int64) int64 {
 	if v := os.Getenv(name); v != "" {
@@ -118,6 +126,10 @@ func loadConfig() (config, error) {
 	if v := os.Getenv("BENCH_ONLY"); v != "" {
 		for _, s := range strings.Split(v, ",") {
 			s = strings.TrimSpace(s)
+			if s == "limit" { // both rows that were once the limit
+				c.only["fetch"], c.only["consumer"] = true, true
+				continue
+			}
 			if !slices.Contains(stages, s) {
 				return c, fmt.Errorf("BENCH_ONLY: unknown stage %q (stages: %s)", s, strings.Join(stages, ","))
 			}
@@ -159,6 +171,8 @@ type bench struct {
 	timings   []string
 	// brokerPid is the broker's JVM, for its CPU time.
 	brokerPid int
+	// peerProfiles are the JVM peers' hot methods (jvm.go).
+	peerProfiles []peerProfile
 }
 
 // brokerCPU returns the broker's CPU seconds so far.
@@ -230,7 +244,7 @@ func run() error {
 	b.say("lines %d, distinct IPs %d, batches %d; scratch %s", cfg.lines, cfg.ips, cfg.batches, b.dir)
 	ctx := context.Background()
 
-	if cfg.only["spark"] || cfg.only["kstreams"] {
+	if cfg.needsPeers() {
 		if err := b.timed("setup peers", func() error { return b.setupPeers(ctx) }); err != nil {
 			return err
 		}
@@ -240,7 +254,7 @@ func run() error {
 	}
 	defer b.stopServers()
 
-	needMain := cfg.only["limit"] || cfg.only["dstream"] || cfg.only["spark"] || cfg.only["kstreams"]
+	needMain := cfg.only["fetch"] || cfg.only["consumer"] || cfg.only["dstream"] || cfg.needsPeers()
 	if needMain {
 		err := b.timed("pre-load", func() error {
 			ds, err := preload(ctx, b.broker.Addr(), "logs", cfg.lines, cfg.batches,
@@ -266,10 +280,14 @@ func run() error {
 		run  func(context.Context) error
 	}
 	for _, s := range []stage{
-		{"limit", b.runLimit},
+		{"fetch", b.runFetch},
+		{"consumer", b.runLimit},
 		{"dstream", b.runDstream},
+		{"structured", b.runStructured},
+		{"flink", b.runFlink},
 		{"spark", b.runSpark},
-		{"kstreams", b.runKStreams},
+		{"kstreams", b.runKStreamsDefault},
+		{"kstreams-tuned", b.runKStreamsTuned},
 		{"latency", b.runLatency},
 		{"state", b.runState},
 		{"engine", b.runEngine},
@@ -460,7 +478,7 @@ func (b *bench) runLimit(ctx context.Context) error {
 	totals := filepath.Join(b.dir, "limit-totals.txt")
 	report := filepath.Join(b.dir, "limit-report.json")
 	cpu0 := b.brokerCPU()
-	p, err := start(b.dir, "limit", exec.CommandContext(ctx, b.self, "child-limit",
+	p, err := start(b.dir, "consumer", exec.CommandContext(ctx, b.self, "child-limit",
 		"-brokers", b.broker.Addr(), "-topic", b.main.topic, "-ends", endsFlag(b.main.ends),
 		"-totals", totals, "-report", report), false)
 	if err != nil {
@@ -478,7 +496,7 @@ func (b *bench) runLimit(ctx context.Context) error {
 		return err
 	}
 	ok, detail := b.main.checkTotals(got)
-	b.rows = append(b.rows, row{name: "limit", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
+	b.rows = append(b.rows, row{name: "consumer", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
 		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0})
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -95,15 +96,71 @@ func (b *bench) runSpark(ctx context.Context) error {
 // count out of order, by up to the whole backlog.
 const kstreamsGrace = time.Hour
 
+// needsPeers tells whether a stage that runs a JVM peer is selected, so
+// that bench/setup-peers must run.
+func (c config) needsPeers() bool {
+	for _, s := range []string{"structured", "flink", "spark", "kstreams", "kstreams-tuned"} {
+		if c.only[s] {
+			return true
+		}
+	}
+	return false
+}
+
+// kstreamsVariant is one configuration of the Kafka Streams peer.
+type kstreamsVariant struct {
+	name       string // the row's name
+	commitMS   int64
+	cacheBytes int64 // 0: Kafka Streams' default (10 MB)
+}
+
+// kstreamsTunedCache is the tuned record cache: 256 MB, the top of the
+// 128–256 MB its users give it for throughput, in a 2 GiB heap.
+const kstreamsTunedCache = 256 << 20
+
+// runKStreamsDefault runs Kafka Streams as exactly-once sets it up: a commit
+// every 100 ms and the default record cache, with a stream thread per core.
+func (b *bench) runKStreamsDefault(ctx context.Context) error {
+	return b.runKStreams(ctx, kstreamsVariant{name: "kstreams", commitMS: 100})
+}
+
+// runKStreamsTuned runs Kafka Streams tuned for throughput as its users
+// tune it: the commit interval at dstream's batch interval (or each of
+// BENCH_KSTREAMS_COMMIT_MS, a sweep, each a row of its own) and a 256 MB
+// record cache.
+func (b *bench) runKStreamsTuned(ctx context.Context) error {
+	commits := []int64{interval.Milliseconds()}
+	if v := os.Getenv("BENCH_KSTREAMS_COMMIT_MS"); v != "" {
+		commits = nil
+		for _, f := range strings.Split(v, ",") {
+			ms, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+			if err != nil || ms <= 0 {
+				return fmt.Errorf("BENCH_KSTREAMS_COMMIT_MS: %q is no positive number of milliseconds", f)
+			}
+			commits = append(commits, ms)
+		}
+	}
+	for _, ms := range commits {
+		name := "kstreams-tuned"
+		if len(commits) > 1 {
+			name = fmt.Sprintf("kstreams-tuned-%dms", ms)
+		}
+		if err := b.runKStreams(ctx, kstreamsVariant{name: name, commitMS: ms, cacheBytes: kstreamsTunedCache}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // runKStreams runs bench/kstreams (TopIps.java) from its RUNNING state until
 // its consumer group has consumed and committed everything, input and
 // repartition topics alike.
-func (b *bench) runKStreams(ctx context.Context) error {
-	dir := filepath.Join(b.dir, "kstreams")
+func (b *bench) runKStreams(ctx context.Context, v kstreamsVariant) error {
+	dir := filepath.Join(b.dir, v.name)
 	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o755); err != nil {
 		return err
 	}
-	countries, out, appID := "ks-countries", "ks-out", "ks-top-ips"
+	countries, out, appID := v.name+"-countries", v.name+"-out", v.name+"-top-ips"
 	compact := "compact"
 	if err := b.broker.CreateTopic(ctx, countries, partitions, map[string]*string{"cleanup.policy": &compact}); err != nil {
 		return err
@@ -125,17 +182,22 @@ func (b *bench) runKStreams(ctx context.Context) error {
 	}
 
 	ks := filepath.Join(b.root, ".cache", "bench", "kstreams")
-	cmd := exec.CommandContext(ctx, "java", "-Xms256m", "-Xmx2g",
+	args := append(b.jfrFlags(v.name), "-Xms256m", "-Xmx2g",
 		"-cp", filepath.Join(ks, "classes")+":"+filepath.Join(ks, "lib", "*"), "io.dstream.bench.TopIps",
 		"--bootstrap", b.broker.Addr(), "--input", b.main.topic, "--countries", countries, "--output", out,
 		"--app-id", appID, "--state-dir", filepath.Join(dir, "state"), "--out-dir", dir,
-		"--threads", "2", "--commit-ms", "100", "--grace-ms", strconv.FormatInt(kstreamsGrace.Milliseconds(), 10))
+		"--threads", strconv.Itoa(runtime.NumCPU()), "--commit-ms", strconv.FormatInt(v.commitMS, 10),
+		"--grace-ms", strconv.FormatInt(kstreamsGrace.Milliseconds(), 10))
+	if v.cacheBytes > 0 {
+		args = append(args, "--cache-bytes", strconv.FormatInt(v.cacheBytes, 10))
+	}
+	cmd := exec.CommandContext(ctx, "java", args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return err
 	}
 	cpu0 := b.brokerCPU()
-	p, err := start(b.dir, "kstreams", cmd, true)
+	p, err := start(b.dir, v.name, cmd, true)
 	if err != nil {
 		return err
 	}
@@ -150,7 +212,13 @@ func (b *bench) runKStreams(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("kstreams: not caught up after 60 minutes")
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-p.done:
+			// A Streams client that failed stops committing: say so now
+			// rather than at the deadline.
+			return fmt.Errorf("%s exited before catching up: %v (see %s)", v.name, p.waitErr, p.log.Name())
+		case <-time.After(200 * time.Millisecond):
+		}
 		lags, err := adm.Lag(ctx, appID)
 		if err != nil {
 			continue
@@ -184,6 +252,7 @@ func (b *bench) runKStreams(ctx context.Context) error {
 	if err := os.RemoveAll(filepath.Join(dir, "state")); err != nil {
 		return err
 	}
+	b.profilePeer(ctx, v.name)
 	totals, err := readTotals(filepath.Join(dir, "kstreams-totals.txt"))
 	if err != nil {
 		return err
@@ -198,7 +267,7 @@ func (b *bench) runKStreams(ctx context.Context) error {
 	for _, n := range totals {
 		lines += n
 	}
-	b.rows = append(b.rows, row{name: "kstreams", lines: lines, seconds: elapsed.Seconds(), rss: p.peakRSS(),
+	b.rows = append(b.rows, row{name: v.name, lines: lines, seconds: elapsed.Seconds(), rss: p.peakRSS(),
 		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0,
 		correct: ok && ok2, detail: detail + "; " + detail2 + " (counts)"})
 	return nil

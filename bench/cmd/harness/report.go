@@ -28,22 +28,70 @@ func (b *bench) derive() {
 		if strings.Contains(r.name, ",") {
 			continue // state runs have their own figures
 		}
+		name := figureName(r.name)
 		if r.cpu > 0 {
-			head = append(head, figure{r.name + "_lines_per_cpu_s", float64(r.lines) / r.cpu, "lines/CPU-s"})
+			head = append(head, figure{name + "_lines_per_cpu_s", float64(r.lines) / r.cpu, "lines/CPU-s"})
 		}
-		head = append(head, figure{r.name + "_lines_per_s", r.rate(), "lines/s"},
-			figure{r.name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
-			figure{r.name + "_correct", boolFloat(r.correct), ""})
+		head = append(head, figure{name + "_lines_per_s", r.rate(), "lines/s"},
+			figure{name + "_peak_rss_mb", float64(r.rss) / (1 << 20), "MiB"},
+			figure{name + "_correct", boolFloat(r.correct), ""})
 	}
-	ds, okD := b.rowNamed("dstream")
-	for _, other := range []string{"limit", "spark", "kstreams"} {
-		o, ok := b.rowNamed(other)
-		if !ok || !okD || !o.correct || !ds.correct || o.rate() == 0 {
+	b.figures = append(append(head, b.ratios()...), b.figures...)
+}
+
+// figureName turns a row's name into a BENCH name.
+func figureName(row string) string { return strings.ReplaceAll(row, "-", "_") }
+
+// ratios compares dstream with every other contender whose answer was
+// right: ratio_dstream_vs_fetch against the limit (the broker's raw fetch
+// rate), ratio_dstream_vs_consumer against a plain consumer, and one per
+// peer. Kafka Streams runs with its defaults and tuned (a row per tuned
+// commit interval); ratio_dstream_vs_kstreams is against the fastest right
+// one of them, as the issue asks, and the default and the best tuned row
+// have ratios of their own.
+func (b *bench) ratios() []figure {
+	ds, ok := b.rowNamed("dstream")
+	if !ok || !ds.correct || ds.rate() == 0 {
+		return nil
+	}
+	var out []figure
+	vs := func(name string, o row) {
+		if o.correct && o.rate() > 0 {
+			out = append(out, figure{"ratio_dstream_vs_" + name, ds.rate() / o.rate(), "x"})
+		}
+	}
+	for _, other := range []string{"fetch", "consumer", "structured", "flink", "spark"} {
+		if o, ok := b.rowNamed(other); ok {
+			vs(other, o)
+		}
+	}
+	var best, tuned row
+	for _, r := range b.rows {
+		if !r.correct || !strings.HasPrefix(r.name, "kstreams") {
 			continue
 		}
-		head = append(head, figure{"ratio_dstream_vs_" + other, ds.rate() / o.rate(), "x"})
+		if r.rate() > best.rate() {
+			best = r
+		}
+		if strings.HasPrefix(r.name, "kstreams-tuned") && r.rate() > tuned.rate() {
+			tuned = r
+		}
 	}
-	b.figures = append(head, b.figures...)
+	if best.rate() > 0 {
+		vs("kstreams", best)
+	}
+	if o, ok := b.rowNamed("kstreams"); ok {
+		vs("kstreams_default", o)
+	}
+	if tuned.rate() > 0 {
+		vs("kstreams_tuned", tuned)
+	}
+	if c, ok := b.rowNamed("consumer"); ok && c.correct {
+		if f, ok := b.rowNamed("fetch"); ok && f.correct && f.rate() > 0 {
+			out = append(out, figure{"ratio_consumer_vs_fetch", c.rate() / f.rate(), "x"})
+		}
+	}
+	return out
 }
 
 func boolFloat(v bool) float64 {
@@ -66,7 +114,7 @@ func (b *bench) table() string {
 	var sb strings.Builder
 	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | CPU s | broker CPU s | answer |\n")
 	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
-	limit, hasLimit := b.rowNamed("limit")
+	limit, hasLimit := b.rowNamed("fetch")
 	for _, r := range b.rows {
 		vs := "–"
 		if hasLimit && limit.rate() > 0 && !strings.Contains(r.name, ",") {
@@ -123,6 +171,7 @@ func (b *bench) report() {
 	fmt.Print(b.benchLines())
 }
 
+// goal is a figure with a target; a goal without ok is reported only.
 type goal struct {
 	what, figure string
 	ok           func(float64) bool
@@ -130,9 +179,12 @@ type goal struct {
 }
 
 var goals = []goal{
-	{"dstream vs the hardware limit", "ratio_dstream_vs_limit", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
-	{"dstream vs Spark", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
-	{"dstream vs Kafka Streams", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 3 }, "≥ 3×"},
+	{"dstream vs the broker's raw fetch rate (the limit)", "ratio_dstream_vs_fetch", nil, "reported"},
+	{"dstream vs a plain franz-go consumer", "ratio_dstream_vs_consumer", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
+	{"dstream vs Kafka Streams (the better of default and tuned)", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 10 }, "≥ 10×"},
+	{"dstream vs Spark Structured Streaming", "ratio_dstream_vs_structured", func(v float64) bool { return v >= 10 }, "≥ 10×"},
+	{"dstream vs Flink", "ratio_dstream_vs_flink", func(v float64) bool { return v >= 3 }, "≥ 3×"},
+	{"dstream vs Spark (PySpark DStreams)", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
 	{"p99 latency at 100 ms batches", "latency_p99_ms", func(v float64) bool { return v <= 200 }, "≤ 200 ms (2 intervals)"},
 	{"memory per distinct key of state", "state_bytes_per_key", func(v float64) bool { return v <= 100 }, "≤ 100 B"},
 }
@@ -173,11 +225,19 @@ func machine() string {
 	fmt.Fprintf(&sb, "| Kafka broker | %s (KRaft, one node, from Maven Central jars; JVM %s) |\n", kafkatest.DefaultVersion, strings.Join(brokerFlags, " "))
 	fmt.Fprintf(&sb, "| Redis | %s (AOF, appendfsync always, noeviction) |\n", version("redis-server", "--version"))
 	fmt.Fprintf(&sb, "| Spark | pyspark %s from PyPI, spark-sql-kafka %s from Maven Central |\n", sparkVersion, sparkVersion)
-	fmt.Fprintf(&sb, "| Kafka Streams | %s (EOS v2, 2 stream threads, commit interval 100 ms, RocksDB stores) |\n", kafkatest.DefaultVersion)
+	fmt.Fprintf(&sb, "| Spark Structured Streaming | spark-sql %s and spark-sql-kafka %s from Maven Central, Java, local[%d], %d shuffle partitions, HDFS-backed state store |\n",
+		sparkVersion, sparkVersion, runtime.NumCPU(), runtime.NumCPU())
+	fmt.Fprintf(&sb, "| Flink | %s, flink-connector-kafka %s, DataStream API in a local MiniCluster, parallelism %d, heap state backend, exactly-once checkpoints every %v |\n",
+		flinkVersion, flinkKafkaVersion, runtime.NumCPU(), interval)
+	fmt.Fprintf(&sb, "| Kafka Streams | %s (EOS v2, %d stream threads, RocksDB stores); default: commit interval 100 ms, 10 MB record cache; tuned: commit interval %v, %d MB record cache |\n",
+		kafkatest.DefaultVersion, runtime.NumCPU(), interval, kstreamsTunedCache>>20)
 	return sb.String()
 }
 
-const sparkVersion = "4.2.0" // bench/setup-peers
+const sparkVersion = "4.2.0" // bench/setup-peers, bench/structured/pom.xml
+
+// The Flink peer's versions (bench/flink/pom.xml).
+const flinkVersion, flinkKafkaVersion = "2.2.1", "5.0.0-2.2"
 
 const analysisStart, analysisEnd = "<!-- analysis: kept by the harness -->", "<!-- /analysis -->"
 
@@ -213,7 +273,9 @@ func (b *bench) writeMarkdown(path string) error {
 			continue
 		}
 		reached := "no"
-		if g.ok(v) {
+		if g.ok == nil {
+			reached = "–"
+		} else if g.ok(v) {
 			reached = "yes"
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %.2f | %s |\n", g.what, g.target, v, reached)
@@ -234,6 +296,13 @@ func (b *bench) writeMarkdown(path string) error {
 	}
 	if b.stateProf != "" {
 		sb.WriteString("\n## CPU profile of the state run with 1M distinct IPs\n\n```\n" + strings.TrimSpace(b.stateProf) + "\n```\n")
+	}
+	if len(b.peerProfiles) > 0 {
+		sb.WriteString("\n## Where the JVM peers' time goes: hot methods from their flight recordings\n\n")
+		sb.WriteString("Java Flight Recorder, default settings (a stack sample of each running thread every 20 ms); `jfr view hot-methods`: the top frames, over every thread of the peer's JVM, its start-up included.\n")
+		for _, p := range b.peerProfiles {
+			sb.WriteString("\n### " + p.name + "\n\n```\n" + p.text + "\n```\n")
+		}
 	}
 	if b.engineOut != "" {
 		sb.WriteString("\n## Engine micro-benchmarks (`make bench-engine`)\n\n```\n" + strings.TrimSpace(b.engineOut) + "\n```\n")
@@ -259,30 +328,61 @@ fetches of exact ranges), so that neither pays for the broker's first transactio
 read path the other warmed. The contenders then run one after the other, each as a process of its own
 whose peak RSS is the sampled sum over its process tree (a JVM and its Python workers count together):
 
-1. **limit** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
-   no state store, no output. Checked: every per-IP count. It runs with dstream's garbage collector
+1. **fetch** — the limit: what the broker can serve. Raw Fetch requests (franz-go's ` + "`kmsg`" + `), one
+   connection and one request in flight per partition, up to 32 MiB a response, for the same
+   partitions and offsets; the record batches are thrown away undecoded (no decompression, no
+   checksum, no records). Only the batches' fixed headers are read, to know where the next fetch
+   starts. Checked: every offset of every partition seen exactly once, in order; its lines cannot
+   be checked, since it never reads them.
+2. **consumer** — a plain franz-go consumer that reads every line and counts IPs in a map: no batches,
+   no state store, no output (the limit until dstream outran it by skipping kgo's per-record
+   allocation). Checked: every per-IP count. It runs with dstream's garbage collector
    setting (` + "`internal/gcpolicy`" + `: target percent 400, as ` + "`cmd/dstream`" + ` sets it), so that the two Go
    contenders differ in their code only.
-2. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
+3. **dstream** — the reference job (` + "`internal/topips`" + `: 30 s window / 10 s slide top-3 with an
    incremental window, country join, running totals, Redis checkpoints, transactional Kafka output), in
    process as ` + "`cmd/dstream`" + ` wires it, catching up on the topic with batch times from a virtual clock and
    batch sizes from the rate cap (` + "`MaxRatePerPartition`" + `), so the batches are deterministic.
    Checked: every window's top-3 with counts, running totals and countries, read back from the output
    topic with read_committed, and every running total read back from the checkpoint in Redis.
-3. **spark** — the lecture's third program on PySpark DStreams (` + "`bench/spark/topips.py`" + `), local[*],
+4. **structured** — the job on Spark Structured Streaming (` + "`bench/structured`" + `, Java, Spark SQL's
+   built-in functions only, the Kafka source, local[cores], shuffle partitions = cores): a
+   ` + "`window(ts, 30 s, 10 s)`" + ` count per IP with a watermark in update mode, ranked per window with
+   ` + "`row_number()`" + ` in a foreachBatch and merged into each window's top 3, a broadcast join with the
+   countries CSV, and running totals as a second query's ` + "`groupBy(ip).count()`" + ` (one streaming
+   aggregation per query). Event time is the record's timestamp, which the pre-load sets so that the
+   10 s buckets of event time are exactly dstream's batches. Triggers of one batch's lines
+   (` + "`maxOffsetsPerTrigger`" + `) until the topic's end at the start (` + "`Trigger.AvailableNow`" + `),
+   checkpoints on local disk. Timed from the queries' start to their end. Checked: every window's top 3
+   (IPs, counts, countries) and every final total; a ranking's running total is not comparable,
+   since Structured Streaming has no total "as of an event-time window's end", only as of a trigger.
+5. **flink** — the job on Apache Flink's DataStream API (` + "`bench/flink`" + `) in a local MiniCluster,
+   parallelism = cores, heap state: per IP, tumbling 10 s event-time panes, then a sliding 30 s / 10 s
+   window over the panes whose function keeps the IP's running total in per-key state (the newest pane
+   of a window ends with it, so the total is as of the window's end, as dstream's), the top 3 per
+   window end by a keyed function with an event-time timer, the countries from the CSV, results and
+   final totals through exactly-once KafkaSinks with checkpoints every batch interval. The Kafka
+   source is bounded at the topic's end and keeps a watermark per partition, so no line is late.
+   Timed from the job's RUNNING state to its end (after the last checkpoint has committed the output).
+   Checked like dstream: every window's top 3 with counts, running totals and countries read back from
+   the output topic with read_committed, and every final total.
+6. **spark** — the lecture's third program on PySpark DStreams (` + "`bench/spark/topips.py`" + `), local[*],
    with the same batches: each batch's offset ranges read by Spark's Kafka source and queued with
    queueStream; the window is the lecture's incremental ` + "`reduceByKeyAndWindow`" + ` with an inverse,
    running totals by ` + "`updateStateByKey`" + `, checkpoints to local disk. The streaming context runs on
    Spark's ManualClock, advanced one interval as soon as a batch is done, so Spark too runs batches back to
    back; the time counts from the first batch to the last (the JVM's start is not counted). Checked like
    dstream (every window, totals, countries).
-4. **kstreams** — the same job written for Kafka Streams (` + "`bench/kstreams`" + `): a hopping-window count per IP
-   (30 s / 10 s, event time), each window's final counts released by suppress, a top-3 aggregate per
-   window, running totals as a KTable count, KTable joins for totals and countries, exactly-once v2, two
-   stream threads. Timed from its RUNNING state until its group has committed the end of the input and
-   of every repartition topic. Checked: every running total, and the top-3 counts of every window that
-   closed (windows close 30 s of event time after their end: the grace that out-of-order event time
-   across the four input tasks needs).
+7. **kstreams**, **kstreams-tuned** — the same job written for Kafka Streams (` + "`bench/kstreams`" + `): a
+   hopping-window count per IP (30 s / 10 s, event time), a top-3 aggregate per window kept by
+   upserting its growing counts, running totals as a KTable count, KTable joins for totals and
+   countries, exactly-once v2, a stream thread per core. **kstreams** runs with exactly-once's
+   defaults (a commit every 100 ms, the 10 MB record cache); **kstreams-tuned** as its users tune it
+   for throughput: a commit every batch interval (10 s; BENCH_KSTREAMS_COMMIT_MS=a,b,… sweeps, a row
+   each) and a 256 MB record cache. The goal's ratio is against the faster. Timed from its RUNNING
+   state until its group has committed the end of the input and of every repartition topic. Checked:
+   every running total, and the top-3 counts of every window (a ranking's running total joins the
+   totals table as it is when the ranking changes, not as of the window's end).
 
 **latency** — dstream at a 100 ms batch interval on the wall clock (window 300 ms, slide 100 ms: the
 same job's shape, so that every batch emits its ranking) while a logsender-style producer (franz-go,

@@ -93,18 +93,21 @@ func TestDstreamAcceptsChartConfig(t *testing.T) {
 	for _, test := range []struct {
 		name  string
 		flags []string
+		want  []string // lines of dstream config's output
 	}{
-		{"demo defaults", nil},
-		{"kafka and redis", withServices},
-		{"standby", withStandby},
+		{"demo defaults", nil, []string{"DSTREAM_SHARDS=1"}},
+		{"kafka and redis", withServices, nil},
+		{"standby", withStandby, nil},
+		{"sharded on three pods", slices.Concat(withServices, []string{"--set", "replicaCount=3", "--set", "config.shards=4"}),
+			[]string{"DSTREAM_SHARDS=4"}},
 		{"secrets and tls", slices.Concat(withSecrets, []string{
 			"--set", "kafka.tls.enabled=true", "--set", "kafka.tls.caSecret=kafka-ca",
 			"--set", "redis.tls.enabled=true", "--set", "redis.tls.caSecret=redis-ca",
 			"--set", "redis.user=dstream", "--set", "config.jobId=top-ips-eu",
 			"--set", "config.backpressure=true", "--set", "config.maxRatePerPartition=5000",
 			"--set", "config.startOffset=latest", "--set", "config.logLevel=debug",
-		})},
-		{"no dead letters", []string{"--set", "config.deadletterTopic="}},
+		}), nil},
+		{"no dead letters", []string{"--set", "config.deadletterTopic="}, []string{"DSTREAM_DEADLETTER_TOPIC="}},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			m := render(t, test.flags...)
@@ -114,6 +117,11 @@ func TestDstreamAcceptsChartConfig(t *testing.T) {
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("dstream config: %v\n%s%s", err, stdout.String(), stderr.String())
+			}
+			for _, line := range test.want {
+				if !slices.Contains(strings.Split(stdout.String(), "\n"), line) {
+					t.Errorf("dstream config does not say %s:\n%s", line, stdout.String())
+				}
 			}
 			for _, pw := range []string{"kafka-pw-0xC0FFEE", "redis-pw-0xBEEF"} {
 				if strings.Contains(stdout.String()+stderr.String(), pw) {

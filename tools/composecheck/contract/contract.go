@@ -16,6 +16,7 @@ var Settings = map[string]bool{
 	"DEADLETTER_TOPIC":       false,
 	"CONTROL_TOPIC":          false,
 	"ON_TOPIC_RECREATED":     false,
+	"SHARDS":                 false,
 	"REDIS_ADDR":             false,
 	"JOB":                    false,
 	"JOB_ID":                 false,
