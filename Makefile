@@ -40,10 +40,11 @@ it: install
 ## chaos: the full chaos run: the dstream binary SIGKILLed at random 25+ times over 2M input lines, Redis and the
 ## broker restarted under it, the output verified exactly once against the input (prints "chaos: kills=… lost=0
 ## duplicated=0 wrong=0"); then two jobs sharing topics under kills, a window changed while down, Redis rewound to
-## an older AOF and Redis losing everything. DSTREAM_CHAOS_LINES, _KILLS, _RATE, _CAP and _SEED tune the long run;
-## `make test` runs a short one and the rest as they are.
+## an older AOF, Redis losing everything, and checkpoints on a 3-master Redis Cluster whose job's master restarts.
+## DSTREAM_CHAOS_LINES, _KILLS, _RATE, _CAP and _SEED tune the long run; `make test` runs a short one and the rest
+## as they are.
 chaos: install
-	DSTREAM_CHAOS=1 DSTREAM_REQUIRE_IT=1 $(GO) test -run 'TestChaos$$|TestTwoJobsShareTopics|TestWindowChangedWhileDown|TestRedisRewoundToAnOlderAOF|TestStateLost' -v -count=1 -timeout 60m ./internal/chaos/
+	DSTREAM_CHAOS=1 DSTREAM_REQUIRE_IT=1 $(GO) test -run 'TestChaos$$|TestTwoJobsShareTopics|TestWindowChangedWhileDown|TestRedisRewoundToAnOlderAOF|TestStateLost|TestRedisCluster' -v -count=1 -timeout 60m ./internal/chaos/
 
 ## bench: dstream against the broker's raw fetch rate (the limit), a plain consumer, Spark Structured Streaming,
 ## Flink, Kafka Streams (default and tuned) and PySpark DStreams on one pre-loaded topic, with latency, state

@@ -2,13 +2,15 @@
 // durable microbatch.Store, in checkpoint format 2 (docs/checkpoint.md).
 //
 // Layout. All keys of job J share the hash tag {dstream:J}, so a job lives in
-// one slot and also works on Redis Cluster: …:meta (format version, epoch,
-// committed, planned and prepared batch ids, the reset base, the fingerprint
-// of the graph that committed last, the committed offsets), …:lease (the
-// active instance), …:plans (batch id → plan, with topic ids), …:pending
-// (the operators with deltas of the prepared batch) and …:st:<op>, one hash
-// per stateful operator holding its segments (s<i>) and deltas (d<n>) as the
-// engine encodes them: a few large values per operator, not one per key.
+// one slot: on a Redis Cluster on one master, whose scripts and WATCH/MULTI
+// transactions see all of it, while jobs spread over the masters. …:meta
+// (format version, epoch, committed, planned and prepared batch ids, the
+// reset base, the fingerprint of the graph that committed last, the
+// committed offsets), …:lease (the active instance), …:plans (batch id →
+// plan, with topic ids), …:pending (the operators with deltas of the
+// prepared batch) and …:st:<op>, one hash per stateful operator holding its
+// segments (s<i>) and deltas (d<n>) as the engine encodes them: a few large
+// values per operator, not one per key.
 //
 // Fencing. Acquire takes the lease (a key with a TTL the holder renews) and
 // increments the epoch in the same Lua script. Every later write first
@@ -46,5 +48,6 @@
 // without writing their output again.
 //
 // Redis must keep its data: run it with AOF (appendonly yes) and
-// maxmemory-policy noeviction. Check warns when it is not so.
+// maxmemory-policy noeviction, every node of a cluster. Check warns when it
+// is not so, naming the node.
 package state

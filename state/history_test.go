@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/state"
 )
 
-func TestHistory(t *testing.T) {
-	rdb := redistest.Shared(t).Client()
-	defer rdb.Close()
+func TestHistory(t *testing.T) { eachRedis(t, testHistory) }
+
+func testHistory(t *testing.T, b backend) {
+	rdb := b.rdb
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 24, 5, 31, 50, 0, time.UTC)
 	batch := func(id uint64) state.BatchRecord {
@@ -60,9 +60,10 @@ func TestHistory(t *testing.T) {
 	}
 }
 
-func TestCommittedWithoutTheJob(t *testing.T) {
-	rdb := redistest.Shared(t).Client()
-	defer rdb.Close()
+func TestCommittedWithoutTheJob(t *testing.T) { eachRedis(t, testCommittedWithoutTheJob) }
+
+func testCommittedWithoutTheJob(t *testing.T, b backend) {
+	rdb := b.rdb
 	ctx := context.Background()
 	job := fmt.Sprintf("committed-%d", jobSeq.Add(1))
 	open := func() *state.Redis {

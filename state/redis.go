@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -30,6 +32,13 @@ type Client interface {
 	HMGet(ctx context.Context, key string, fields ...string) *redis.SliceCmd
 	ConfigGet(ctx context.Context, parameter string) *redis.MapStringStringCmd
 }
+
+var (
+	_ Client        = (*redis.Client)(nil)
+	_ Client        = (*redis.ClusterClient)(nil)
+	_ HistoryClient = (*redis.Client)(nil)
+	_ HistoryClient = (*redis.ClusterClient)(nil)
+)
 
 // Config configures a Redis store.
 type Config struct {
@@ -134,23 +143,56 @@ func (r *Redis) Progress(ctx context.Context) (microbatch.Meta, error) {
 }
 
 // Check inspects the server's settings and returns warnings about ones that
-// can lose checkpoints: eviction and disabled persistence.
+// can lose checkpoints: eviction and disabled persistence. On a Redis
+// Cluster it inspects every node, replicas too (a replica promoted by a
+// failover serves the jobs of its master's slots), and names the node.
 func (r *Redis) Check(ctx context.Context) []string {
+	cluster, ok := r.rdb.(nodes)
+	if !ok {
+		return checkServer(ctx, r.rdb, "Redis")
+	}
+	var mu sync.Mutex
 	var warnings []string
-	policy, err := r.rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	err := cluster.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
+		w := checkServer(ctx, node, "Redis node "+node.Options().Addr)
+		mu.Lock()
+		warnings = append(warnings, w...)
+		mu.Unlock()
+		return nil
+	})
 	if err != nil {
-		return []string{fmt.Sprintf("cannot read Redis settings (CONFIG GET: %v): make sure maxmemory-policy is noeviction and persistence is on", err)}
+		warnings = append(warnings, fmt.Sprintf("cannot list the Redis Cluster's nodes (%v): make sure every node has maxmemory-policy noeviction and persistence on", err))
+	}
+	slices.Sort(warnings) // nodes answer in any order
+	return warnings
+}
+
+// nodes is what a Redis Cluster client (*redis.ClusterClient) has beyond
+// Client: its nodes, each a client of its own.
+type nodes interface {
+	ForEachShard(ctx context.Context, fn func(ctx context.Context, node *redis.Client) error) error
+}
+
+// checkServer returns the warnings about one server's settings; who names
+// it in them.
+func checkServer(ctx context.Context, rdb interface {
+	ConfigGet(ctx context.Context, parameter string) *redis.MapStringStringCmd
+}, who string) []string {
+	var warnings []string
+	policy, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return []string{fmt.Sprintf("cannot read %s settings (CONFIG GET: %v): make sure maxmemory-policy is noeviction and persistence is on", who, err)}
 	}
 	if p := policy["maxmemory-policy"]; p != "" && p != "noeviction" {
-		warnings = append(warnings, fmt.Sprintf("Redis maxmemory-policy is %q: it may evict checkpoint keys; set it to noeviction", p))
+		warnings = append(warnings, fmt.Sprintf("%s maxmemory-policy is %q: it may evict checkpoint keys; set it to noeviction", who, p))
 	}
-	aof, _ := r.rdb.ConfigGet(ctx, "appendonly").Result()
-	save, _ := r.rdb.ConfigGet(ctx, "save").Result()
+	aof, _ := rdb.ConfigGet(ctx, "appendonly").Result()
+	save, _ := rdb.ConfigGet(ctx, "save").Result()
 	if aof["appendonly"] != "yes" {
 		if strings.TrimSpace(save["save"]) == "" {
-			warnings = append(warnings, "Redis persistence is off (appendonly no, no save points): a Redis restart loses every checkpoint; set appendonly yes")
+			warnings = append(warnings, who+" persistence is off (appendonly no, no save points): a Redis restart loses every checkpoint; set appendonly yes")
 		} else {
-			warnings = append(warnings, "Redis AOF is off: snapshots alone lose the checkpoints written since the last one; set appendonly yes")
+			warnings = append(warnings, who+" AOF is off: snapshots alone lose the checkpoints written since the last one; set appendonly yes")
 		}
 	}
 	return warnings

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -45,13 +46,16 @@ func TestCheckWarnsAboutSettingsThatLoseCheckpoints(t *testing.T) {
 }
 
 func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
-	srv := redistest.Shared(t)
-	rdb := srv.Client()
+	eachRedis(t, testAcquireRefusesAnotherCheckpointFormat)
+}
+
+func testAcquireRefusesAnotherCheckpointFormat(t *testing.T, b backend) {
 	ctx := context.Background()
-	if err := rdb.HSet(ctx, "{dstream:old-format}:meta", "version", "1", "committed", "7").Err(); err != nil {
+	job := fmt.Sprintf("old-format-%d", jobSeq.Add(1))
+	if err := b.rdb.HSet(ctx, "{dstream:"+job+"}:meta", "version", "1", "committed", "7").Err(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := state.NewRedis(rdb, state.Config{Job: "old-format", LeaseTTL: time.Second})
+	s, err := state.NewRedis(b.rdb, state.Config{Job: job, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +65,13 @@ func TestAcquireRefusesAnotherCheckpointFormat(t *testing.T) {
 	}
 }
 
-func TestStandbyWaitsForTheLease(t *testing.T) {
-	srv := redistest.Shared(t)
+func TestStandbyWaitsForTheLease(t *testing.T) { eachRedis(t, testStandbyWaitsForTheLease) }
+
+func testStandbyWaitsForTheLease(t *testing.T, b backend) {
 	ctx := context.Background()
+	job := fmt.Sprintf("lease-%d", jobSeq.Add(1))
 	open := func() *state.Redis {
-		s, err := state.NewRedis(srv.Client(), state.Config{Job: "lease", LeaseTTL: 300 * time.Millisecond})
+		s, err := state.NewRedis(b.rdb, state.Config{Job: job, LeaseTTL: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,17 +124,45 @@ func TestStandbyWaitsForTheLease(t *testing.T) {
 // TestNetworkErrorsAreNotConflicts cuts Redis (through a TCP proxy) in the
 // middle of the transactions of Commit and Discard, between the reads that
 // check the progress and the writes: the error must be one the engine
-// retries (not ErrConflict, not permanent), and the retry must succeed.
-func TestNetworkErrorsAreNotConflicts(t *testing.T) {
-	srv := redistest.Shared(t)
-	proxy, err := redistest.NewProxy(srv.Addr())
+// retries (not ErrConflict, not permanent), and the retry must succeed. On a
+// cluster the proxy stands in front of the job's master, which the cluster
+// client dials through it.
+func TestNetworkErrorsAreNotConflicts(t *testing.T) { eachRedis(t, testNetworkErrorsAreNotConflicts) }
+
+func testNetworkErrorsAreNotConflicts(t *testing.T, b backend) {
+	job := fmt.Sprintf("cut-%d", jobSeq.Add(1))
+	target := ""
+	if b.cluster == nil {
+		target = redistest.Shared(t).Addr()
+	} else {
+		node, err := b.cluster.NodeFor(context.Background(), "{dstream:"+job+"}:meta")
+		if err != nil {
+			t.Fatal(err)
+		}
+		target = b.cluster.Node(node).Addr()
+	}
+	proxy, err := redistest.NewProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	var rdb redis.UniversalClient
+	if b.cluster == nil {
+		rdb = redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1})
+	} else {
+		o := b.cluster.ClusterOptions()
+		o.MaxRetries = -1
+		o.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == target {
+				addr = proxy.Addr()
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+		rdb = redis.NewClusterClient(o)
+	}
 	defer rdb.Close()
-	s, err := state.NewRedis(rdb, state.Config{Job: fmt.Sprintf("cut-%d", jobSeq.Add(1)), LeaseTTL: time.Minute})
+	s, err := state.NewRedis(rdb, state.Config{Job: job, LeaseTTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,8 +139,11 @@ func graphOps(graph []byte) []string {
 	return ops
 }
 
-// scan lists the keys matching pattern, if the client can scan (a single
-// Redis; on a cluster the job's keys are found through its stored graph).
+// scan lists the keys matching pattern. It runs on the transaction's
+// connection: on a Redis Cluster that is the master of the job's slot
+// (go-redis routes WATCH by its key), where every key of the job's hash tag
+// lives, so one node's SCAN finds them all. A server that refuses SCAN
+// (CROSSSLOT from a proxy) leaves the keys its stored graph names.
 func (r *Redis) scan(ctx context.Context, tx *redis.Tx, pattern string) ([]string, error) {
 	var keys []string
 	iter := tx.Scan(ctx, 0, pattern, 1000).Iterator()

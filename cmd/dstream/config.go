@@ -32,7 +32,7 @@ type Config struct {
 	ControlTopic        string        `envconfig:"CONTROL_TOPIC" desc:"the job's own topic of batch markers, which recovery reads (default: dstream-JOB_ID-control, created at start)"`
 	OnTopicRecreated    string        `envconfig:"ON_TOPIC_RECREATED" default:"refuse" desc:"when the input topic was deleted and created again: refuse, or follow it from START_OFFSET"`
 	Shards              int           `envconfig:"SHARDS" default:"1" desc:"shards of the job's keyed stages: its replicas divide 2×SHARDS+1 tasks (1: one task, the whole job)"`
-	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis for checkpoints, host:port or redis[s]://[user:password@]host:port[/db]; required with KAFKA_BROKERS"`
+	RedisAddr           string        `envconfig:"REDIS_ADDR" desc:"Redis for checkpoints, host:port or redis[s]://[user:password@]host:port[/db], or a Redis Cluster's nodes, host:port,host:port,...; required with KAFKA_BROKERS"`
 	Job                 string        `envconfig:"JOB" default:"top-ips" desc:"built-in job to run"`
 	JobID               string        `envconfig:"JOB_ID" desc:"names the checkpoint keys and the Kafka transactional id (default: JOB)"`
 	BatchInterval       time.Duration `envconfig:"BATCH_INTERVAL" default:"10s" desc:"batch interval"`
@@ -71,7 +71,7 @@ const maxShards = 256
 // set beside dstream, they are not mistakes. A prefix ending in _ covers a
 // family.
 var notSettings = []string{
-	"DSTREAM_REQUIRE_IT", "DSTREAM_KAFKA_HOME", "DSTREAM_KAFKA_VERSION", "DSTREAM_REDIS_SERVER",
+	"DSTREAM_REQUIRE_IT", "DSTREAM_KAFKA_HOME", "DSTREAM_KAFKA_VERSION", "DSTREAM_REDIS_SERVER", "DSTREAM_REDIS_CLI",
 	"DSTREAM_CHROMIUM", "DSTREAM_CHAOS", "DSTREAM_CHAOS_", "DSTREAM_BENCH_", "DSTREAM_HTTP_PORT",
 }
 
@@ -258,7 +258,7 @@ func (c Config) Validate() error {
 		bad("DSTREAM_REDIS_ADDR is empty: set it to the Redis host:port that keeps checkpoints (or unset DSTREAM_KAFKA_BROKERS for the demo)")
 	}
 	if c.RedisAddr != "" {
-		if _, err := c.redisOptions(); err != nil {
+		if _, _, err := c.redisOptions(); err != nil {
 			bad("%v", err)
 		}
 	}
@@ -406,55 +406,105 @@ func validPort(port string, zeroOK bool) bool {
 	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0)
 }
 
-// redisOptions returns the client options of DSTREAM_REDIS_ADDR (host:port
-// or a redis:// or rediss:// URL) and the other DSTREAM_REDIS_* settings.
-// A URL's user and password, if any, stand in for DSTREAM_REDIS_USER and
-// _PASSWORD; rediss:// turns TLS on. Errors never show the password.
-func (c Config) redisOptions() (*redis.Options, error) {
+// redisOptions returns the client options of DSTREAM_REDIS_ADDR and the
+// other DSTREAM_REDIS_* settings: a single Redis's (single) for host:port or
+// a redis:// or rediss:// URL, or a Redis Cluster's (cluster) for a
+// comma-separated list of host:port nodes, which go-redis's cluster client
+// starts from and finds the rest of the cluster through. A URL's user and
+// password, if any, stand in for DSTREAM_REDIS_USER and _PASSWORD; rediss://
+// turns TLS on. Errors never show the password.
+func (c Config) redisOptions() (single *redis.Options, cluster *redis.ClusterOptions, err error) {
+	if addrs := strings.Split(c.RedisAddr, ","); len(addrs) > 1 {
+		if cluster, err = c.redisClusterOptions(addrs); err != nil {
+			return nil, nil, err
+		}
+		return nil, cluster, nil
+	}
 	opts := &redis.Options{Addr: c.RedisAddr}
 	if scheme, _, ok := strings.Cut(c.RedisAddr, "://"); ok {
 		if scheme != "redis" && scheme != "rediss" {
-			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: use host:port or a redis:// or rediss:// URL", maskRedisAddr(c.RedisAddr))
+			return nil, nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: use host:port or a redis:// or rediss:// URL", maskRedisAddr(c.RedisAddr))
 		}
 		var err error
 		if opts, err = redis.ParseURL(c.RedisAddr); err != nil {
 			// go-redis's errors quote the URL: say what is wrong without it.
-			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: not a URL go-redis reads: use redis[s]://[user:password@]host:port[/db]", maskRedisAddr(c.RedisAddr))
+			return nil, nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: not a URL go-redis reads: use redis[s]://[user:password@]host:port[/db]", maskRedisAddr(c.RedisAddr))
 		}
 		if (opts.Username != "" || opts.Password != "") && (c.RedisUser != "" || c.RedisPassword != "") {
-			return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q holds credentials and DSTREAM_REDIS_USER or _PASSWORD is set too: set them in one place", maskRedisAddr(c.RedisAddr))
+			return nil, nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q holds credentials and DSTREAM_REDIS_USER or _PASSWORD is set too: set them in one place", maskRedisAddr(c.RedisAddr))
 		}
 	} else if err := checkHostPort(c.RedisAddr); err != nil {
-		return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q %v: use host:port, such as redis:6379, or a redis:// URL", c.RedisAddr, err)
+		return nil, nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q %v: use host:port, such as redis:6379, or a redis:// URL", c.RedisAddr, err)
 	}
 	if opts.Username == "" && opts.Password == "" {
 		opts.Username, opts.Password = c.RedisUser, c.RedisPassword
 	}
-	return opts, nil
+	return opts, nil, nil
 }
 
-// maskRedisAddr hides the password of a redis:// URL.
-func maskRedisAddr(addr string) string {
-	u, err := url.Parse(addr)
-	if err != nil || u.User == nil {
-		if i := strings.LastIndex(addr, "@"); i >= 0 && strings.Contains(addr, "://") {
-			scheme, _, _ := strings.Cut(addr, "://")
-			return scheme + "://********" + addr[i:]
+// redisClusterOptions returns the options of a Redis Cluster whose nodes
+// addrs lists. The nodes are plain host:port: a URL names one Redis (and
+// a comma in one is more likely a typo than a list), so the credentials
+// and TLS come from the other DSTREAM_REDIS_* settings.
+func (c Config) redisClusterOptions(addrs []string) (*redis.ClusterOptions, error) {
+	const how = "list a Redis Cluster's nodes as host:port,host:port (one address is a single Redis)"
+	if strings.Contains(c.RedisAddr, "://") || strings.Contains(c.RedisAddr, "@") {
+		return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: a list names the nodes of a Redis Cluster, as host:port without a URL or credentials: "+
+			"set DSTREAM_REDIS_USER, DSTREAM_REDIS_PASSWORD and DSTREAM_REDIS_TLS for it", maskRedisAddr(c.RedisAddr))
+	}
+	var problems []string
+	seen := map[string]bool{}
+	for i, a := range addrs {
+		a = strings.TrimSpace(a)
+		addrs[i] = a
+		switch err := checkHostPort(a); {
+		case a == "":
+			problems = append(problems, "an empty address")
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%q %v", a, err))
+		case seen[a]:
+			problems = append(problems, fmt.Sprintf("%q is listed twice", a))
 		}
+		seen[a] = true
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("DSTREAM_REDIS_ADDR=%q: %s: %s", c.RedisAddr, strings.Join(problems, ", "), how)
+	}
+	return &redis.ClusterOptions{Addrs: addrs, Username: c.RedisUser, Password: c.RedisPassword}, nil
+}
+
+// maskRedisAddr hides the password of a redis:// URL, and of anything else
+// with credentials (a list, a URL that does not parse, user:password@host)
+// everything before the last @: a comma or a bad escape must not make a
+// password show.
+func maskRedisAddr(addr string) string {
+	at := strings.LastIndex(addr, "@")
+	if at < 0 {
 		return addr
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "********")
+	if u, err := url.Parse(addr); err == nil && u.User != nil && !strings.Contains(addr, ",") {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "********")
+		}
+		return strings.Replace(u.String(), "%2A%2A%2A%2A%2A%2A%2A%2A", "********", 1)
 	}
-	return strings.Replace(u.String(), "%2A%2A%2A%2A%2A%2A%2A%2A", "********", 1)
+	if scheme, _, ok := strings.Cut(addr, "://"); ok {
+		return scheme + "://********" + addr[at:]
+	}
+	return "********" + addr[at:]
 }
 
-// redisHost is the host:port of the configured Redis, for messages.
+// redisHost is the host:port of the configured Redis, or the list of a
+// cluster's nodes, for messages.
 func (c Config) redisHost() string {
-	if opts, err := c.redisOptions(); err == nil {
-		return opts.Addr
+	single, cluster, err := c.redisOptions()
+	switch {
+	case err != nil:
+		return maskRedisAddr(c.RedisAddr)
+	case cluster != nil:
+		return strings.Join(cluster.Addrs, ",")
 	}
-	return maskRedisAddr(c.RedisAddr)
+	return single.Addr
 }
 
 // settings lists every setting with its variable, value, default and

@@ -89,6 +89,19 @@ func TestValidate(t *testing.T) {
 		{"redis with another scheme", func(c *Config) { c.RedisAddr = "unix:///tmp/redis.sock" }, []string{"use host:port or a redis:// or rediss:// URL"}},
 		{"redis credentials twice", func(c *Config) { c.RedisAddr, c.RedisPassword = "redis://u:pw@r:6379", "pw2" },
 			[]string{`DSTREAM_REDIS_ADDR="redis://u:********@r:6379" holds credentials`, "set them in one place"}},
+		// A list of Redis Cluster nodes.
+		{"cluster node without port", func(c *Config) { c.RedisAddr = "r1:6379,r2" },
+			[]string{`DSTREAM_REDIS_ADDR="r1:6379,r2": "r2" is not host:port`, "list a Redis Cluster's nodes as host:port,host:port"}},
+		{"cluster list with an empty address", func(c *Config) { c.RedisAddr = "r1:6379,,r2:6379" },
+			[]string{`DSTREAM_REDIS_ADDR="r1:6379,,r2:6379": an empty address`}},
+		{"cluster list ending in a comma", func(c *Config) { c.RedisAddr = "r1:6379," }, []string{"an empty address", "one address is a single Redis"}},
+		{"cluster node twice", func(c *Config) { c.RedisAddr = "r1:6379, r1:6379" }, []string{`"r1:6379" is listed twice`}},
+		{"cluster nodes with bad ports", func(c *Config) { c.RedisAddr = "r1:0,r2:65536,:6379" },
+			[]string{`"r1:0" has port "0", "r2:65536" has port "65536", ":6379" lacks the host`}},
+		{"cluster of URLs", func(c *Config) { c.RedisAddr = "redis://u:pw@r1:6379,redis://u:pw@r2:6379" },
+			[]string{`DSTREAM_REDIS_ADDR="redis://********@r2:6379": a list names the nodes of a Redis Cluster`, "set DSTREAM_REDIS_USER, DSTREAM_REDIS_PASSWORD and DSTREAM_REDIS_TLS"}},
+		{"cluster URL with a comma", func(c *Config) { c.RedisAddr = "redis://r1:6379,r2:6379" }, []string{"as host:port without a URL or credentials"}},
+		{"cluster nodes with credentials", func(c *Config) { c.RedisAddr = "u:pw@r1:6379,r2:6379" }, []string{`DSTREAM_REDIS_ADDR="********@r1:6379,r2:6379"`}},
 		{"broker without port", func(c *Config) { c.KafkaBrokers, c.RedisAddr = []string{"k1:9092", "k2"}, "r:6379" },
 			[]string{`DSTREAM_KAFKA_BROKERS: "k2" is not host:port`}},
 	} {
@@ -363,9 +376,12 @@ func TestRedisURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts, err := cfg.redisOptions()
+	opts, cluster, err := cfg.redisOptions()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cluster != nil {
+		t.Errorf("a redis:// URL made cluster options for %v", cluster.Addrs)
 	}
 	if opts.Addr != "redis.example:6380" || opts.Username != "dstream" || opts.Password != password || opts.DB != 3 || opts.TLSConfig != nil {
 		t.Errorf("redis options: addr %q user %q db %d tls %v", opts.Addr, opts.Username, opts.DB, opts.TLSConfig != nil)

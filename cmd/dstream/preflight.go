@@ -23,7 +23,7 @@ const preflightTimeout = 20 * time.Second
 // at once with a message naming the settings to check (a standby would
 // otherwise find out only when it takes over); anything else, such as a
 // broker still starting, is logged and left to the job's retries.
-func preflight(ctx context.Context, cfg Config, cl *kgo.Client, rdb *redis.Client, log zerolog.Logger) error {
+func preflight(ctx context.Context, cfg Config, cl *kgo.Client, rdb redisConn, log zerolog.Logger) error {
 	kctx, cancel := context.WithTimeout(ctx, preflightTimeout)
 	err := cl.Ping(kctx)
 	cancel()

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -148,7 +147,7 @@ type processor struct {
 	base      []kgo.Opt
 	client    *kgo.Client // the input's, read_committed
 	adm       *kadm.Client
-	rdb       *redis.Client
+	rdb       redisConn
 	reader    *state.Redis
 	history   *state.History
 	countries *rdd.Table[string, string]
@@ -569,21 +568,6 @@ func kafkaOpts(cfg Config, log zerolog.Logger) ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.KafkaSASLUser, Pass: cfg.KafkaSASLPassword}.AsSha512Mechanism()))
 	}
 	return opts, nil
-}
-
-func redisClient(cfg Config) (*redis.Client, error) {
-	opts, err := cfg.redisOptions()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.RedisTLS || opts.TLSConfig != nil {
-		tc, err := tlsConfig(cfg.RedisTLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("redis tls: %w", err)
-		}
-		opts.TLSConfig = tc
-	}
-	return redis.NewClient(opts), nil
 }
 
 func tlsConfig(caFile string) (*tls.Config, error) {

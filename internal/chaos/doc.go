@@ -16,5 +16,7 @@
 // The tests: TestChaos (short by default; DSTREAM_CHAOS=1, as make chaos
 // sets, for millions of lines and dozens of kills), TestTakeover (a hot
 // standby takes over from a killed or paused active instance, which is then
-// fenced), and TestStateLost (a Redis that lost its data stops the job).
+// fenced), TestStateLost (a Redis that lost its data stops the job), and
+// TestRedisCluster (the checkpoints on a 3-master Redis Cluster, the job's
+// master killed and restarted from its AOF mid-run).
 package chaos

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dstream-io/dstream/internal/chaos"
@@ -72,8 +71,8 @@ type env struct {
 	t        *testing.T
 	bin      string
 	broker   *kafkatest.Broker
-	redis    *redistest.Server
-	rdb      *redis.Client
+	redis    *redistest.Server // nil on a cluster
+	rdb      checkpoints
 	job      string
 	spec     chaos.Spec
 	feed     chaos.Feed
@@ -97,14 +96,24 @@ type envOptions struct {
 	seed       uint64
 	partitions int32 // of the input (default 4)
 	shards     int   // DSTREAM_SHARDS (default unsharded)
+	// cluster, if set, keeps the job's checkpoints on this Redis Cluster
+	// (DSTREAM_REDIS_ADDR lists its nodes) instead of newEnv's server.
+	cluster *redistest.Cluster
+}
+
+// checkpoints is a client of the job's Redis: a server or a cluster.
+type checkpoints interface {
+	state.Client
+	Close() error
 }
 
 func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o envOptions) *env {
 	t.Helper()
 	n := seq.Add(1)
 	name := fmt.Sprintf("%s-%d", strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()), n)
+	redisAddr := ""
 	e := &env{
-		t: t, bin: dstreamBinary(t), broker: broker, redis: rds, rdb: rds.Client(),
+		t: t, bin: dstreamBinary(t), broker: broker, redis: rds,
 		job:    "job-" + name,
 		logDir: t.TempDir(),
 		spec: chaos.Spec{
@@ -115,6 +124,11 @@ func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o env
 	}
 	if o.interval > 0 {
 		e.spec.Interval, e.spec.Window, e.spec.Slide = o.interval, 3*o.interval, o.interval
+	}
+	if o.cluster != nil {
+		e.rdb, redisAddr = o.cluster.Client(), strings.Join(o.cluster.Addrs(), ",")
+	} else {
+		e.rdb, redisAddr = rds.Client(), rds.Addr()
 	}
 	t.Cleanup(func() { e.rdb.Close() })
 	e.feed = chaos.Feed{Topic: e.spec.Input, Seed: o.seed, IPs: 1000, MalformedEvery: 997}
@@ -134,7 +148,7 @@ func newEnv(t *testing.T, broker *kafkatest.Broker, rds *redistest.Server, o env
 	}
 	e.settings = map[string]string{
 		"DSTREAM_KAFKA_BROKERS":          broker.Addr(),
-		"DSTREAM_REDIS_ADDR":             rds.Addr(),
+		"DSTREAM_REDIS_ADDR":             redisAddr,
 		"DSTREAM_INPUT_TOPIC":            e.spec.Input,
 		"DSTREAM_OUTPUT_TOPIC":           e.spec.Output,
 		"DSTREAM_DEADLETTER_TOPIC":       e.spec.DeadLetter,

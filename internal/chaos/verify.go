@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -643,7 +642,7 @@ func Check(in *Input, out *Output, spec Spec) *Report {
 // CheckTotals compares the running totals the job checkpointed in Redis
 // with the input's counts per IP up to the end of the committed batch:
 // every line counted once. Run it when no processor holds the job.
-func CheckTotals(ctx context.Context, rdb *redis.Client, job string, spec Spec, in *Input) (committed uint64, problems []string, err error) {
+func CheckTotals(ctx context.Context, rdb state.Client, job string, spec Spec, in *Input) (committed uint64, problems []string, err error) {
 	store, err := state.NewRedis(rdb, state.Config{Job: job})
 	if err != nil {
 		return 0, nil, err

@@ -25,4 +25,16 @@
 // Both skip the test, saying to run .ci/install, when redis-server is
 // missing, and fail it instead when DSTREAM_REQUIRE_IT=1 (for CI). The binary
 // is Options.Binary, else $DSTREAM_REDIS_SERVER, else redis-server on PATH.
+//
+// Clusters. StartCluster (RequireCluster for a test) runs a real Redis
+// Cluster of n masters without replicas: n such servers with cluster mode,
+// AOF and noeviction, each with a cluster bus port of its own, joined with
+// redis-cli --cluster create (redis-cli is Options.CLI, else
+// $DSTREAM_REDIS_CLI, else the one beside redis-server, else on PATH). It
+// returns once every node reports the cluster ok. KillNode crashes a master;
+// RestartNode brings it back from its AOF and nodes.conf and waits until the
+// cluster is ok again. NodeFor says which node serves a key's slot, so a
+// test can kill the node that holds a job. SharedCluster is the test binary's
+// cluster of three masters, started on first use and closed by Main, as
+// Shared is for a server.
 package redistest

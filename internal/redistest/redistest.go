@@ -20,9 +20,10 @@ import (
 	"github.com/dstream-io/dstream/internal/servertest"
 )
 
-// ErrNotInstalled reports that redis-server is missing; run .ci/install.
-// Start wraps it, and Require skips the test on it.
-var ErrNotInstalled = errors.New("redistest: redis-server not installed (run .ci/install)")
+// ErrNotInstalled reports that redis-server, or the redis-cli that creates
+// clusters, is missing; run .ci/install. Start and StartCluster wrap it,
+// and Require and RequireCluster skip the test on it.
+var ErrNotInstalled = errors.New("redistest: redis-server or redis-cli not installed (run .ci/install)")
 
 // Options configure a server. The zero value starts a server without
 // persistence or authentication.
@@ -30,6 +31,9 @@ type Options struct {
 	// Binary is the redis-server to run. Default: $DSTREAM_REDIS_SERVER,
 	// else redis-server on PATH.
 	Binary string
+	// CLI is the redis-cli that creates a cluster (StartCluster). Default:
+	// $DSTREAM_REDIS_CLI, else redis-cli beside Binary, else on PATH.
+	CLI string
 	// AOF turns the append-only file on with appendfsync always, so that
 	// every acknowledged write survives Kill and Restart.
 	AOF bool
@@ -128,12 +132,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 }
 
 func start(ctx context.Context, opts Options, binary string) (*Server, error) {
-	s := &Server{opts: opts, binary: binary}
 	ports, err := servertest.FreePorts(1)
 	if err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}
-	s.port = ports[0]
+	return startOn(ctx, opts, binary, ports[0])
+}
+
+// startOn starts a server on port in a fresh directory under
+// opts.TempDir.
+func startOn(ctx context.Context, opts Options, binary string, port int) (*Server, error) {
+	s := &Server{opts: opts, binary: binary, port: port}
+	var err error
 	if s.dir, err = os.MkdirTemp(opts.TempDir, "redistest-*"); err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}

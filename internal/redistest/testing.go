@@ -29,12 +29,31 @@ func Require(t testing.TB, opts Options) *Server {
 
 // Main runs the tests with m.Run (m is TestMain's *testing.M, or a func
 // that runs another harness's Main around it) and then closes the server that
-// Shared started, if any, returning the exit code for TestMain. opts
-// configure that server.
+// Shared started and the cluster that SharedCluster started, if any,
+// returning the exit code for TestMain. opts configure both.
 // The server starts only when a test first calls Shared, so a run that
 // selects no such test pays nothing.
 func Main(m interface{ Run() int }, opts Options) int {
-	return harness.Main(m, opts)
+	return harness.Main(runFunc(func() int { return clusterHarness.Main(m, clusterSpec{sharedMasters, opts}) }), opts)
+}
+
+// runFunc is an m for a harness's Main.
+type runFunc func() int
+
+func (f runFunc) Run() int { return f() }
+
+// sharedMasters is the size of the shared cluster.
+const sharedMasters = 3
+
+// SharedCluster returns the test binary's shared cluster of three masters,
+// started on first use with Main's options (AOF always on, noeviction unless
+// set) and closed when TestMain's call to Main returns. It skips or fails
+// the test as RequireCluster does. Tests must not kill or restart its nodes
+// and should use keys of their own; SharedCluster needs TestMain to call
+// Main.
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	return clusterHarness.Shared(t)
 }
 
 // Shared returns the test binary's shared server, starting it on first use
