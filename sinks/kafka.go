@@ -471,16 +471,7 @@ func (k *Kafka) Committed(ctx context.Context, after uint64) ([]microbatch.Batch
 // control topic, committed, in batch order, connecting with the client
 // options base.
 func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string, after uint64) ([]microbatch.BatchInfo, error) {
-	cl, err := kgo.NewClient(append(slices.Clip(base),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtEnd()}}),
-	)...)
-	if err != nil {
-		return nil, fmt.Errorf("sinks: reader: %w", err)
-	}
-	defer cl.Close()
-	start, end, err := partitionBounds(ctx, cl, topic, partition)
+	start, end, err := partitionBounds(ctx, base, topic, partition)
 	if err != nil {
 		return nil, err
 	}
@@ -491,7 +482,7 @@ func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition i
 	found := map[uint64]microbatch.BatchInfo{}
 	for window := int64(16); ; window *= 4 {
 		from := max(start, end-window)
-		lowest, err := readMarkers(ctx, cl, topic, partition, from, end, job, after, found)
+		lowest, err := readMarkers(ctx, base, topic, partition, from, end, job, after, found)
 		if err != nil {
 			return nil, err
 		}
@@ -510,12 +501,24 @@ func MarkersAfter(ctx context.Context, base []kgo.Opt, topic string, partition i
 // readMarkers reads offsets [from, end) and adds job's markers after
 // `after` to found. It returns the lowest batch id of job's markers in the
 // range (MaxUint64 when there are none).
-func readMarkers(ctx context.Context, cl *kgo.Client, topic string, partition int32, from, end int64, job string, after uint64, found map[uint64]microbatch.BatchInfo) (uint64, error) {
+func readMarkers(ctx context.Context, base []kgo.Opt, topic string, partition int32, from, end int64, job string, after uint64, found map[uint64]microbatch.BatchInfo) (uint64, error) {
 	lowest := ^uint64(0)
 	if from >= end {
 		return lowest, nil
 	}
-	cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{topic: {partition: {Epoch: -1, Offset: from}}})
+	// A client of its own that starts at from: moving a running client
+	// with SetOffsets is skipped for a partition it has not fetched yet, and
+	// one that had started at the end then waited for records that never
+	// came (a reset hung there).
+	cl, err := kgo.NewClient(append(slices.Clip(base),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(from)}}),
+	)...)
+	if err != nil {
+		return 0, fmt.Errorf("sinks: reader: %w", err)
+	}
+	defer cl.Close()
 	for {
 		fetches := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -609,23 +612,14 @@ func GrowTopic(ctx context.Context, cl *kgo.Client, kind, topic string, partitio
 func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int32, job string) (microbatch.BatchInfo, bool, error) {
 	// Read back from the end, in widening windows, until one holds a
 	// marker of job's.
-	cl, err := kgo.NewClient(append(slices.Clip(base),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtEnd()}}),
-	)...)
-	if err != nil {
-		return microbatch.BatchInfo{}, false, fmt.Errorf("sinks: reader: %w", err)
-	}
-	defer cl.Close()
-	start, end, err := partitionBounds(ctx, cl, topic, partition)
+	start, end, err := partitionBounds(ctx, base, topic, partition)
 	if err != nil {
 		return microbatch.BatchInfo{}, false, err
 	}
 	for window := int64(16); ; window *= 4 {
 		from := max(start, end-window)
 		found := map[uint64]microbatch.BatchInfo{}
-		if _, err := readMarkers(ctx, cl, topic, partition, from, end, job, 0, found); err != nil {
+		if _, err := readMarkers(ctx, base, topic, partition, from, end, job, 0, found); err != nil {
 			return microbatch.BatchInfo{}, false, err
 		}
 		if len(found) > 0 {
@@ -639,7 +633,12 @@ func LastMarker(ctx context.Context, base []kgo.Opt, topic string, partition int
 }
 
 // partitionBounds returns a partition's log start and last stable offset.
-func partitionBounds(ctx context.Context, cl *kgo.Client, topic string, partition int32) (start, end int64, err error) {
+func partitionBounds(ctx context.Context, base []kgo.Opt, topic string, partition int32) (start, end int64, err error) {
+	cl, err := kgo.NewClient(base...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sinks: admin client: %w", err)
+	}
+	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err == nil {

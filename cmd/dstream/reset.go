@@ -54,6 +54,7 @@ func resetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	drop := fs.String("drop-state", "", "drop only these stateful operators' state (comma-separated names)")
 	force := fs.Bool("force", false, "take the job from a running instance")
 	yes := fs.Bool("yes", false, "do it (without: say what would be done)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long (a reset cut short can be run again)")
 	help := func(w io.Writer) {
 		resetHelp(w)
 		fs.SetOutput(w)
@@ -79,6 +80,14 @@ func resetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *to == "" {
 		*to = cfg.StartOffset
 	}
+	if *timeout <= 0 {
+		fmt.Fprintln(stderr, "dstream reset: --timeout must be positive, such as 5m")
+		return exitUsage
+	}
+	// An unreachable broker or Redis must end a reset with an error an
+	// operator reads, not leave a command hanging in a deploy script.
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
 	r := resetter{cfg: cfg, out: stdout, force: *force, yes: *yes}
 	if *drop != "" {
 		err = r.dropState(ctx, strings.Split(*drop, ","))
@@ -88,6 +97,9 @@ func resetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	switch {
 	case errors.Is(err, errNotConfirmed):
 		fmt.Fprintln(stderr, "dstream reset: nothing changed; run again with --yes to do it")
+		return exitFailed
+	case err != nil && ctx.Err() == context.DeadlineExceeded:
+		fmt.Fprintf(stderr, "dstream reset: gave up after --timeout=%v (is the broker or Redis reachable?): %v\nRun the same reset again: it starts over.\n", *timeout, err)
 		return exitFailed
 	case err != nil:
 		fmt.Fprintln(stderr, "dstream reset:", err)

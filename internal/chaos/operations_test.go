@@ -21,10 +21,20 @@ import (
 	"github.com/dstream-io/dstream/state"
 )
 
-// command runs a one-shot dstream command with the job's settings.
+// commandTimeout bounds a one-shot command: a reset of a sharded job under
+// load takes seconds, not minutes.
+const commandTimeout = 3 * time.Minute
+
+// command runs a one-shot dstream command with the job's settings. One that
+// hangs is stopped after commandTimeout with SIGQUIT, so that its goroutines'
+// stacks show where, and the test fails.
 func (e *env) command(args ...string) (string, int) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 10 * time.Second
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DSTREAM_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -34,6 +44,9 @@ func (e *env) command(args ...string) (string, int) {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		e.t.Fatalf("dstream %v: still running after %v:\n%s", args, commandTimeout, out)
+	}
 	code := 0
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)

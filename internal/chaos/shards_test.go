@@ -95,13 +95,24 @@ func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, inp
 		procs = append(procs, e.start(fmt.Sprintf("replica-%d", i)))
 	}
 	e.waitDrained(4*time.Minute, procs[0])
+	// A window holds the input's last lines for a window's worth of
+	// batches after it drained; runs compare equal once every window moved
+	// past them (the batches after that write nothing), not when each
+	// happened to stop.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	drained, _, err := e.meta(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCommitted(drained+uint64(e.spec.Window/e.spec.Interval), 4*time.Minute, procs...)
 	if shards > 1 {
 		e.checkTasksDivided(procs, schema)
 	}
 	for _, p := range procs {
 		e.stop(p)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return e.results(ctx), e
 }
