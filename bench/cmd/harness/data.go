@@ -35,12 +35,17 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 type dataset struct {
 	topic   string
 	lines   int64
+	parts   int     // partitions
 	ends    []int64 // end offset of every partition (records in it)
 	perPart int64   // records of a partition that one batch takes
 	batches int     // batches that drain the topic at perPart
 	ips     []string
 	seq     [][]uint32 // by partition and offset: the line's IP, as an index into ips
 	totals  []int64    // lines per IP index
+	// cycle, when set, is the cyclingLines behind a topic whose answer
+	// follows from its shape (line i has IP number i mod cycle.n), so that
+	// nothing per IP is recorded: ips, seq and totals stay empty.
+	cycle *cyclingLines
 	// countries maps half of the IPs to a country code (the rest are
 	// "unknown"); written as CSV to countriesFile.
 	countries     map[string]string
@@ -66,12 +71,20 @@ func (d *dataset) batchRange(p, b int) (int64, int64) {
 	return from, until
 }
 
+// withBatches returns the dataset as batches of about batches of its lines
+// each drain it: the same topic and answer, another rate cap.
+func (d *dataset) withBatches(batches int) *dataset {
+	c := *d
+	c.perPart, c.batches = sizeBatches(d.lines, batches, d.parts)
+	return &c
+}
+
 // sizeBatches picks the per-partition batch size so that lines drain in
 // about batches batches: a multiple of the interval in seconds, so that the
 // rate cap is a whole number of records per second.
-func sizeBatches(lines int64, batches int) (perPart int64, n int) {
+func sizeBatches(lines int64, batches, parts int) (perPart int64, n int) {
 	secs := int64(interval / time.Second)
-	per := (lines + partitions - 1) / partitions
+	per := (lines + int64(parts) - 1) / int64(parts)
 	perPart = max(secs, (per+int64(batches)-1)/int64(batches))
 	perPart = (perPart + secs - 1) / secs * secs
 	return perPart, int((per + perPart - 1) / perPart)
@@ -89,7 +102,8 @@ func (g generatorLines) next(dst []byte) []byte { return g.g.Append(dst) }
 
 // cyclingLines gives every line the next of n distinct IPs in turn, so that
 // a run's state holds exactly n keys (the Zipf generator would leave most of
-// a large key space unused).
+// a large key space unused), and every batch of b lines changes min(b, n)
+// keys.
 type cyclingLines struct {
 	n, i int
 }
@@ -98,13 +112,86 @@ func (c *cyclingLines) next(dst []byte) []byte {
 	k := c.i % c.n
 	c.i++
 	dst = append(dst, "2016-12-06T08:58:35.318+0000 "...)
+	dst = appendCycleIP(dst, k)
+	dst = append(dst, " 200 GET /codemove/TTCENCUFMH3C 0.026"...)
+	return dst
+}
+
+// appendCycleIP appends IP number k of cyclingLines: 10.0.0.7 onwards, up to
+// 2^24 of them.
+func appendCycleIP(dst []byte, k int) []byte {
 	dst = strconv.AppendInt(dst, int64(10+k>>16), 10)
 	dst = append(dst, '.')
 	dst = strconv.AppendInt(dst, int64(k>>8&0xff), 10)
 	dst = append(dst, '.')
 	dst = strconv.AppendInt(dst, int64(k&0xff), 10)
-	dst = append(dst, ".7 200 GET /codemove/TTCENCUFMH3C 0.026"...)
-	return dst
+	return append(dst, ".7"...)
+}
+
+// cycleIndex is the inverse of appendCycleIP: the number of the IP, or
+// false for text appendCycleIP never writes.
+func cycleIndex(ip string) (int, bool) {
+	f := strings.Split(ip, ".")
+	if len(f) != 4 || f[3] != "7" {
+		return 0, false
+	}
+	var n [3]int
+	for i := range n {
+		v, err := strconv.Atoi(f[i])
+		if err != nil || v < 0 || v > 255 || strconv.Itoa(v) != f[i] {
+			return 0, false
+		}
+		n[i] = v
+	}
+	if n[0] < 10 {
+		return 0, false
+	}
+	return (n[0]-10)<<16 | n[1]<<8 | n[2], true
+}
+
+// checkCycleTotals checks the running totals of a run over all lines of a
+// cyclingLines topic of n IPs: IP k counts lines/n lines, one more for
+// k < lines mod n. It is the harness's answer, computed from the topic's
+// shape, not from any contender.
+func checkCycleTotals(n int, lines int64, each func(yield func(ip string, total int64) bool)) (ok bool, detail string) {
+	seen := make([]bool, n)
+	var counted, bad, unknown, keys int64
+	example := ""
+	each(func(ip string, total int64) bool {
+		keys++
+		counted += total
+		k, ok := cycleIndex(ip)
+		if !ok || k >= n {
+			unknown++
+			if example == "" {
+				example = fmt.Sprintf("%s is no IP of the input", ip)
+			}
+			return true
+		}
+		want := lines / int64(n)
+		if int64(k) < lines%int64(n) {
+			want++
+		}
+		if seen[k] {
+			bad++
+			if example == "" {
+				example = fmt.Sprintf("%s twice", ip)
+			}
+		} else if total != want {
+			bad++
+			if example == "" {
+				example = fmt.Sprintf("%s: %d, want %d", ip, total, want)
+			}
+		}
+		seen[k] = true
+		return true
+	})
+	want := min(int64(n), lines)
+	if bad == 0 && unknown == 0 && keys == want && counted == lines {
+		return true, fmt.Sprintf("%d lines, %d IPs: every total right", counted, keys)
+	}
+	return false, fmt.Sprintf("%d lines counted of %d, %d IPs of %d; %d totals wrong, %d unknown IPs (e.g. %s)",
+		counted, lines, keys, want, bad, unknown, example)
 }
 
 // ipField returns the second space-separated field of line.
@@ -123,12 +210,30 @@ func ipField(line []byte) []byte {
 	return line[i+1 : min(j, len(line))]
 }
 
-// preload creates topic with 4 partitions and produces lines to it, line i
-// to partition i mod 4, each stamped with its event time. It returns the
-// dataset with the expected answers.
-func preload(ctx context.Context, brokers string, topic string, lines int64, batches int, src lineSource, keepSeq bool, dir string) (*dataset, error) {
-	d := &dataset{topic: topic, lines: lines, ends: make([]int64, partitions), keepSeq: keepSeq}
-	d.perPart, d.batches = sizeBatches(lines, batches)
+// loadSpec says what preload writes.
+type loadSpec struct {
+	topic   string
+	lines   int64
+	batches int // batches of one interval that drain the topic
+	parts   int // partitions (default 4)
+	src     lineSource
+	// keepSeq records every line's IP, for rankings to check against.
+	keepSeq bool
+}
+
+// preload creates the topic and produces lines to it, line i to partition
+// i mod parts, each stamped with its event time. It returns the dataset
+// with the expected answers: from what it recorded of every line, or, for
+// a cyclingLines source without keepSeq, from the topic's shape.
+func preload(ctx context.Context, brokers string, spec loadSpec, dir string) (*dataset, error) {
+	parts := cmp.Or(spec.parts, partitions)
+	topic, lines, src, keepSeq := spec.topic, spec.lines, spec.src, spec.keepSeq
+	d := &dataset{topic: topic, lines: lines, parts: parts, ends: make([]int64, parts), keepSeq: keepSeq}
+	d.perPart, d.batches = sizeBatches(lines, spec.batches, parts)
+	analytic := false
+	if c, ok := src.(*cyclingLines); ok && !keepSeq {
+		d.cycle, analytic = c, true
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
@@ -143,14 +248,14 @@ func preload(ctx context.Context, brokers string, topic string, lines int64, bat
 	adm := kadm.NewClient(cl)
 	// Event times lie in the past: keep the records whatever their age.
 	forever := "-1"
-	if _, err := adm.CreateTopic(ctx, partitions, 1, map[string]*string{"retention.ms": &forever}, topic); err != nil {
+	if _, err := adm.CreateTopic(ctx, int32(parts), 1, map[string]*string{"retention.ms": &forever}, topic); err != nil {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	index := map[string]uint32{}
 	if keepSeq {
-		d.seq = make([][]uint32, partitions)
+		d.seq = make([][]uint32, parts)
 		for p := range d.seq {
-			d.seq[p] = make([]uint32, 0, lines/partitions+1)
+			d.seq[p] = make([]uint32, 0, lines/int64(parts)+1)
 		}
 	}
 	var (
@@ -166,19 +271,23 @@ func preload(ctx context.Context, brokers string, topic string, lines int64, bat
 			mu.Unlock()
 		}
 	}
-	var next [partitions]int64
+	next := make([]int64, parts)
 	for i := int64(0); i < lines; i++ {
 		line := src.next(nil)
-		ip := ipField(line)
-		k, ok := index[string(ip)]
-		if !ok {
-			k = uint32(len(d.ips))
-			index[string(ip)] = k
-			d.ips = append(d.ips, string(ip))
-			d.totals = append(d.totals, 0)
+		var k uint32
+		if !analytic {
+			ip := ipField(line)
+			var ok bool
+			k, ok = index[string(ip)]
+			if !ok {
+				k = uint32(len(d.ips))
+				index[string(ip)] = k
+				d.ips = append(d.ips, string(ip))
+				d.totals = append(d.totals, 0)
+			}
+			d.totals[k]++
 		}
-		d.totals[k]++
-		p := int32(i % partitions)
+		p := int32(i % int64(parts))
 		off := next[p]
 		next[p]++
 		if keepSeq {
@@ -204,18 +313,26 @@ func preload(ctx context.Context, brokers string, topic string, lines int64, bat
 	if err != nil {
 		return nil, err
 	}
-	for p := range partitions {
+	for p := range parts {
 		o, _ := ends.Lookup(topic, int32(p))
 		d.ends[p] = o.Offset
 		if o.Offset != next[p] {
 			return nil, fmt.Errorf("%s[%d] ends at %d, produced %d", topic, p, o.Offset, next[p])
 		}
 	}
-	// Countries for every other IP, in order of first appearance.
+	// Countries for every other IP, in order of first appearance (of the
+	// first 10k IPs of a topic without recorded IPs: the countries table is
+	// an input, not state, and the same for every size).
 	codes := []string{"PT", "ES", "FR", "DE", "IT", "NL", "BE", "IE", "GB", "US", "CA", "BR", "JP", "IN", "AU", "PL"}
 	d.countries = map[string]string{}
 	var sb strings.Builder
-	for i, ip := range d.ips {
+	ips := d.ips
+	if analytic {
+		for k := range min(d.cycle.n, 10_000) {
+			ips = append(ips, string(appendCycleIP(nil, k)))
+		}
+	}
+	for i, ip := range ips {
 		if i%2 == 0 {
 			c := codes[i/2%len(codes)]
 			d.countries[ip] = c
@@ -245,7 +362,7 @@ func (d *dataset) expected() [][]result {
 	perBatch := make([]map[uint32]int64, d.batches+1)
 	for b := 1; b <= d.batches; b++ {
 		m := map[uint32]int64{}
-		for p := range partitions {
+		for p := range d.parts {
 			from, until := d.batchRange(p, b)
 			for _, k := range d.seq[p][from:until] {
 				m[k]++
@@ -288,6 +405,15 @@ func (d *dataset) expected() [][]result {
 
 // checkTotals compares a contender's final per-IP totals with the input.
 func (d *dataset) checkTotals(got map[string]int64) (ok bool, detail string) {
+	if d.cycle != nil {
+		return checkCycleTotals(d.cycle.n, d.lines, func(yield func(string, int64) bool) {
+			for ip, n := range got {
+				if !yield(ip, n) {
+					return
+				}
+			}
+		})
+	}
 	var lines int64
 	for _, c := range got {
 		lines += c

@@ -52,10 +52,13 @@ func childDstream(args []string) error {
 	cpuProfile := fs.String("cpuprofile", "", "")
 	heapProfile := fs.String("heapprofile", "", "write the heap after the run's final GC here")
 	totalsPath := fs.String("totals", "", "write the checkpointed running totals here")
+	cycle := fs.Int("cycle", 0, "check the checkpointed totals here instead: the topic holds -cycle-lines lines of this many IPs in turn (cyclingLines)")
+	cycleLines := fs.Int64("cycle-lines", 0, "")
 	reportPath := fs.String("report", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	began := time.Now()
 	gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as cmd/dstream does
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -101,16 +104,20 @@ func childDstream(args []string) error {
 
 	var (
 		mu     sync.Mutex
-		report childReport
+		report = childReport{StartUnixNano: began.UnixNano()}
 		ready  sync.Once
 	)
 	opts := []microbatch.Option{microbatch.WithStdout(io.Discard),
 		microbatch.WithListener(func(s microbatch.BatchStats) {
 			mu.Lock()
+			if report.FirstCommitUnixNano == 0 {
+				report.FirstCommitUnixNano = time.Now().UnixNano()
+			}
 			report.Lines += int64(s.Records)
 			report.Batches++
 			report.ProcessingMS = append(report.ProcessingMS, float64(s.ProcessingTime.Microseconds())/1000)
 			report.CheckpointMS = append(report.CheckpointMS, float64(s.CheckpointTime.Microseconds())/1000)
+			report.SchedulingMS = append(report.SchedulingMS, float64(s.SchedulingDelay.Microseconds())/1000)
 			mu.Unlock()
 			ready.Do(func() { fmt.Println("READY") })
 		})}
@@ -144,6 +151,10 @@ func childDstream(args []string) error {
 	if err != nil {
 		return fmt.Errorf("job: %w", err)
 	}
+	// The peak of the run itself, before anything below reads the state
+	// back.
+	peak := highWaterRSS(os.Getpid())
+	stats := j.StateStats()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -163,9 +174,32 @@ func childDstream(args []string) error {
 	mu.Lock()
 	report.Seconds = elapsed.Seconds()
 	report.HeapInuse = ms.HeapInuse
+	report.PeakRSS = peak
 	report.Timings = tm.summary(elapsed)
+	report.Calls = tm.stats()
+	for _, st := range stats {
+		report.StateKeys = append(report.StateKeys, st.Keys)
+	}
 	mu.Unlock()
 	fmt.Printf("dstream: %d lines in %d batches, %v\n", report.Lines, report.Batches, elapsed)
+	if *cycle > 0 {
+		meta, err := store.Progress(context.Background())
+		if err != nil {
+			return err
+		}
+		pairs, err := microbatch.ReadState[string, int64](context.Background(), store, "totals", meta.Committed)
+		if err != nil {
+			return err
+		}
+		ok, detail := checkCycleTotals(*cycle, *cycleLines, func(yield func(string, int64) bool) {
+			for _, kv := range pairs {
+				if !yield(kv.Key, kv.Value) {
+					return
+				}
+			}
+		})
+		report.Checked, report.Correct, report.Detail = true, ok, detail
+	}
 	if *totalsPath != "" {
 		totals, err := checkpointedTotals(context.Background(), store)
 		if err != nil {

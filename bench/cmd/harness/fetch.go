@@ -34,30 +34,39 @@ const fetchPartitionMaxBytes = 32 << 20
 
 // runFetch runs the raw fetch limit as a child process of its own.
 func (b *bench) runFetch(ctx context.Context) error {
-	report := filepath.Join(b.dir, "fetch-report.json")
-	cpu0 := b.brokerCPU()
-	p, err := start(b.dir, "fetch", exec.CommandContext(ctx, b.self, "child-fetch",
-		"-brokers", b.broker.Addr(), "-topic", b.main.topic, "-ends", endsFlag(b.main.ends),
-		"-report", report), false)
+	r, rep, err := b.fetchRow(ctx, b.main, "fetch")
 	if err != nil {
 		return err
 	}
+	b.rows = append(b.rows, r)
+	b.notes = append(b.notes, fmt.Sprintf("fetch (raw limit): %.0f MB of record batches (as stored: compressed) at %.0f MB/s",
+		float64(rep.Bytes)/1e6, float64(rep.Bytes)/1e6/rep.Seconds))
+	return nil
+}
+
+// fetchRow runs the raw fetch limit on d as a child named name.
+func (b *bench) fetchRow(ctx context.Context, d *dataset, name string) (row, childReport, error) {
+	report := filepath.Join(b.dir, name+"-report.json")
+	cpu0 := b.brokerCPU()
+	p, err := start(b.dir, name, exec.CommandContext(ctx, b.self, "child-fetch",
+		"-brokers", b.broker.Addr(), "-topic", d.topic, "-ends", endsFlag(d.ends),
+		"-report", report), false)
+	if err != nil {
+		return row{}, childReport{}, err
+	}
 	if err := p.wait(30 * time.Minute); err != nil {
-		return err
+		return row{}, childReport{}, err
 	}
 	r, err := readReport(report)
 	if err != nil {
-		return err
+		return row{}, childReport{}, err
 	}
 	ok, detail := true, fmt.Sprintf("%d lines in %d record batches, every offset once (bytes not decoded, so IPs not counted)", r.Lines, r.Batches)
-	if r.Lines != b.main.lines || r.Problem != "" {
-		ok, detail = false, fmt.Sprintf("%d lines of %d; %s", r.Lines, b.main.lines, r.Problem)
+	if r.Lines != d.lines || r.Problem != "" {
+		ok, detail = false, fmt.Sprintf("%d lines of %d; %s", r.Lines, d.lines, r.Problem)
 	}
-	b.rows = append(b.rows, row{name: "fetch", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
-		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0})
-	b.notes = append(b.notes, fmt.Sprintf("fetch (raw limit): %.0f MB of record batches (as stored: compressed) at %.0f MB/s",
-		float64(r.Bytes)/1e6, float64(r.Bytes)/1e6/r.Seconds))
-	return nil
+	return row{name: name, lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
+		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0}, r, nil
 }
 
 // childFetch reads every partition of the topic up to its end offset with

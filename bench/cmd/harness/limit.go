@@ -26,8 +26,25 @@ type childReport struct {
 	// Per-batch processing and checkpoint times (dstream).
 	ProcessingMS []float64 `json:"processing_ms,omitempty"`
 	CheckpointMS []float64 `json:"checkpoint_ms,omitempty"`
-	// Timings: wall time in Source, Store and Sink calls (dstream).
-	Timings string `json:"timings,omitempty"`
+	SchedulingMS []float64 `json:"scheduling_ms,omitempty"`
+	// Timings: wall time in Source, Store and Sink calls (dstream), as
+	// text and by call.
+	Timings string              `json:"timings,omitempty"`
+	Calls   map[string]callStat `json:"calls,omitempty"`
+	// PeakRSS is the process's resident high-water mark at the end of the
+	// run, before the harness's checks read anything back (dstream).
+	PeakRSS int64 `json:"peak_rss,omitempty"`
+	// StateKeys is the keys of every stateful operator at the end.
+	StateKeys []int `json:"state_keys,omitempty"`
+	// StartUnixNano is when the process began, FirstCommitUnixNano when
+	// its first batch committed (dstream).
+	StartUnixNano       int64 `json:"start_unix_nano,omitempty"`
+	FirstCommitUnixNano int64 `json:"first_commit_unix_nano,omitempty"`
+	// Checked tells that the child checked its answer itself (the totals
+	// of a cyclingLines topic): Correct and Detail say how it went.
+	Checked bool   `json:"checked,omitempty"`
+	Correct bool   `json:"correct,omitempty"`
+	Detail  string `json:"detail,omitempty"`
 	// Bytes of record batches fetched, and what was wrong with them (the
 	// raw fetch limit).
 	Bytes   int64  `json:"bytes,omitempty"`

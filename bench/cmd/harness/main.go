@@ -1,36 +1,55 @@
 // Command harness is `make bench`: it measures dstream against the broker's
 // raw fetch rate (the limit), a plain consumer, Spark (DStreams and
 // Structured Streaming), Flink and Kafka Streams on one pre-loaded topic, in
-// one run, on a real Kafka broker and redis-server started on loopback ports.
+// one run, on a real Kafka broker and redis-server started on loopback ports;
+// then small batches, the dstream binary on one and several replicas, state
+// at scale and latency.
 //
-// Stages, one after the other on the same topic of BENCH_LINES lines from
-// the weblog generator (4 partitions):
+// Stages, one after the other (the contenders of the first on the same topic
+// of BENCH_LINES lines from the weblog generator, 4 partitions):
 //
 //   - fetch: the limit, raw Fetch requests whose bytes are discarded;
 //   - consumer: a plain franz-go consumer counting IPs in a map;
 //   - dstream: the reference job (internal/topips) catching up on the topic
 //     in deterministic batches (virtual clock, rate cap), with Redis
 //     checkpoints and transactional output;
-//   - spark: the lecture's PySpark DStream program, fed the same batches;
+//   - one-replica: the dstream binary, unsharded, on the same topic and
+//     batches, and the binary of a baseline revision (BENCH_BASELINE);
+//   - small: fetch, consumer and dstream on a topic drained in batches of
+//     50k lines, and the per-batch overhead with 10k changed keys;
+//   - replicas: the binary sharded (DSTREAM_SHARDS=3) on 1, 2 and 3
+//     replicas and unsharded, on a topic of 12 partitions; a replica
+//     SIGKILLed and its tasks' moves timed;
+//   - latency: dstream at 100 ms and 50 ms batches under a fixed-rate
+//     producer;
+//   - state: dstream with 10k, 1M and 10M distinct IPs, restarted with them;
 //   - structured: the job in Spark Structured Streaming (bench/structured);
 //   - flink: the job in Apache Flink (bench/flink);
+//   - spark: the lecture's PySpark DStream program, fed the same batches;
 //   - kstreams, kstreams-tuned: the job in Kafka Streams (bench/kstreams),
 //     with its defaults and tuned for throughput;
-//   - latency: dstream at 100 ms batches under a fixed-rate producer;
-//   - state: dstream with 10k and 1M distinct IPs;
 //   - engine: the Go micro-benchmarks.
 //
 // Every contender's answer is checked against the input; a wrong answer
-// voids its figure. The harness prints a table and `BENCH name value` lines
+// voids its figure. The harness prints tables and `BENCH name value` lines
 // and writes BENCHMARKS.md.
 //
 // Environment: BENCH_LINES (50000000: enough for the fastest contenders to
 // run 10 s), BENCH_IPS (10000), BENCH_BATCHES (100, of 500k lines at the
-// default size), BENCH_STATE_LINES (min(BENCH_LINES, 4000000)), BENCH_LATENCY_SECONDS
-// (20), BENCH_LATENCY_RATE (5000 lines/s), BENCH_SPARK_MASTER (local[*]),
-// BENCH_ONLY (comma-separated stages; "limit" names fetch and consumer),
-// BENCH_OUT (BENCHMARKS.md; "-" for none), BENCH_KSTREAMS_COMMIT_MS (the
-// tuned Kafka Streams' commit intervals, comma-separated: a sweep).
+// default size), BENCH_QUICK (1 for the quick profile; the default below
+// 10M lines, see quickProfile), BENCH_ROUNDS (2; 1 quick: runs compared
+// against each other alternate this often, the best kept), BENCH_SMALL_LINES
+// (5000000; 2500000 quick), BENCH_STATE_KEYS (10000,1000000,10000000;
+// 10000,1000000 quick), BENCH_STATE_LINES (min(BENCH_LINES, 4000000): lines
+// of the state runs, at least 2 a key), BENCH_REPLICA_LINES (BENCH_LINES
+// within 4M..20M), BENCH_REPLICA_BATCHES (40; 20 quick), BENCH_REPLICAS
+// (1,2,3; 1,3 quick), BENCH_LEASE_TTL (5s, the binary's default),
+// BENCH_BASELINE (1f93fba: the engine before the scale-out work; "none" for
+// no baseline), BENCH_LATENCY_SECONDS (20; 10 quick), BENCH_LATENCY_RATE
+// (5000 lines/s), BENCH_SPARK_MASTER (local[*]), BENCH_ONLY
+// (comma-separated stages; "limit" names fetch and consumer), BENCH_OUT
+// (BENCHMARKS.md; "-" for none), BENCH_KSTREAMS_COMMIT_MS (the tuned Kafka
+// Streams' commit intervals, comma-separated: a sweep).
 //
 // The harness runs its Go contenders as child processes of its own binary
 // (`harness child-limit …`), so that each one's memory is its own.
@@ -85,7 +104,17 @@ type config struct {
 	lines          int64
 	ips            int
 	batches        int
+	quick          bool
+	rounds         int
+	smallLines     int64
+	stateKeys      []int
 	stateLines     int64
+	replicaLines   int64
+	replicaBatches int
+	replicaCounts  []int
+	replicaKill    bool
+	leaseTTL       time.Duration
+	baseline       string
 	latencySeconds int
 	latencyRate    int
 	sparkMaster    string
@@ -98,7 +127,32 @@ type config struct {
 // machine's noise weigh little.
 const defaultLines = 50_000_000
 
-var stages = []string{"fetch", "consumer", "dstream", "structured", "flink", "spark", "kstreams", "kstreams-tuned", "latency", "state", "engine"}
+var stages = []string{"fetch", "consumer", "dstream", "one-replica", "small", "replicas", "latency", "state",
+	"structured", "flink", "spark", "kstreams", "kstreams-tuned", "engine"}
+
+// quickSkips are the stages the quick profile leaves out unless BENCH_ONLY
+// names them: the JVM peers (minutes each, and their setup) and the
+// engine's micro-benchmarks (`make bench-engine`).
+var quickSkips = []string{"structured", "flink", "spark", "kstreams", "kstreams-tuned", "engine"}
+
+// envInts reads a comma-separated list of positive integers.
+func envInts(name string, def []int) []int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.ReplaceAll(strings.TrimSpace(f), "_", ""))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: ignoring %s=%q: want positive integers, comma-separated\n", name, v)
+			return def
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
 
 func envInt(name string, def int64) int64 {
 	if v := os.Getenv(name); v != "" {
@@ -113,16 +167,56 @@ func envInt(name string, def int64) int64 {
 
 func loadConfig() (config, error) {
 	c := config{
-		lines:          envInt("BENCH_LINES", defaultLines),
-		ips:            int(envInt("BENCH_IPS", 10_000)),
-		batches:        int(envInt("BENCH_BATCHES", 100)),
-		latencySeconds: int(envInt("BENCH_LATENCY_SECONDS", 20)),
-		latencyRate:    int(envInt("BENCH_LATENCY_RATE", 5000)),
-		sparkMaster:    cmpOr(os.Getenv("BENCH_SPARK_MASTER"), "local[*]"),
-		out:            cmpOr(os.Getenv("BENCH_OUT"), "BENCHMARKS.md"),
-		only:           map[string]bool{},
+		lines:       envInt("BENCH_LINES", defaultLines),
+		ips:         int(envInt("BENCH_IPS", 10_000)),
+		batches:     int(envInt("BENCH_BATCHES", 100)),
+		latencyRate: int(envInt("BENCH_LATENCY_RATE", 5000)),
+		sparkMaster: cmpOr(os.Getenv("BENCH_SPARK_MASTER"), "local[*]"),
+		out:         cmpOr(os.Getenv("BENCH_OUT"), "BENCHMARKS.md"),
+		only:        map[string]bool{},
+	}
+	// The quick profile (a few minutes): below 10M lines unless
+	// BENCH_QUICK says otherwise.
+	c.quick = c.lines < 10_000_000
+	if v := os.Getenv("BENCH_QUICK"); v != "" {
+		q, err := strconv.ParseBool(v)
+		if err != nil {
+			return c, fmt.Errorf("BENCH_QUICK=%q: want 1 or 0", v)
+		}
+		c.quick = q
+	}
+	pick := func(full, quick int64) int64 {
+		if c.quick {
+			return quick
+		}
+		return full
+	}
+	c.rounds = int(envInt("BENCH_ROUNDS", pick(2, 1)))
+	c.smallLines = envInt("BENCH_SMALL_LINES", pick(5_000_000, 2_500_000))
+	if c.quick {
+		c.stateKeys = envInts("BENCH_STATE_KEYS", []int{10_000, 1_000_000})
+		c.replicaCounts = envInts("BENCH_REPLICAS", []int{1, 3})
+	} else {
+		c.stateKeys = envInts("BENCH_STATE_KEYS", []int{10_000, 1_000_000, 10_000_000})
+		c.replicaCounts = envInts("BENCH_REPLICAS", []int{1, 2, 3})
 	}
 	c.stateLines = envInt("BENCH_STATE_LINES", min(c.lines, 4_000_000))
+	c.replicaLines = envInt("BENCH_REPLICA_LINES", min(max(c.lines, 4_000_000), 20_000_000))
+	c.replicaBatches = int(envInt("BENCH_REPLICA_BATCHES", pick(40, 20)))
+	c.replicaKill = os.Getenv("BENCH_REPLICA_KILL") != "0"
+	c.latencySeconds = int(envInt("BENCH_LATENCY_SECONDS", pick(20, 10)))
+	c.leaseTTL = 5 * time.Second
+	if v := os.Getenv("BENCH_LEASE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("BENCH_LEASE_TTL=%q: want a duration such as 5s", v)
+		}
+		c.leaseTTL = d
+	}
+	c.baseline = cmpOr(os.Getenv("BENCH_BASELINE"), defaultBaseline)
+	if c.baseline == "none" {
+		c.baseline = ""
+	}
 	if v := os.Getenv("BENCH_ONLY"); v != "" {
 		for _, s := range strings.Split(v, ",") {
 			s = strings.TrimSpace(s)
@@ -137,10 +231,26 @@ func loadConfig() (config, error) {
 		}
 	} else {
 		for _, s := range stages {
-			c.only[s] = true
+			c.only[s] = !c.quick || !slices.Contains(quickSkips, s)
 		}
 	}
 	return c, nil
+}
+
+// defaultBaseline is the revision whose binary the one-replica stage
+// compares against: the engine before the scale-out work (docs/scale-out.md,
+// from 46c8917 on), whose unsharded job the sharded runtime must not slow.
+const defaultBaseline = "1f93fba"
+
+// selected lists the stages that run, in order.
+func (c config) selected() []string {
+	var out []string
+	for _, s := range stages {
+		if c.only[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func cmpOr(a, b string) string {
@@ -165,10 +275,20 @@ type bench struct {
 	notes     []string
 	prof      string // dstream's CPU profile highlights
 	engineOut string
-	stateProf string // dstream's CPU profile with 1M keys
-	latency   string // latency details
-	started   time.Time
-	timings   []string
+	stateProf string   // dstream's CPU profile with 1M keys
+	latencies []string // latency details, an interval each
+	// sections are the tables of the stages after the throughput runs.
+	sections map[string][]row
+	// smallProf is the CPU profile of dstream in small batches; stateProf
+	// of its largest state run, stateProfName.
+	smallProf, stateProfName string
+	// noise is what every stage saw of the machine's other load.
+	noise []stageNoise
+	// binary is cmd/dstream of this tree, baselineBin of the baseline
+	// revision baselineRev ("" if not built).
+	binary, baselineBin, baselineRev string
+	started                          time.Time
+	timings                          []string
 	// brokerPid is the broker's JVM, for its CPU time.
 	brokerPid int
 	// peerProfiles are the JVM peers' hot methods (jvm.go).
@@ -241,7 +361,12 @@ func run() error {
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return err
 	}
-	b.say("lines %d, distinct IPs %d, batches %d; scratch %s", cfg.lines, cfg.ips, cfg.batches, b.dir)
+	profile := "full"
+	if cfg.quick {
+		profile = "quick"
+	}
+	b.say("lines %d, distinct IPs %d, batches %d, %s profile; stages %s; scratch %s", cfg.lines, cfg.ips, cfg.batches, profile,
+		strings.Join(cfg.selected(), ","), b.dir)
 	ctx := context.Background()
 
 	if cfg.needsPeers() {
@@ -254,11 +379,11 @@ func run() error {
 	}
 	defer b.stopServers()
 
-	needMain := cfg.only["fetch"] || cfg.only["consumer"] || cfg.only["dstream"] || cfg.needsPeers()
+	needMain := cfg.only["fetch"] || cfg.only["consumer"] || cfg.only["dstream"] || cfg.only["one-replica"] || cfg.needsPeers()
 	if needMain {
 		err := b.timed("pre-load", func() error {
-			ds, err := preload(ctx, b.broker.Addr(), "logs", cfg.lines, cfg.batches,
-				generatorLines{newGenerator(cfg.ips)}, true, b.dir)
+			ds, err := preload(ctx, b.broker.Addr(), loadSpec{topic: "logs", lines: cfg.lines, batches: cfg.batches,
+				src: generatorLines{newGenerator(cfg.ips)}, keepSeq: true}, b.dir)
 			if err != nil {
 				return err
 			}
@@ -283,13 +408,16 @@ func run() error {
 		{"fetch", b.runFetch},
 		{"consumer", b.runLimit},
 		{"dstream", b.runDstream},
+		{"one-replica", b.runOneReplica},
+		{"small", b.runSmall},
+		{"replicas", b.runReplicas},
+		{"latency", b.runLatency},
+		{"state", b.runState},
 		{"structured", b.runStructured},
 		{"flink", b.runFlink},
 		{"spark", b.runSpark},
 		{"kstreams", b.runKStreamsDefault},
 		{"kstreams-tuned", b.runKStreamsTuned},
-		{"latency", b.runLatency},
-		{"state", b.runState},
 		{"engine", b.runEngine},
 	} {
 		if !cfg.only[s.name] {
@@ -313,21 +441,57 @@ func run() error {
 }
 
 // pruneRuns removes all but the newest keep run directories (their names
-// sort by time).
+// sort by time), except those touched in the last day: the directory is
+// shared by every checkout whose .cache points at it, and another run may
+// still be using its own (its broker's and Redis's data live there).
 func pruneRuns(dir string, keep int) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for i := 0; i < len(entries)-keep; i++ {
-		os.RemoveAll(filepath.Join(dir, entries[i].Name()))
+		path := filepath.Join(dir, entries[i].Name())
+		if touchedSince(path, time.Now().Add(-24*time.Hour)) {
+			continue
+		}
+		os.RemoveAll(path)
 	}
+}
+
+// touchedSince reports whether dir or an entry in it, or in a directory in
+// it, was modified after t.
+func touchedSince(dir string, t time.Time) bool {
+	recent := func(path string) bool {
+		fi, err := os.Stat(path)
+		return err == nil && fi.ModTime().After(t)
+	}
+	if recent(dir) {
+		return true
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if recent(path) {
+			return true
+		}
+		if e.IsDir() {
+			sub, _ := os.ReadDir(path)
+			for _, s := range sub {
+				if recent(filepath.Join(path, s.Name())) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (b *bench) timed(what string, f func() error) error {
 	b.say("%s ...", what)
 	t := time.Now()
+	n := watchNoise(2 * time.Second)
 	err := f()
+	b.noise = append(b.noise, n.stop(what))
 	d := time.Since(t).Round(100 * time.Millisecond)
 	b.timings = append(b.timings, fmt.Sprintf("%s %v", what, d))
 	b.say("%s: %v", what, d)
@@ -382,7 +546,7 @@ func warmReads(ctx context.Context, brokers string, d *dataset) error {
 	const batches = 4
 	offsets := map[int32]kgo.Offset{}
 	remaining := map[int32]int64{}
-	for p := range partitions {
+	for p := range d.parts {
 		offsets[int32(p)] = kgo.NewOffset().AtStart()
 		if _, until := d.batchRange(p, batches); until > 0 {
 			remaining[int32(p)] = until
@@ -475,28 +639,37 @@ func endsFlag(ends []int64) string {
 }
 
 func (b *bench) runLimit(ctx context.Context) error {
-	totals := filepath.Join(b.dir, "limit-totals.txt")
-	report := filepath.Join(b.dir, "limit-report.json")
-	cpu0 := b.brokerCPU()
-	p, err := start(b.dir, "consumer", exec.CommandContext(ctx, b.self, "child-limit",
-		"-brokers", b.broker.Addr(), "-topic", b.main.topic, "-ends", endsFlag(b.main.ends),
-		"-totals", totals, "-report", report), false)
+	r, err := b.consumerRow(ctx, b.main, "consumer")
 	if err != nil {
 		return err
 	}
+	b.rows = append(b.rows, r)
+	return nil
+}
+
+// consumerRow runs the plain consumer on d as a child named name.
+func (b *bench) consumerRow(ctx context.Context, d *dataset, name string) (row, error) {
+	totals := filepath.Join(b.dir, name+"-totals.txt")
+	report := filepath.Join(b.dir, name+"-report.json")
+	cpu0 := b.brokerCPU()
+	p, err := start(b.dir, name, exec.CommandContext(ctx, b.self, "child-limit",
+		"-brokers", b.broker.Addr(), "-topic", d.topic, "-ends", endsFlag(d.ends),
+		"-totals", totals, "-report", report), false)
+	if err != nil {
+		return row{}, err
+	}
 	if err := p.wait(30 * time.Minute); err != nil {
-		return err
+		return row{}, err
 	}
 	r, err := readReport(report)
 	if err != nil {
-		return err
+		return row{}, err
 	}
 	got, err := readTotals(totals)
 	if err != nil {
-		return err
+		return row{}, err
 	}
-	ok, detail := b.main.checkTotals(got)
-	b.rows = append(b.rows, row{name: "consumer", lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
-		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0})
-	return nil
+	ok, detail := d.checkTotals(got)
+	return row{name: name, lines: r.Lines, seconds: r.Seconds, rss: p.peakRSS(), correct: ok, detail: detail,
+		cpu: p.cpuSeconds(), brokerCPU: b.brokerCPU() - cpu0}, nil
 }

@@ -113,6 +113,16 @@ func (p *proc) wait(timeout time.Duration) error {
 	return nil
 }
 
+// exited reports whether the process has exited.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (p *proc) signal(sig syscall.Signal) { _ = syscall.Kill(p.cmd.Process.Pid, sig) }
 
 // kill kills the whole process group.

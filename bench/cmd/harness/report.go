@@ -110,6 +110,57 @@ func (b *bench) figureValue(name string) (float64, bool) {
 	return 0, false
 }
 
+// addRow adds a row to a section's table ("" for the throughput table).
+func (b *bench) addRow(section string, r row) {
+	if section == "" {
+		b.rows = append(b.rows, r)
+		return
+	}
+	if b.sections == nil {
+		b.sections = map[string][]row{}
+	}
+	b.sections[section] = append(b.sections[section], r)
+}
+
+// sectionTable renders a section's rows, each with its rate against the
+// row named vs (of the section, or of the throughput table), and its CPU
+// per line.
+func (b *bench) sectionTable(section, vs, vsLabel string) string {
+	rows := b.sections[section]
+	if len(rows) == 0 {
+		return ""
+	}
+	base, ok := row{}, false
+	for _, r := range rows {
+		if r.name == vs {
+			base, ok = r, true
+		}
+	}
+	if !ok {
+		base, ok = b.rowNamed(vs)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "| run | lines | seconds | lines/s | vs %s | CPU ns a line | peak RSS | CPU s | broker CPU s | answer |\n", vsLabel)
+	sb.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		ratio := "–"
+		if ok && base.correct && r.correct && base.rate() > 0 {
+			ratio = fmt.Sprintf("%.2f×", r.rate()/base.rate())
+		}
+		perLine := "–"
+		if r.cpu > 0 && r.lines > 0 {
+			perLine = fmt.Sprintf("%.0f", r.cpu/float64(r.lines)*1e9)
+		}
+		answer := "right"
+		if !r.correct {
+			answer = "**WRONG** (figure void)"
+		}
+		fmt.Fprintf(&sb, "| %s | %d | %.1f | %s | %s | %s | %.0f MiB | %.1f | %.1f | %s: %s |\n",
+			r.name, r.lines, r.seconds, human3(r.rate()), ratio, perLine, float64(r.rss)/(1<<20), r.cpu, r.brokerCPU, answer, r.detail)
+	}
+	return sb.String()
+}
+
 func (b *bench) table() string {
 	var sb strings.Builder
 	sb.WriteString("| contender | lines | seconds | lines/s | vs limit | peak RSS | CPU s | broker CPU s | answer |\n")
@@ -161,8 +212,16 @@ func (b *bench) report() {
 	fmt.Println()
 	fmt.Print(b.table())
 	fmt.Println()
-	if b.latency != "" {
-		fmt.Println("latency:", b.latency)
+	for _, l := range b.latencies {
+		fmt.Println("latency:", l)
+	}
+	for _, sec := range sectionOrder {
+		if t := b.sectionTable(sec.name, sec.vs, sec.vsLabel); t != "" {
+			fmt.Printf("\n%s\n\n%s", sec.title, t)
+		}
+	}
+	if t := b.noiseTable(); t != "" {
+		fmt.Printf("\nnoise\n\n%s", t)
 	}
 	for _, n := range b.notes {
 		fmt.Println("note:", n)
@@ -178,15 +237,39 @@ type goal struct {
 	target       string
 }
 
+func atLeast(x float64) func(float64) bool { return func(v float64) bool { return v >= x } }
+func atMost(x float64) func(float64) bool  { return func(v float64) bool { return v <= x } }
+
 var goals = []goal{
 	{"dstream vs the broker's raw fetch rate (the limit)", "ratio_dstream_vs_fetch", nil, "reported"},
-	{"dstream vs a plain franz-go consumer", "ratio_dstream_vs_consumer", func(v float64) bool { return v >= 0.8 }, "≥ 0.8×"},
-	{"dstream vs Kafka Streams (the better of default and tuned)", "ratio_dstream_vs_kstreams", func(v float64) bool { return v >= 10 }, "≥ 10×"},
-	{"dstream vs Spark Structured Streaming", "ratio_dstream_vs_structured", func(v float64) bool { return v >= 10 }, "≥ 10×"},
-	{"dstream vs Flink", "ratio_dstream_vs_flink", func(v float64) bool { return v >= 3 }, "≥ 3×"},
-	{"dstream vs Spark (PySpark DStreams)", "ratio_dstream_vs_spark", func(v float64) bool { return v >= 20 }, "≥ 20×"},
-	{"p99 latency at 100 ms batches", "latency_p99_ms", func(v float64) bool { return v <= 200 }, "≤ 200 ms (2 intervals)"},
-	{"memory per distinct key of state", "state_bytes_per_key", func(v float64) bool { return v <= 100 }, "≤ 100 B"},
+	{"dstream vs a plain franz-go consumer", "ratio_dstream_vs_consumer", atLeast(0.8), "≥ 0.8×"},
+	{"dstream vs Kafka Streams (the better of default and tuned)", "ratio_dstream_vs_kstreams", atLeast(10), "≥ 10×"},
+	{"dstream vs Spark Structured Streaming", "ratio_dstream_vs_structured", atLeast(10), "≥ 10×"},
+	{"dstream vs Flink", "ratio_dstream_vs_flink", atLeast(3), "≥ 3×"},
+	{"dstream vs Spark (PySpark DStreams)", "ratio_dstream_vs_spark", atLeast(20), "≥ 20×"},
+	{"small batches (50k lines): dstream vs a plain consumer, same topic", "ratio_small_dstream_vs_consumer", atLeast(0.8), "≥ 0.8×"},
+	{"small batches: per-batch overhead with 10k changed keys", "small_overhead_ms_per_batch", atMost(5), "≤ 5 ms"},
+	{"p99 latency at 100 ms batches", "latency_p99_ms", atMost(200), "≤ 200 ms (2 intervals)"},
+	{"p99 latency at 50 ms batches", "latency_50ms_p99_ms", atMost(100), "≤ 100 ms (2 intervals)"},
+	{"state: 1M distinct keys vs 10k, lines/s", "ratio_state_1m_vs_10k", atLeast(0.5), "≥ 0.5×"},
+	{"state: a run with 10M distinct keys completes, right", "state_10m_correct", atLeast(1), "1 (yes)"},
+	{"state: process RSS per key (10M keys, peak against the 10k run)", "state_10m_rss_bytes_per_key", atMost(150), "≤ 150 B"},
+	{"state: Redis used_memory per key (10M keys)", "state_10m_redis_bytes_per_key", atMost(60), "≤ 60 B"},
+	{"state: restart with 10M keys, process start to first batch committed", "state_10m_restart_ms_to_first_batch", atMost(5000), "≤ 5000 ms"},
+	{"state: Go heap per key after GC (10M keys, against the 10k run)", "state_10m_heap_bytes_per_key", atMost(100), "≤ 100 B"},
+	{"replicas: CPU per line, 3 replicas vs 1 (sharded in 3)", "ratio_cpu_per_line_r3_vs_r1", atMost(1.25), "≤ 1.25×"},
+	{"replicas: exchange bytes per input line", "exchange_bytes_per_line", atMost(0.05), "≤ 0.05 B"},
+	{"replicas: a moved task's first commit after its replica's SIGKILL, beyond the lease TTL", "move_ms_from_kill_beyond_ttl", atMost(2000), "≤ 2000 ms"},
+	{"one replica (the binary, unsharded) vs the dstream stage, lines/s", "ratio_one_replica_vs_dstream_stage", atLeast(0.9), "≥ 0.9×"},
+	{"one replica vs the baseline binary (before scale-out), lines/s", "ratio_one_replica_vs_baseline", atLeast(0.9), "≥ 0.9×"},
+}
+
+// sectionOrder lists the tables of the stages after the throughput runs.
+var sectionOrder = []struct{ name, title, vs, vsLabel string }{
+	{"one-replica", "## One replica: the dstream binary, unsharded, on the main topic", "dstream", "the dstream stage"},
+	{"small", "## Small batches: 50k lines a batch", "consumer", "the consumer"},
+	{"replicas", "## Replicas: the binary sharded in 3 on a topic of 12 partitions", "unsharded, 1 replica", "unsharded"},
+	{"state", "## State at scale", "dstream, 10k distinct IPs", "10k IPs"},
 }
 
 func machine() string {
@@ -258,6 +341,11 @@ func (b *bench) writeMarkdown(path string) error {
 	if b.cfg.lines != defaultLines {
 		size = fmt.Sprintf("a size other than the default (%s lines)", human(defaultLines))
 	}
+	if b.cfg.quick {
+		size += ", the quick profile"
+	} else {
+		size += ", the full profile"
+	}
 	fmt.Fprintf(&sb, "# Benchmarks\n\n")
 	fmt.Fprintf(&sb, "Written by `make bench` (`bench/cmd/harness`) on %s from a run of **%d lines** (%s), %d distinct IPs, %d batches; the whole run took %s (%s).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.cfg.lines, size, b.cfg.ips, b.cfg.batches,
@@ -280,8 +368,19 @@ func (b *bench) writeMarkdown(path string) error {
 		}
 		fmt.Fprintf(&sb, "| %s | %s | %.2f | %s |\n", g.what, g.target, v, reached)
 	}
-	if b.latency != "" {
-		fmt.Fprintf(&sb, "\n## Latency at 100 ms batches\n\n%s.\n", b.latency)
+	for _, sec := range sectionOrder {
+		if t := b.sectionTable(sec.name, sec.vs, sec.vsLabel); t != "" {
+			fmt.Fprintf(&sb, "\n%s\n\n%s", sec.title, t)
+		}
+	}
+	if len(b.latencies) > 0 {
+		sb.WriteString("\n## Latency\n\n")
+		for _, l := range b.latencies {
+			fmt.Fprintf(&sb, "- %s.\n", l)
+		}
+	}
+	if t := b.noiseTable(); t != "" {
+		sb.WriteString("\n## Noise: what else ran on the machine\n\nOther processes' CPU is the machine's busy time (/proc/stat) minus the harness's process tree's (itself, the broker, Redis, the contenders), over each stage, in cores of the machine's 2.\n\n" + t)
 	}
 	if len(b.notes) > 0 {
 		sb.WriteString("\n## Notes from this run\n\n")
@@ -294,8 +393,11 @@ func (b *bench) writeMarkdown(path string) error {
 	if b.prof != "" {
 		sb.WriteString("\n## Where dstream's time goes: CPU profile of the catch-up run\n\n```\n" + strings.TrimSpace(b.prof) + "\n```\n")
 	}
+	if b.smallProf != "" {
+		sb.WriteString("\n## CPU profile of dstream in batches of 50k lines\n\n```\n" + strings.TrimSpace(b.smallProf) + "\n```\n")
+	}
 	if b.stateProf != "" {
-		sb.WriteString("\n## CPU profile of the state run with 1M distinct IPs\n\n```\n" + strings.TrimSpace(b.stateProf) + "\n```\n")
+		sb.WriteString("\n## CPU profile of the largest state run (" + b.stateProfName + ")\n\n```\n" + strings.TrimSpace(b.stateProf) + "\n```\n")
 	}
 	if len(b.peerProfiles) > 0 {
 		sb.WriteString("\n## Where the JVM peers' time goes: hot methods from their flight recordings\n\n")

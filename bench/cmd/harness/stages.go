@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,50 +35,102 @@ type dstreamRun struct {
 	totals  map[string]int64
 	out     string // output topic
 	profile string
+	started time.Time // when the harness started the process
 }
 
-func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, name string, profile bool) (*dstreamRun, error) {
-	out, dlq := name+"-out", name+"-dlq"
-	for _, t := range []struct {
-		name string
-		n    int32
-	}{{out, 2}, {dlq, 1}} {
-		if err := b.broker.CreateTopic(ctx, t.name, t.n, nil); err != nil {
-			return nil, err
+// catchUp says how a dstream child runs on a dataset.
+type catchUp struct {
+	name    string // the run's name: its files, and its job id unless job is set
+	job     string
+	profile bool
+	// batches is how many batches the child runs (default: the dataset's).
+	batches int
+	// reuse runs on the job's existing topics and checkpoint: a restart.
+	reuse bool
+	// totals: the child writes the checkpointed totals for the harness
+	// (false for cyclingLines topics, which it checks itself).
+	totals bool
+	// checkLines is how many of a cyclingLines topic's lines the
+	// checkpointed totals must count (default: all).
+	checkLines int64
+}
+
+func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dstreamRun, error) {
+	job := cmpOr(c.job, c.name)
+	out, dlq := job+"-out", job+"-dlq"
+	if !c.reuse {
+		for _, t := range []struct {
+			name string
+			n    int32
+		}{{out, 2}, {dlq, 1}} {
+			if err := b.broker.CreateTopic(ctx, t.name, t.n, nil); err != nil {
+				return nil, err
+			}
 		}
 	}
 	r := &dstreamRun{out: out}
-	totals := filepath.Join(b.dir, name+"-totals.txt")
-	report := filepath.Join(b.dir, name+"-report.json")
+	totals := filepath.Join(b.dir, c.name+"-totals.txt")
+	report := filepath.Join(b.dir, c.name+"-report.json")
+	batches := d.batches
+	if c.batches > 0 {
+		batches = c.batches
+	}
 	args := []string{"child-dstream", "-mode", "catchup",
 		"-brokers", b.broker.Addr(), "-redis", b.redis.Addr(),
-		"-topic", d.topic, "-out", out, "-dlq", dlq, "-job", name, "-countries", d.countriesFile,
-		"-batches", strconv.Itoa(d.batches), "-rate", strconv.FormatInt(d.ratePerPartition(), 10),
-		"-totals", totals, "-report", report}
-	if profile {
-		r.profile = filepath.Join(b.dir, name+".cpu.pprof")
-		args = append(args, "-cpuprofile", r.profile, "-heapprofile", filepath.Join(b.dir, name+".heap.pprof"))
+		"-topic", d.topic, "-out", out, "-dlq", dlq, "-job", job, "-countries", d.countriesFile,
+		"-batches", strconv.Itoa(batches), "-rate", strconv.FormatInt(d.ratePerPartition(), 10),
+		"-report", report}
+	if c.totals {
+		args = append(args, "-totals", totals)
+	} else if d.cycle != nil {
+		args = append(args, "-cycle", strconv.Itoa(d.cycle.n), "-cycle-lines", strconv.FormatInt(cmp.Or(c.checkLines, d.lines), 10))
+	}
+	if c.profile {
+		r.profile = filepath.Join(b.dir, c.name+".cpu.pprof")
+		args = append(args, "-cpuprofile", r.profile, "-heapprofile", filepath.Join(b.dir, c.name+".heap.pprof"))
 	}
 	cpu0 := b.brokerCPU()
-	p, err := start(b.dir, name, exec.CommandContext(ctx, b.self, args...), false)
+	started := time.Now()
+	p, err := start(b.dir, c.name, exec.CommandContext(ctx, b.self, args...), false)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.wait(30 * time.Minute); err != nil {
+	if err := p.wait(60 * time.Minute); err != nil {
 		return nil, err
 	}
 	r.rss, r.cpu, r.broker = p.peakRSS(), p.cpuSeconds(), b.brokerCPU()-cpu0
 	if r.report, err = readReport(report); err != nil {
 		return nil, err
 	}
-	if r.totals, err = readTotals(totals); err != nil {
-		return nil, err
+	r.started = started
+	if c.totals {
+		if r.totals, err = readTotals(totals); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
 
+// firstCommit is the time from the process's start (as the harness
+// started it) to its first committed batch.
+func (r *dstreamRun) firstCommit() time.Duration {
+	if r.report.FirstCommitUnixNano == 0 {
+		return 0
+	}
+	return time.Unix(0, r.report.FirstCommitUnixNano).Sub(r.started)
+}
+
+// check is the run's answer on d: totals the child wrote, or checked
+// itself.
+func (r *dstreamRun) check(d *dataset) (bool, string) {
+	if r.report.Checked {
+		return r.report.Correct, r.report.Detail
+	}
+	return d.checkTotals(r.totals)
+}
+
 func (b *bench) runDstream(ctx context.Context) error {
-	r, err := b.dstreamCatchUp(ctx, b.main, "dstream", true)
+	r, err := b.dstreamCatchUp(ctx, b.main, catchUp{name: "dstream", profile: true, totals: true})
 	if err != nil {
 		return err
 	}
@@ -212,56 +265,6 @@ func trimPprof(out []byte) []byte {
 		keep = append(keep, l)
 	}
 	return bytes.Join(keep, []byte("\n"))
-}
-
-// runState runs dstream on two topics that differ only in their number of
-// distinct IPs, and attributes the difference in heap (after a final GC)
-// and in peak RSS to the extra keys.
-func (b *bench) runState(ctx context.Context) error {
-	type point struct {
-		keys int
-		run  *dstreamRun
-		d    *dataset
-	}
-	var pts []point
-	for _, keys := range []int{10_000, 1_000_000} {
-		name := fmt.Sprintf("state-%d", keys)
-		var d *dataset
-		err := b.timed("pre-load "+name, func() error {
-			var err error
-			d, err = preload(ctx, b.broker.Addr(), name, b.cfg.stateLines, b.cfg.batches, &cyclingLines{n: keys}, false, b.dir)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if len(pts) > 0 {
-			// The countries table is an input, not state: both runs load
-			// the same one, so that the difference in heap is the state's.
-			// (These runs check totals only, which countries do not affect.)
-			d.countriesFile = pts[0].d.countriesFile
-		}
-		r, err := b.dstreamCatchUp(ctx, d, name+"-job", true)
-		if err != nil {
-			return err
-		}
-		b.notes = append(b.notes, fmt.Sprintf("%s: wall time in I/O calls: %s", name, r.report.Timings))
-		if keys == 1_000_000 {
-			b.stateProf = profileHighlights(ctx, b.self, r.profile)
-		}
-		ok, detail := d.checkTotals(r.totals)
-		b.rows = append(b.rows, row{name: fmt.Sprintf("dstream, %s distinct IPs", human(float64(len(d.ips)))),
-			lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, correct: ok, detail: detail, cpu: r.cpu, brokerCPU: r.broker})
-		pts = append(pts, point{len(d.ips), r, d})
-		b.figure(fmt.Sprintf("state_%s_lines_per_s", shortKeys(keys)), float64(r.report.Lines)/r.report.Seconds, "lines/s")
-		b.figure(fmt.Sprintf("state_%s_heap_mb", shortKeys(keys)), float64(r.report.HeapInuse)/(1<<20), "MiB")
-	}
-	lo, hi := pts[0], pts[1]
-	dk := float64(hi.keys - lo.keys)
-	b.figure("state_bytes_per_key", (float64(hi.run.report.HeapInuse)-float64(lo.run.report.HeapInuse))/dk, "B")
-	b.figure("state_rss_bytes_per_key", float64(hi.run.rss-lo.run.rss)/dk, "B")
-	b.figure("ratio_state_1m_vs_10k", (float64(hi.run.report.Lines)/hi.run.report.Seconds)/(float64(lo.run.report.Lines)/lo.run.report.Seconds), "x")
-	return nil
 }
 
 func shortKeys(n int) string {

@@ -31,6 +31,31 @@ func (t *timings) time(name string, start time.Time) {
 	t.mu.Unlock()
 }
 
+// callStat is the calls of one kind: how many, and their wall time in all.
+type callStat struct {
+	N       int     `json:"n"`
+	Seconds float64 `json:"seconds"`
+}
+
+// meanMS is the mean wall time of a call, in milliseconds.
+func (c callStat) meanMS() float64 {
+	if c.N == 0 {
+		return 0
+	}
+	return c.Seconds * 1000 / float64(c.N)
+}
+
+// stats returns the calls by name.
+func (t *timings) stats() map[string]callStat {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]callStat, len(t.d))
+	for k, d := range t.d {
+		out[k] = callStat{N: t.n[k], Seconds: d.Seconds()}
+	}
+	return out
+}
+
 // summary lists the calls by total time, with their count and mean.
 func (t *timings) summary(total time.Duration) string {
 	t.mu.Lock()
@@ -107,6 +132,21 @@ func (s timedStore) Prepare(ctx context.Context, batch uint64, deltas []microbat
 func (s timedStore) Commit(ctx context.Context, c microbatch.Checkpoint) error {
 	defer s.t.time("store.Commit", time.Now())
 	return s.Store.Commit(ctx, c)
+}
+
+func (s timedStore) Acquire(ctx context.Context) (microbatch.Meta, error) {
+	defer s.t.time("store.Acquire", time.Now())
+	return s.Store.Acquire(ctx)
+}
+
+func (s timedStore) Plans(ctx context.Context, from, to uint64) ([]microbatch.Plan, error) {
+	defer s.t.time("store.Plans", time.Now())
+	return s.Store.Plans(ctx, from, to)
+}
+
+func (s timedStore) LoadState(ctx context.Context, op string, fn func(microbatch.StatePart) error) error {
+	defer s.t.time("store.LoadState", time.Now())
+	return s.Store.LoadState(ctx, op, fn)
 }
 
 func (s timedStore) Renew(ctx context.Context) error {

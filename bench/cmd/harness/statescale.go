@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// stateBatchLines is the lines of every batch of the state runs: the same
+// for every number of keys, so that what differs between the runs' memory
+// is the state, not the batches in flight.
+const stateBatchLines = 200_000
+
+// statePoint is one run of the state stage.
+type statePoint struct {
+	keys    int
+	d       *dataset
+	run     *dstreamRun // every batch but the last
+	restart *dstreamRun // a new process: recovery, then the last batch
+	// redisBytes is what Redis's used_memory grew by over the run;
+	// segments and deltas the bytes of the job's state values in it.
+	redisBytes         int64
+	segments, deltas   int64
+	segCount, delCount int64
+}
+
+// runState runs the reference job on topics whose lines cycle through N
+// distinct IPs, for each N of BENCH_STATE_KEYS (every batch changes
+// min(N, 200k) keys; the running totals end with N keys). Each run stops one
+// batch short of the topic's end; a second process then restarts the job
+// (loads the state, rebuilds the window from its recorded plans) and runs
+// the last batch: the time from its start to that batch's commit is the
+// restart figure, and the totals it leaves are checked against the topic.
+//
+// Memory per key, against the smallest run (10k keys, whose state is
+// negligible, with batches of the same size): peak RSS of the child
+// process (its VmHWM when its last batch committed, before anything reads
+// the state back) and Go heap in use after a final GC, minus the same of
+// the smallest run, divided by the difference in keys; Redis's used_memory
+// after the run minus before it, divided by the keys.
+func (b *bench) runState(ctx context.Context) error {
+	rdb := b.redis.Client()
+	defer rdb.Close()
+	var pts []*statePoint
+	for _, keys := range b.cfg.stateKeys {
+		name := "state-" + shortKeys(keys)
+		lines := max(b.cfg.stateLines, 2*int64(keys))
+		lines = (lines + stateBatchLines - 1) / stateBatchLines * stateBatchLines
+		pt := &statePoint{keys: keys}
+		err := b.timed("pre-load "+name, func() error {
+			var err error
+			pt.d, err = preload(ctx, b.broker.Addr(), loadSpec{topic: name, lines: lines, batches: int(lines / stateBatchLines),
+				src: &cyclingLines{n: keys}}, b.dir)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		d := pt.d
+		used0, err := redisUsedMemory(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		first := d.batches - 1
+		firstLines := min(d.lines, int64(first)*d.perPart*int64(d.parts))
+		pt.run, err = b.dstreamCatchUp(ctx, d, catchUp{name: name + "-job", profile: true, batches: first, checkLines: firstLines})
+		if err != nil {
+			return err
+		}
+		used1, err := redisUsedMemory(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		pt.redisBytes = used1 - used0
+		pt.segments, pt.deltas, pt.segCount, pt.delCount, err = stateValues(ctx, rdb, name+"-job")
+		if err != nil {
+			return err
+		}
+		pt.restart, err = b.dstreamCatchUp(ctx, d, catchUp{name: name + "-restart", job: name + "-job", reuse: true, batches: 1})
+		if err != nil {
+			return err
+		}
+		pts = append(pts, pt)
+
+		r := pt.run
+		ok, detail := r.check(d)
+		ok2, detail2 := pt.restart.check(d)
+		b.addRow("state", row{name: fmt.Sprintf("dstream, %s distinct IPs", human(float64(keys))),
+			lines: r.report.Lines, seconds: r.report.Seconds, rss: r.report.PeakRSS, correct: ok && ok2,
+			detail: fmt.Sprintf("%d batches of %d lines: %s; restarted for the last batch: %s", r.report.Batches, d.perPart*int64(d.parts), detail, detail2),
+			cpu:    r.cpu, brokerCPU: r.broker})
+		k := shortKeys(keys)
+		b.figure("state_"+k+"_correct", boolFloat(ok && ok2), "")
+		b.figure("state_"+k+"_lines_per_s", float64(r.report.Lines)/r.report.Seconds, "lines/s")
+		b.figure("state_"+k+"_peak_rss_mb", float64(r.report.PeakRSS)/(1<<20), "MiB")
+		b.figure("state_"+k+"_heap_mb", float64(r.report.HeapInuse)/(1<<20), "MiB")
+		b.figure("state_"+k+"_redis_mb", float64(pt.redisBytes)/(1<<20), "MiB")
+		b.figure("state_"+k+"_redis_bytes_per_key", float64(pt.redisBytes)/float64(keys), "B")
+		b.figure("state_"+k+"_restart_ms_to_first_batch", ms(pt.restart.firstCommit()), "ms")
+		b.figure("state_"+k+"_restart_peak_rss_mb", float64(pt.restart.report.PeakRSS)/(1<<20), "MiB")
+		calls := pt.restart.report.Calls
+		b.notes = append(b.notes, fmt.Sprintf("%s: %s lines/s over %d batches of %d lines; batch processing p50 %.0f ms; wall time in I/O calls: %s",
+			name, human3(float64(r.report.Lines)/r.report.Seconds), r.report.Batches, d.perPart*int64(d.parts),
+			percentiles(r.report.ProcessingMS).p50, r.report.Timings))
+		b.notes = append(b.notes, fmt.Sprintf("%s in Redis: %.1f MiB of used_memory for %d keys (%.1f B a key); the job's state values: %d segments of %.1f MiB, %d deltas of %.1f MiB (%.1f B a key together)",
+			name, float64(pt.redisBytes)/(1<<20), keys, float64(pt.redisBytes)/float64(keys), pt.segCount, float64(pt.segments)/(1<<20),
+			pt.delCount, float64(pt.deltas)/(1<<20), float64(pt.segments+pt.deltas)/float64(keys)))
+		b.notes = append(b.notes, fmt.Sprintf("%s restart: %.0f ms from the process's start to its first batch committed (in the process: %.0f ms); load the state %.0f ms (%d operators), the window's plans %.0f ms, re-read the window's batches %.0f ms (%d reads), acquire %.0f ms; peak RSS %.0f MiB",
+			name, ms(pt.restart.firstCommit()), float64(pt.restart.report.FirstCommitUnixNano-pt.restart.report.StartUnixNano)/1e6,
+			calls["store.LoadState"].Seconds*1000, calls["store.LoadState"].N, calls["store.Plans"].Seconds*1000,
+			calls["source.Read"].Seconds*1000, calls["source.Read"].N, calls["store.Acquire"].Seconds*1000,
+			float64(pt.restart.report.PeakRSS)/(1<<20)))
+		if keys == b.cfg.stateKeys[len(b.cfg.stateKeys)-1] {
+			b.stateProf = profileHighlights(ctx, b.self, r.profile)
+			b.stateProfName = name
+		}
+	}
+	if len(pts) < 2 {
+		return nil
+	}
+	base := pts[0]
+	baseRate := float64(base.run.report.Lines) / base.run.report.Seconds
+	for _, pt := range pts[1:] {
+		k := shortKeys(pt.keys)
+		dk := float64(pt.keys - base.keys)
+		b.figure("ratio_state_"+k+"_vs_"+shortKeys(base.keys), float64(pt.run.report.Lines)/pt.run.report.Seconds/baseRate, "x")
+		b.figure("state_"+k+"_rss_bytes_per_key", float64(pt.run.report.PeakRSS-base.run.report.PeakRSS)/dk, "B")
+		b.figure("state_"+k+"_heap_bytes_per_key", (float64(pt.run.report.HeapInuse)-float64(base.run.report.HeapInuse))/dk, "B")
+	}
+	if len(pts) >= 3 {
+		// The marginal cost of a key between the two largest runs, which
+		// both hold the same window (3 batches' keys) beside their totals.
+		hi, lo := pts[len(pts)-1], pts[len(pts)-2]
+		dk := float64(hi.keys - lo.keys)
+		b.figure("state_marginal_rss_bytes_per_key", float64(hi.run.report.PeakRSS-lo.run.report.PeakRSS)/dk, "B")
+		b.figure("state_marginal_heap_bytes_per_key", (float64(hi.run.report.HeapInuse)-float64(lo.run.report.HeapInuse))/dk, "B")
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// redisUsedMemory is INFO memory's used_memory: the bytes Redis's allocator
+// holds.
+func redisUsedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO memory: %w", err)
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("redis INFO memory: no used_memory in %q", info)
+}
+
+// stateValues sums the lengths of job's state values in Redis: its
+// operators' segments (fields s<i> of {dstream:<job>}:st:<op>) and deltas
+// (d<n>).
+func stateValues(ctx context.Context, rdb *redis.Client, job string) (segments, deltas, segCount, delCount int64, err error) {
+	keys, err := rdb.Keys(ctx, "{dstream:"+job+"}:st:*").Result()
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	for _, key := range keys {
+		fields, err := rdb.HKeys(ctx, key).Result()
+		if err != nil {
+			return 0, 0, 0, 0, err
+		}
+		for _, f := range fields {
+			n, err := rdb.HStrLen(ctx, key, f).Result()
+			if err != nil {
+				return 0, 0, 0, 0, err
+			}
+			switch {
+			case strings.HasPrefix(f, "s"):
+				segments += n
+				segCount++
+			case strings.HasPrefix(f, "d"):
+				deltas += n
+				delCount++
+			}
+		}
+	}
+	return segments, deltas, segCount, delCount, nil
+}
