@@ -73,13 +73,17 @@ func (e *env) results(ctx context.Context) map[string][]string {
 	return byBatch
 }
 
+// preloadedRate is DSTREAM_MAX_RATE_PER_PARTITION of runs over a preloaded
+// input: it cuts their batches, so runs compared batch by batch share it.
+const preloadedRate = 200
+
 // runPreloaded runs a job over a preloaded input with replicas processes
 // until it drained it, and returns its results. The input is input's (the
 // topic of another env's), or one written here when input is nil.
 func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, input *env) (map[string][]string, *env) {
 	t.Helper()
 	schema := statusSchema(t)
-	e := newEnv(t, kafkatest.Shared(t), rds, envOptions{leaseTTL: time.Second, ratePerSec: 200, seed: 41, partitions: 12, shards: shards})
+	e := newEnv(t, kafkatest.Shared(t), rds, envOptions{leaseTTL: time.Second, ratePerSec: preloadedRate, seed: 41, partitions: 12, shards: shards})
 	if input == nil {
 		_, fed, stopFeed := e.startFeed(24_000, 0)
 		<-fed
@@ -95,26 +99,32 @@ func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, inp
 		procs = append(procs, e.start(fmt.Sprintf("replica-%d", i)))
 	}
 	e.waitDrained(4*time.Minute, procs[0])
-	// A window holds the input's last lines for a window's worth of
-	// batches after it drained; runs compare equal once every window moved
-	// past them (the batches after that write nothing), not when each
-	// happened to stop.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	drained, _, err := e.meta(ctx)
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.waitCommitted(drained+uint64(e.spec.Window/e.spec.Interval), 4*time.Minute, procs...)
+	e.waitWindowsPast(procs...)
 	if shards > 1 {
 		e.checkTasksDivided(procs, schema)
 	}
 	for _, p := range procs {
 		e.stop(p)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	return e.results(ctx), e
+}
+
+// waitWindowsPast waits, after the job drained its input, until every
+// window moved past the input's last lines: a window holds them for a
+// window's worth of batches, and two runs compare equal once all of them
+// were written (the batches after that write nothing), not when each run
+// happened to stop.
+func (e *env) waitWindowsPast(running ...*chaos.Processor) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	drained, _, err := e.meta(ctx)
+	cancel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitCommitted(drained+uint64(e.spec.Window/e.spec.Interval), 4*time.Minute, running...)
 }
 
 // checkTasksDivided checks, through every replica's /api/status, that the
