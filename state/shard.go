@@ -56,7 +56,9 @@ func (r *Redis) Holder(ctx context.Context) (string, error) {
 
 // Members is the member set of a sharded job's replicas: each replica
 // heartbeats its deadline into a sorted set; a member is live while its
-// deadline is ahead. The replicas divide the job's tasks by it.
+// deadline is ahead. The replicas divide the job's tasks by it. Deadlines
+// are on Redis's clock, as leases are, so replicas whose clocks disagree
+// still agree on who is live.
 type Members struct {
 	rdb Client
 	key string
@@ -71,8 +73,10 @@ func NewMembers(rdb Client, job, id string, ttl time.Duration) *Members {
 }
 
 var heartbeatScript = redis.NewScript(`
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)
 
@@ -81,8 +85,8 @@ func (m *Members) ID() string { return m.id }
 
 // Heartbeat renews the member's deadline and returns the live members, in
 // name order.
-func (m *Members) Heartbeat(ctx context.Context, now time.Time) ([]string, error) {
-	ids, err := heartbeatScript.Run(ctx, m.rdb, []string{m.key}, m.id, now.Add(m.ttl).UnixMilli(), now.UnixMilli()).StringSlice()
+func (m *Members) Heartbeat(ctx context.Context) ([]string, error) {
+	ids, err := heartbeatScript.Run(ctx, m.rdb, []string{m.key}, m.id, m.ttl.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("state: heartbeat of %s: %w", m.id, err)
 	}

@@ -172,8 +172,12 @@ func (p *processor) runShards(ctx, bgCtx context.Context) error {
 	id := make([]byte, 3)
 	_, _ = rand.Read(id)
 	host, _ := os.Hostname()
+	// A member lives as long as a lease: a dead replica leaves the member
+	// set when its tasks' leases lapse, so the survivors' fair share grows
+	// in time to take all of them (a longer-lived member held the share
+	// down and left tasks unowned for another TTL).
 	r := &shardRunner{p: p, tasks: tasks, exchanges: exchanges,
-		members: state.NewMembers(p.rdb, p.cfg.JobID, cmp.Or(host, "dstream")+"-"+hex.EncodeToString(id), 2*p.cfg.LeaseTTL)}
+		members: state.NewMembers(p.rdb, p.cfg.JobID, cmp.Or(host, "dstream")+"-"+hex.EncodeToString(id), p.cfg.LeaseTTL)}
 	r.mu.running = map[string]*taskRun{}
 	p.shards.Store(r)
 	p.setRole(roleStandby)
@@ -202,13 +206,15 @@ func (p *processor) runShards(ctx, bgCtx context.Context) error {
 const releaseTimeout = 2 * time.Second
 
 func (r *shardRunner) loop(ctx, bgCtx context.Context) error {
-	t := time.NewTicker(r.p.cfg.LeaseTTL / 4)
+	// Twice per lease renewal: a lapsed task is seen free within an eighth
+	// of the TTL.
+	t := time.NewTicker(r.p.cfg.LeaseTTL / 8)
 	defer t.Stop()
 	for {
 		if err := r.reap(); err != nil {
 			return err
 		}
-		live, err := r.members.Heartbeat(ctx, time.Now())
+		live, err := r.members.Heartbeat(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
