@@ -138,6 +138,15 @@ func (j *Job) stage(g *graph) error {
 	if t.Sink != nil {
 		sink = slices.Index(j.sinks, Sink(t.Sink))
 		if sink < 0 {
+			// A batch commits in one transaction: exchange messages and
+			// the outputs of a task go to the same sink, or a crash
+			// between two transactions would leave one committed (and its
+			// marker saying the batch is done) and the other lost.
+			for _, s := range j.sinks {
+				if _, ok := s.(TransactionalSink); ok {
+					return &BuildError{Op: "task", Err: errors.New("Task.Sink is not the job's transactional sink: a batch must commit in one transaction; pass the same sink to both")}
+				}
+			}
 			j.sinks = append(j.sinks, t.Sink)
 			sink = len(j.sinks) - 1
 		}

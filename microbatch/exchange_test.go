@@ -3,6 +3,7 @@ package microbatch
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -237,5 +238,41 @@ func TestShardedJobGivesTheSameAnswers(t *testing.T) {
 				t.Errorf("the sharded job's output differs from the unsharded job's:\n%s", lineDiff(strings.Join(got, "\n"), strings.Join(want, "\n")))
 			}
 		})
+	}
+}
+
+// TestTaskSinkIsTheJobsSink checks that a task whose exchange sink is not
+// the transactional sink its outputs write to is refused at Start: its
+// batches would commit in two transactions, and a crash between them would
+// leave the batch's marker committed and its exchange records lost.
+func TestTaskSinkIsTheJobsSink(t *testing.T) {
+	x := &memExchange{logs: map[string][]exRecord{}}
+	exchange := func(name string, partition int32, upstream int) BatchSource {
+		return memExchangeSource{x: x, key: fmt.Sprintf("x.%s/%d", name, partition), topic: "x." + name, upstream: upstream}
+	}
+	lines := [][][]string{{{"a b", "b"}}}
+	for _, same := range []bool{true, false} {
+		out := memTaskSink{MemorySink: NewMemorySink(), x: x, task: "1-0"}
+		exchangeSink := out
+		if !same {
+			exchangeSink = memTaskSink{MemorySink: NewMemorySink(), x: x, task: "1-0"}
+		}
+		j := NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithBatchLimit(1), WithStdout(io.Discard),
+			WithTask(Task{Stage: 1, Index: 0, Shards: 2, Exchange: exchange,
+				Topic: func(name string) string { return "x." + name }, Sink: exchangeSink}))
+		j.Checkpoint(NewMemoryStore())
+		shardedGraph(j, partitionedSource{lines, func(int32) bool { return true }}, out)
+		err := j.Start(context.Background())
+		if same {
+			if err != nil {
+				t.Fatalf("one sink for exchanges and outputs: %v", err)
+			}
+			j.Stop(false)
+			continue
+		}
+		var be *BuildError
+		if !errors.As(err, &be) || !strings.Contains(err.Error(), "one transaction") {
+			t.Errorf("two transactional sinks in a task: %v, want a BuildError naming one transaction", err)
+		}
 	}
 }

@@ -363,7 +363,10 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 	// goroutines, and a line that mixed two tasks' batch ids would mislead.
 	batches := newBatchLog(log)
 	var closeMu sync.Mutex
-	task := microbatch.Task{Stage: t.stage, Index: t.index, Shards: cfg.Shards, Sink: sink,
+	// One sink value for the exchanges and the outputs, so that a batch's
+	// exchange records, results and marker commit in one transaction.
+	counted := p.m.countAborts(sink)
+	task := microbatch.Task{Stage: t.stage, Index: t.index, Shards: cfg.Shards, Sink: counted,
 		Topic: func(name string) string { return wiring.ExchangeTopic(cfg.JobID, name) },
 		Exchange: func(name string, partition int32, upstream int) microbatch.BatchSource {
 			x, err := ingest.NewExchange(p.base, ingest.ExchangeConfig{Topic: wiring.ExchangeTopic(cfg.JobID, name), Partition: partition,
@@ -396,7 +399,7 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 			batches.observe(b)
 		}))
 	run.job.Checkpoint(store)
-	run.pipeline = topips.Build(run.job, src, p.m.countAborts(sink), topips.Config{
+	run.pipeline = topips.Build(run.job, src, counted, topips.Config{
 		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
 		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
 		Countries: p.countries, Pprint: true,
