@@ -147,6 +147,7 @@ func TestShardedJobOnRedisCluster(t *testing.T) {
 	if !rep.OK() || rep.Last <= atRestart {
 		t.Fatalf("sharded on a Redis Cluster, a master restarted after batch %d: %s", atRestart, rep)
 	}
+	e.checkMarkersOnce(ctx)
 	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
 		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
 	}

@@ -111,6 +111,24 @@ func runPreloaded(t *testing.T, rds *redistest.Server, shards, replicas int, inp
 	return e.results(ctx), e
 }
 
+// checkMarkersOnce checks that the job's control topic holds each task's
+// marker of each batch once: a task commits a batch in one transaction.
+func (e *env) checkMarkersOnce(ctx context.Context) {
+	e.t.Helper()
+	counts, err := chaos.MarkerCounts(ctx, e.clientOpts(), "dstream-"+e.job+"-control")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(counts) == 0 {
+		e.t.Fatal("the control topic holds no markers")
+	}
+	for k, n := range counts {
+		if n != 1 {
+			e.t.Errorf("the marker of task@batch %s is in the control topic %d times: a batch committed in %d transactions", k, n, n)
+		}
+	}
+}
+
 // waitWindowsPast waits, after the job drained its input, until every
 // window moved past the input's last lines: a window holds them for a
 // window's worth of batches, and two runs compare equal once all of them
@@ -174,6 +192,7 @@ func TestShardedJobOnThreeReplicas(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	e.checkMarkersOnce(ctx)
 	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
 		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
 	}
@@ -302,6 +321,7 @@ func TestShardedChaos(t *testing.T) {
 	if got, want := e.shardedTotals(ctx), in.Totals(); !maps.Equal(got, want) {
 		t.Errorf("the count tasks' totals: %d IPs, want the input's %d (e.g. %s)", len(got), len(want), firstDiff(got, want))
 	}
+	e.checkMarkersOnce(ctx)
 	fmt.Printf("sharded chaos: events=%d %s\n", len(events), rep)
 	if !rep.OK() || rep.Batches < 10 {
 		t.Fatalf("sharded chaos: %s", rep)

@@ -688,3 +688,27 @@ func CheckTotals(ctx context.Context, rdb state.Client, job string, spec Spec, i
 	}
 	return c, problems, nil
 }
+
+// MarkerCounts reads a job's control topic and counts the committed markers
+// of each task's batches, by "task@batch" (the task is "" for an unsharded
+// job). A batch commits in one transaction, so every count is 1.
+func MarkerCounts(ctx context.Context, opts []kgo.Opt, topic string) (map[string]int, error) {
+	starts, ends, err := bounds(ctx, opts, topic)
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	err = readTopic(ctx, opts, topic, starts, ends, func(r *kgo.Record) {
+		var task, batch string
+		for _, h := range r.Headers {
+			switch h.Key {
+			case sinks.HeaderTask:
+				task = string(h.Value)
+			case sinks.HeaderBatchID:
+				batch = string(h.Value)
+			}
+		}
+		counts[task+"@"+batch]++
+	})
+	return counts, err
+}
