@@ -21,7 +21,9 @@ func TestMembers(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
 	ctx := context.Background()
-	const ttl = time.Second
+	// Long enough that a slow machine keeps every pause well inside its
+	// margin (half a TTL either side of the deadline).
+	const ttl = 2 * time.Second
 	job := "members-" + t.Name()
 	first := state.NewMembers(rdb, job, "b-replica", ttl)
 	silent := state.NewMembers(rdb, job, "a-replica", ttl)

@@ -259,19 +259,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 		},
 		planned: func(plan microbatch.Plan) { p.status.planned(plan, lagAtPlan(src, plan)) },
 	})
-	pipeline = topips.Build(job, src, p.m.countAborts(sink), topips.Config{
-		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
-		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-		Countries: p.countries, Pprint: true,
-		OnMalformed: func(rec microbatch.Record, reason error) {
-			p.m.malformed.Inc()
-			p.sampled.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
-		},
-	})
-	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
-		p.status.results(b, batch)
-		return nil
-	})
+	pipeline = p.buildPipeline(job, src, p.m.countAborts(sink))
 
 	p.setRole(roleStandby)
 	defer func() {
@@ -598,4 +586,25 @@ func loadCountries(cfg Config) (*rdd.Table[string, string], error) {
 	}
 	defer f.Close()
 	return topips.LoadCountries(f)
+}
+
+// buildPipeline builds the reference job on job (the whole job, or one task
+// of a sharded one): malformed lines counted and logged, results shown on
+// the status page.
+func (p *processor) buildPipeline(job *microbatch.Job, src microbatch.Source, sink microbatch.TransactionalSink) *topips.Pipeline {
+	cfg := p.cfg
+	pipeline := topips.Build(job, src, sink, topips.Config{
+		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
+		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
+		Countries: p.countries, Pprint: true,
+		OnMalformed: func(rec microbatch.Record, reason error) {
+			p.m.malformed.Inc()
+			p.sampled.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
+		},
+	})
+	pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
+		p.status.results(b, batch)
+		return nil
+	})
+	return pipeline
 }

@@ -43,13 +43,8 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		help(stderr)
 		return exitUsage
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
-		return exitUsage
-	}
-	if cfg.Demo() {
-		fmt.Fprintln(stderr, "dstream replay: set DSTREAM_KAFKA_BROKERS and DSTREAM_REDIS_ADDR: the demo keeps no plans to replay")
+	cfg, ok := storedJobConfig("replay", "the demo keeps no plans to replay", stderr)
+	if !ok {
 		return exitUsage
 	}
 	if err := replay(ctx, cfg, *from, *to, stdout, stderr); err != nil {
@@ -180,4 +175,20 @@ type discardSink struct{}
 
 func (discardSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Message) error {
 	return errors.New("replay never writes")
+}
+
+// storedJobConfig loads the settings of a command that works on a job's
+// stored checkpoint and topics (replay, reset), which the demo does not
+// keep (why says what it lacks); false after it told stderr why not.
+func storedJobConfig(command, why string, stderr io.Writer) (Config, bool) {
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
+		return cfg, false
+	}
+	if cfg.Demo() {
+		fmt.Fprintf(stderr, "dstream %s: set DSTREAM_KAFKA_BROKERS and DSTREAM_REDIS_ADDR: %s\n", command, why)
+		return cfg, false
+	}
+	return cfg, true
 }

@@ -68,13 +68,8 @@ func resetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "dstream reset: --to and --drop-state do not go together: --drop-state keeps the offsets")
 		return exitUsage
 	}
-	cfg, err := loadConfig()
-	if err != nil {
-		fmt.Fprintf(stderr, "dstream: invalid configuration:\n%v\n", err)
-		return exitUsage
-	}
-	if cfg.Demo() {
-		fmt.Fprintln(stderr, "dstream reset: set DSTREAM_KAFKA_BROKERS and DSTREAM_REDIS_ADDR: the demo keeps nothing to reset")
+	cfg, ok := storedJobConfig("reset", "the demo keeps nothing to reset", stderr)
+	if !ok {
 		return exitUsage
 	}
 	if *to == "" {
@@ -89,6 +84,7 @@ func resetCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	r := resetter{cfg: cfg, out: stdout, force: *force, yes: *yes}
+	var err error
 	if *drop != "" {
 		err = r.dropState(ctx, strings.Split(*drop, ","))
 	} else {

@@ -399,19 +399,7 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 			batches.observe(b)
 		}))
 	run.job.Checkpoint(store)
-	run.pipeline = topips.Build(run.job, src, counted, topips.Config{
-		Window: cfg.Window, Slide: cfg.Slide, TopN: cfg.TopN,
-		InputTopic: cfg.InputTopic, DeadLetterTopic: cfg.DeadLetterTopic,
-		Countries: p.countries, Pprint: true,
-		OnMalformed: func(rec microbatch.Record, reason error) {
-			p.m.malformed.Inc()
-			p.sampled.Warn().Int32("partition", rec.Partition).Int64("offset", rec.Offset).Str("reason", reason.Error()).Msg("malformed line sent to dead letters")
-		},
-	})
-	run.pipeline.Results.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []topips.Result) error {
-		p.status.results(b, batch)
-		return nil
-	})
+	run.pipeline = p.buildPipeline(run.job, src, counted)
 	if err := run.job.Start(bgCtx); err != nil {
 		release()
 		sink.Close()

@@ -17,8 +17,6 @@ import (
 	"github.com/dstream-io/dstream/internal/chaos"
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
-	"github.com/dstream-io/dstream/microbatch"
-	"github.com/dstream-io/dstream/state"
 )
 
 // commandTimeout bounds a one-shot command: a reset of a sharded job under
@@ -98,10 +96,7 @@ func TestWindowChangedWhileDown(t *testing.T) {
 	third := e.start("third")
 	e.waitRole(third, "refused", time.Minute)
 	s := e.status(third, schema)
-	reason := ""
-	if s.Instance.RefusedReason != nil {
-		reason = *s.Instance.RefusedReason
-	}
+	reason := s.Refused()
 	if !strings.Contains(reason, "batch interval changed from 500ms to 1000ms") || !strings.Contains(reason, "dstream reset --yes") {
 		t.Errorf("refused_reason %q: want the interval change and the command that resolves it", reason)
 	}
@@ -165,23 +160,7 @@ func TestResetStartsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := state.NewRedis(e.rdb, state.Config{Job: e.job})
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := store.Progress(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, kv := range totals {
-		got[kv.Key] = kv.Value
-	}
-	if !maps.Equal(got, want) {
+	if got := e.totalsOf(ctx, e.job); !maps.Equal(got, want) {
 		t.Errorf("totals after the reset: %d IPs, want %d counted since the reset (e.g. %v)", len(got), len(want), firstDiff(got, want))
 	}
 	outp, err := chaos.ReadOutput(ctx, e.clientOpts(), e.spec)

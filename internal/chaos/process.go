@@ -247,6 +247,14 @@ type Status struct {
 	Raw []byte `json:"-"`
 }
 
+// Refused is why the instance refuses to run the job ("" when it does not).
+func (s *Status) Refused() string {
+	if s.Instance.RefusedReason == nil {
+		return ""
+	}
+	return *s.Instance.RefusedReason
+}
+
 // Status fetches and decodes /api/status.
 func (p *Processor) Status(ctx context.Context) (*Status, error) {
 	code, body, err := p.Get(ctx, "/api/status")
@@ -290,11 +298,10 @@ func (p *Processor) Logged(s string) bool { return p.log.contains(s) }
 
 // LogTail returns the last n log lines, for failure messages.
 func (p *Processor) LogTail(n int) string {
-	data, err := os.ReadFile(p.LogPath)
-	if err != nil {
+	lines := p.logLines()
+	if lines == nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	lines = lines[max(0, len(lines)-n):]
 	return fmt.Sprintf("\n--- tail of %s ---\n%s", p.LogPath, strings.Join(lines, "\n"))
 }
@@ -303,11 +310,7 @@ func (p *Processor) LogTail(n int) string {
 // (a race report or a panic is read from its start, not its tail), or ""
 // when none does.
 func (p *Processor) LogFrom(s string, n int) string {
-	data, err := os.ReadFile(p.LogPath)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	lines := p.logLines()
 	for i, line := range lines {
 		if strings.Contains(line, s) {
 			lines = lines[i:min(len(lines), i+n)]
@@ -315,6 +318,15 @@ func (p *Processor) LogFrom(s string, n int) string {
 		}
 	}
 	return ""
+}
+
+// logLines reads the log's lines (nil if it cannot be read).
+func (p *Processor) logLines() []string {
+	data, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 }
 
 // ExitError is the error the processor logged when it stopped ("dstream

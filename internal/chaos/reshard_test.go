@@ -13,7 +13,6 @@ import (
 	"github.com/dstream-io/dstream/internal/chaos"
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
-	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/state"
 )
 
@@ -40,23 +39,7 @@ func (e *env) totals(ctx context.Context) map[string]int64 {
 	if e.shards > 0 {
 		return e.shardedTotals(ctx)
 	}
-	store, err := state.NewRedis(e.rdb, state.Config{Job: e.job})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	meta, err := store.Progress(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, kv := range totals {
-		out[kv.Key] = kv.Value
-	}
-	return out
+	return e.totalsOf(ctx, e.job)
 }
 
 // TestChangingShardsNeedsAReset runs a job unsharded, then in 3 shards,
@@ -152,10 +135,7 @@ func TestChangingShardsNeedsAReset(t *testing.T) {
 	refused := e.start("refused")
 	e.waitRole(refused, "refused", time.Minute)
 	s := e.status(refused, schema)
-	reason := ""
-	if s.Instance.RefusedReason != nil {
-		reason = *s.Instance.RefusedReason
-	}
+	reason := s.Refused()
 	if !strings.Contains(reason, "DSTREAM_SHARDS=1 again") || !strings.Contains(reason, "DSTREAM_SHARDS=3 dstream reset") {
 		t.Errorf("refused_reason %q: want the recorded shards and the reset that changes them", reason)
 	}

@@ -27,24 +27,34 @@ func (e *env) shardedTotals(ctx context.Context) map[string]int64 {
 	e.t.Helper()
 	out := map[string]int64{}
 	for _, task := range e.tasks[1] {
-		store, err := state.NewRedis(e.rdb, state.Config{Job: state.TaskJob(e.job, task)})
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		meta, err := store.Progress(ctx)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		for _, kv := range totals {
-			if _, dup := out[kv.Key]; dup {
-				e.t.Errorf("%s's total is kept by two tasks", kv.Key)
+		for ip, total := range e.totalsOf(ctx, state.TaskJob(e.job, task)) {
+			if _, dup := out[ip]; dup {
+				e.t.Errorf("%s's total is kept by two tasks", ip)
 			}
-			out[kv.Key] = kv.Value
+			out[ip] = total
 		}
+	}
+	return out
+}
+
+// totalsOf reads the running totals a job (or a task of one) committed.
+func (e *env) totalsOf(ctx context.Context, job string) map[string]int64 {
+	e.t.Helper()
+	store, err := state.NewRedis(e.rdb, state.Config{Job: job})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	meta, err := store.Progress(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := make(map[string]int64, len(totals))
+	for _, kv := range totals {
+		out[kv.Key] = kv.Value
 	}
 	return out
 }

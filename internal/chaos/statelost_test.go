@@ -115,10 +115,7 @@ func TestStateLostBeyondTheInputIsRefused(t *testing.T) {
 	second := e.start("second")
 	e.waitRole(second, "refused", 2*time.Minute)
 	s := e.status(second, schema)
-	reason := ""
-	if s.Instance.RefusedReason != nil {
-		reason = *s.Instance.RefusedReason
-	}
+	reason := s.Refused()
 	t.Logf("%s refuses: %s", second.Name, reason)
 	if !strings.Contains(reason, "state lost") || !strings.Contains(reason, "cannot be recomputed") || s.Instance.Ready {
 		t.Errorf("refused_reason %q, ready %v; want a StateLostError saying the batches cannot be recomputed, not ready", reason, s.Instance.Ready)
