@@ -173,6 +173,7 @@ func newExchange[T any](s *Stream[T], name string, byKey bool, partition func(T,
 		if e.src != nil { // receiving: the batch read from the exchange
 			return e.loaded, e.has
 		}
+		e.Stream.distinct = s.distinct
 		return s.out, s.has
 	}
 	if !validName.MatchString(name) {

@@ -24,10 +24,10 @@ func TestIndexMatchesAMap(t *testing.T) {
 		switch {
 		case !ok:
 			keys = append(keys, k)
-			x.add(k, int32(len(keys)-1), at)
+			x.add(k, int32(len(keys)-1))
 			model[k] = int32(len(keys) - 1)
 		case rng.IntN(2) == 0:
-			x.remove(k, at)
+			x.remove(k, pos)
 			delete(model, k)
 		}
 		if x.len() != len(model) {

@@ -105,6 +105,15 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V], buf func(n int) []Pair
 	return out
 }
 
+// combine makes each pair's combiner, for input whose keys are distinct.
+func (f *folder[K, V, C]) combine(in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
+	out := alloc(buf, len(in))
+	for _, kv := range in {
+		out = append(out, Pair[K, C]{kv.Key, f.create(kv.Value)})
+	}
+	return out
+}
+
 // foldParallel folds in two phases: p workers hash the keys of contiguous
 // chunks to p shards; then worker s folds, in batch order, the elements of
 // shard s, so every key is folded by one worker exactly as the sequential
@@ -178,10 +187,7 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) [
 // ReduceByKey combines the values of each key of a batch with the associative
 // function f. Keys appear in the order of their first occurrence.
 func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *Stream[Pair[K, V]] {
-	fd := newFolder[K](func(v V) V { return v }, f)
-	return deriveOwned(s, "reduceByKey", func(r *batchRun, in []Pair[K, V], buf func(int) []Pair[K, V]) []Pair[K, V] {
-		return fd.fold(r.job, in, buf)
-	})
+	return byKey(s, "reduceByKey", newFolder[K](func(v V) V { return v }, f))
 }
 
 // CombineByKey folds the values of each key of a batch into a combiner:
@@ -189,10 +195,24 @@ func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *
 // joins two partial combiners. Values are folded in batch order, even in
 // parallel, so combine is never needed: it is accepted for Spark programs.
 func CombineByKey[K comparable, V, C any](s *Stream[Pair[K, V]], create func(V) C, merge func(C, V) C, combine func(C, C) C) *Stream[Pair[K, C]] {
-	fd := newFolder[K](create, merge)
-	return deriveOwned(s, "combineByKey", func(r *batchRun, in []Pair[K, V], buf func(int) []Pair[K, C]) []Pair[K, C] {
+	return byKey(s, "combineByKey", newFolder[K](create, merge))
+}
+
+// byKey is the stream of fd's fold of every batch of s, whose keys are
+// distinct. A batch of s whose keys are already distinct (the output of an
+// earlier fold) is not folded again: each pair becomes its combiner, which
+// is what folding gives, without a hash lookup per key. Jobs that reduce
+// before an exchange and again after it, or before a window, fold once.
+func byKey[K comparable, V, C any](s *Stream[Pair[K, V]], op string, fd *folder[K, V, C]) *Stream[Pair[K, C]] {
+	var out *Stream[Pair[K, C]]
+	out = deriveOwned(s, op, func(r *batchRun, in []Pair[K, V], buf func(int) []Pair[K, C]) []Pair[K, C] {
+		out.distinct = true
+		if s.distinct {
+			return fd.combine(in, buf)
+		}
 		return fd.fold(r.job, in, buf)
 	})
+	return out
 }
 
 // GroupByKey collects the values of each key of a batch, in input order.

@@ -535,7 +535,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	t.nextSeq = nextSeq
 	t.index.reserve(len(t.entries))
 	for i := range t.entries {
-		t.index.add(t.entries[i].key, int32(i), t.keyAt)
+		t.index.add(t.entries[i].key, int32(i))
 	}
 	st := &t.stored
 	st.segs = make([]segmentInfo, maxSeg+1)

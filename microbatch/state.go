@@ -190,7 +190,7 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 	t.keyBytes += keySize(k)
 	i := int32(len(t.entries))
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
-	t.index.add(k, i, t.keyAt)
+	t.index.add(k, i)
 	if t.timed {
 		t.touched = append(t.touched, touched)
 	}
@@ -203,7 +203,7 @@ func (t *table[K, S]) remove(k K) {
 	if !ok {
 		return
 	}
-	t.index.remove(k, t.keyAt)
+	t.index.remove(k, i)
 	t.keyBytes -= keySize(k)
 	t.entries[i].meta &^= liveFlag
 	var zero S
@@ -279,7 +279,7 @@ func (t *table[K, S]) reindex() {
 	t.index.reset(true)
 	for i := range t.entries {
 		if t.entries[i].live() {
-			t.index.add(t.entries[i].key, int32(i), t.keyAt)
+			t.index.add(t.entries[i].key, int32(i))
 		}
 	}
 }
@@ -428,31 +428,47 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		}
 		t := r.plan.Time
 		now := t.UnixNano()
-		keys := count.fold(r.job, s.out, nil)
-		if groupOf == nil {
-			groupOf = make(map[K]int32, len(keys))
-		}
-		defer clear(groupOf)
 		// Group g's values are values[start[g]:start[g+1]]; fresh per
 		// batch, since f may keep them in the state.
-		start := make([]int32, len(keys)+1)
-		for g, kc := range keys {
-			groupOf[kc.Key] = int32(g)
-			start[g+1] = start[g] + kc.Value
+		var (
+			start  []int32
+			values []V
+			keyOf  func(g int) K
+		)
+		if s.distinct {
+			// One value a key (a reduced stream): group g is pair g.
+			start, values = make([]int32, len(s.out)+1), make([]V, len(s.out))
+			for g, kv := range s.out {
+				start[g+1], values[g] = int32(g+1), kv.Value
+			}
+			keyOf = func(g int) K { return s.out[g].Key }
+		} else {
+			keys := count.fold(r.job, s.out, nil)
+			if groupOf == nil {
+				groupOf = make(map[K]int32, len(keys))
+			}
+			defer clear(groupOf)
+			start = make([]int32, len(keys)+1)
+			for g, kc := range keys {
+				groupOf[kc.Key] = int32(g)
+				start[g+1] = start[g] + kc.Value
+			}
+			values = make([]V, len(s.out))
+			fill := slices.Clone(start[:len(keys)])
+			for _, kv := range s.out {
+				g := groupOf[kv.Key]
+				values[fill[g]] = kv.Value
+				fill[g]++
+			}
+			keyOf = func(g int) K { return keys[g].Key }
 		}
-		values := make([]V, len(s.out))
-		fill := slices.Clone(start[:len(keys)])
-		for _, kv := range s.out {
-			g := groupOf[kv.Key]
-			values[fill[g]] = kv.Value
-			fill[g]++
-		}
+		groups := len(start) - 1
 		// The entries with values this batch, by entry index (group+1), so
 		// that the walk over all keys looks up only keys with values.
 		groupAt := make([]int32, len(st.entries))
-		fresh := fill[:0] // reused: the groups of keys without state
-		for g, kc := range keys {
-			if i, ok := st.find(kc.Key); ok {
+		var fresh []int32 // the groups of keys without state
+		for g := range groups {
+			if i, ok := st.find(keyOf(g)); ok {
 				groupAt[i] = int32(g) + 1
 			} else {
 				fresh = append(fresh, int32(g))
@@ -481,8 +497,8 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		}
 		for _, g := range fresh {
 			var zero S
-			if ns, keep := f(t, keys[g].Key, values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
-				st.put(keys[g].Key, ns, now)
+			if ns, keep := f(t, keyOf(int(g)), values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
+				st.put(keyOf(int(g)), ns, now)
 			}
 		}
 		if st.derived.readers == 0 {

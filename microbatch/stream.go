@@ -84,6 +84,10 @@ type Stream[T any] struct {
 	compute func(r *batchRun) ([]T, bool)
 	out     []T
 	has     bool
+	// distinct: out is keyed and holds each key once (a fold's output, or
+	// a filter or pass-through of one), so that a fold of it need not
+	// look its keys up.
+	distinct bool
 	// view is the keyed state behind a stateful stream's output, for
 	// consumers that look keys up rather than read every pair.
 	view any
@@ -94,6 +98,7 @@ type Stream[T any] struct {
 }
 
 func (s *Stream[T]) step(r *batchRun) {
+	s.distinct = false
 	if r.rebuild && !s.derived.rebuild && s.windowSpan == 0 {
 		s.out, s.has = nil, false
 		return
@@ -120,7 +125,7 @@ func (s *Stream[T]) reset() {
 			s.spare = s.out[:0]
 		}
 	}
-	s.out, s.has = nil, false
+	s.out, s.has, s.distinct = nil, false, false
 }
 
 // buffer returns an empty slice with room for n elements for this batch's
@@ -262,7 +267,9 @@ func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
 	// that keeps few elements (dead letters) must not allocate room for the
 	// whole batch. The mask is reused: a stream computes one batch at a time.
 	var mask []bool
-	return deriveOwned(s, "filter", func(_ *batchRun, in []T, buf func(int) []T) []T {
+	var filtered *Stream[T]
+	filtered = deriveOwned(s, "filter", func(_ *batchRun, in []T, buf func(int) []T) []T {
+		filtered.distinct = s.distinct
 		mask = slices.Grow(mask[:0], len(in))[:len(in)]
 		n := 0
 		for i := range in {
@@ -279,6 +286,7 @@ func (s *Stream[T]) Filter(keep func(T) bool) *Stream[T] {
 		}
 		return out
 	})
+	return filtered
 }
 
 // MapValues maps the value of every pair, keeping its key.

@@ -229,11 +229,19 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 			}
 		}
 		if r.id > lengthB {
+			parts := buf.between(prev-min(prev, lengthB), r.id-lengthB)
+			// A batch's part holds each key once (perBatch reduced it):
+			// one part leaving needs no fold.
 			var leaving []Pair[K, V]
-			for _, part := range buf.between(prev-min(prev, lengthB), r.id-lengthB) {
-				leaving = append(leaving, part...)
+			if len(parts) == 1 {
+				leaving = parts[0]
+			} else {
+				for _, part := range parts {
+					leaving = append(leaving, part...)
+				}
+				leaving = sub.fold(r.job, leaving, nil)
 			}
-			for _, kv := range sub.fold(r.job, leaving, nil) {
+			for _, kv := range leaving {
 				st.updateExisting(kv.Key, func(v V) V { return invF(v, kv.Value) })
 			}
 		}

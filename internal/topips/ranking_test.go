@@ -37,7 +37,7 @@ func TestRankingMatchesAFullSort(t *testing.T) {
 			return strings.Compare(a.Key.String(), b.Key.String())
 		})
 		want = want[:min(n, len(want))]
-		if got := ranking(batch, n); !slices.Equal(got, want) {
+		if got := ranking(batch, n, func(kv microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) int64 { return kv.Value.Key }); !slices.Equal(got, want) {
 			t.Fatalf("round %d, n=%d: ranking = %v, want %v", round, n, got, want)
 		}
 	}

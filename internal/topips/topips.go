@@ -169,14 +169,18 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 		}
 		return total, true
 	}).Named("totals")
-	// Each shard ranks its IPs by window count, with their totals; the
-	// final task ranks the shards' rankings. An IP's window count and total
-	// are whole on its shard, so the global top N is among the local ones.
-	rank := func(batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]] {
-		return ranking(batch, cfg.TopN)
-	}
-	local := microbatch.Transform(microbatch.Join(windowCounts, totals), rank)
-	top := microbatch.Transform(microbatch.Gather(local, "top"), rank)
+	// Each shard ranks its IPs by window count, then looks up the totals of
+	// the N it ranked (ranking does not depend on the totals, and joining
+	// first would look up every IP of the window: millions, with a large
+	// key space); the final task ranks the shards' rankings. An IP's window
+	// count and total are whole on its shard, so the global top N is among
+	// the local ones.
+	local := microbatch.Join(microbatch.Transform(windowCounts, func(batch []microbatch.Pair[weblog.IP, int64]) []microbatch.Pair[weblog.IP, int64] {
+		return ranking(batch, cfg.TopN, func(kv microbatch.Pair[weblog.IP, int64]) int64 { return kv.Value })
+	}), totals)
+	top := microbatch.Transform(microbatch.Gather(local, "top"), func(batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]] {
+		return ranking(batch, cfg.TopN, func(kv microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) int64 { return kv.Value.Key })
+	})
 	if cfg.Pprint {
 		microbatch.Map(top, func(kv microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) microbatch.Pair[weblog.IP, int64] {
 			return microbatch.KV(kv.Key, kv.Value.Key)
@@ -202,17 +206,17 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 func add(a, b int64) int64 { return a + b }
 func sub(a, b int64) int64 { return a - b }
 
-// ranking returns the n best IPs: by count (the value's key) descending,
-// then IP text ascending. It selects instead of sorting the whole window:
-// O(len × n) for a small n.
-func ranking[V any](batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]], n int) []microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]] {
-	better := func(a, b microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]]) bool {
-		if a.Value.Key != b.Value.Key {
-			return a.Value.Key > b.Value.Key
+// ranking returns the n best IPs of batch: by count descending, then IP
+// text ascending. It selects instead of sorting the whole window: O(len × n)
+// for a small n.
+func ranking[V any](batch []microbatch.Pair[weblog.IP, V], n int, count func(microbatch.Pair[weblog.IP, V]) int64) []microbatch.Pair[weblog.IP, V] {
+	better := func(a, b microbatch.Pair[weblog.IP, V]) bool {
+		if ca, cb := count(a), count(b); ca != cb {
+			return ca > cb
 		}
 		return a.Key.Compare(b.Key) < 0
 	}
-	best := make([]microbatch.Pair[weblog.IP, microbatch.Pair[int64, V]], 0, n+1)
+	best := make([]microbatch.Pair[weblog.IP, V], 0, n+1)
 	for _, kv := range batch {
 		if len(best) == n && !better(kv, best[n-1]) {
 			continue
