@@ -48,7 +48,7 @@ type Config struct {
 	LeaseTTL            time.Duration `envconfig:"LEASE_TTL" default:"5s" desc:"how long the active instance holds the job without renewing"`
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"30s" desc:"how long SIGTERM waits for the batch in flight"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	GCPercent           int           `envconfig:"GC_PERCENT" default:"400" desc:"the Go collector's target percent (GOGC, which overrides it): more memory for less GC; the heap stays under 80% of a container memory limit"`
+	GCPercent           int           `envconfig:"GC_PERCENT" default:"400" desc:"the Go collector's target percent (GOGC, which overrides it): more memory for less GC; lowered as the live heap grows, so that the heap runs at most 512 MiB past it; the heap stays under 80% of a container memory limit"`
 	KafkaSASLMechanism  string        `envconfig:"KAFKA_SASL_MECHANISM" desc:"empty or SCRAM-SHA-512"`
 	KafkaSASLUser       string        `envconfig:"KAFKA_SASL_USER" desc:"SASL user"`
 	KafkaSASLPassword   string        `envconfig:"KAFKA_SASL_PASSWORD" desc:"SASL password" secret:"true"`

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -116,9 +117,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	log.Info().Str("version", b.Version).Str("revision", b.Revision).Str("go_version", b.GoVersion).Msg("dstream")
 	gc := gcpolicy.Apply(cfg.GCPercent, "/sys/fs/cgroup")
 	log.Info().Int("percent", gc.Percent).Str("percent_from", gc.PercentFrom).
-		Int64("memory_limit", gc.MemoryLimit).Str("limit_from", gc.LimitFrom).Msg("garbage collector")
+		Int64("memory_limit", gc.MemoryLimit).Str("limit_from", gc.LimitFrom).
+		Int64("max_headroom", gcpolicy.MaxHeadroom).Bool("headroom_bounded", gc.PercentFrom != "GOGC").Msg("garbage collector")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var gcBound sync.WaitGroup
+	boundCtx, stopBound := context.WithCancel(ctx)
+	gcBound.Go(func() { gc.Bound(boundCtx, time.Second) })
+	defer func() { stopBound(); gcBound.Wait() }()
 	if err := runProcessor(ctx, cfg, log, stdout); err != nil {
 		log.Error().Err(err).Msg("dstream stopped")
 		return exitFailed

@@ -8,17 +8,28 @@
 // cgroup when there is one, keeps that memory bounded: the collector works
 // harder as the heap nears the limit rather than letting it pass.
 //
+// A target percent suits a small live heap, not a large one: state of
+// millions of keys is long-lived, and letting the heap grow four times past
+// it between collections holds gigabytes for nothing. Bound keeps the
+// headroom (the heap allowed past the live heap) under MaxHeadroom by
+// lowering the percent as the live heap grows. Large state is mostly
+// pointer-free arrays, which the collector does not scan, so the extra
+// cycles cost little.
+//
 // The GOGC and GOMEMLIMIT variables, when set, win: they are how an operator
 // tunes any Go program.
 package gcpolicy
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultPercent is dstream's collector target percent.
@@ -28,6 +39,15 @@ const DefaultPercent = 400
 // use: the rest is for memory the Go heap does not count (stacks, buffers
 // of the runtime, the binary).
 const LimitShare = 0.8
+
+// MaxHeadroom bounds the heap the collector lets grow past the live heap:
+// with 400% and a live heap of 100 MiB the heap may reach 500 MiB; with a
+// live heap of 1 GiB the percent falls to 50, for 1.5 GiB rather than 5.
+const MaxHeadroom = 512 << 20
+
+// minPercent is the lowest percent Bound sets: below it the collector would
+// run nearly back to back.
+const minPercent = 25
 
 // Policy is what Apply set.
 type Policy struct {
@@ -82,4 +102,42 @@ func cgroupLimit(root string) (int64, bool) {
 		return n, true
 	}
 	return 0, false
+}
+
+// percentFor is the target percent that keeps a live heap's headroom
+// within MaxHeadroom: percent itself while live is small.
+func percentFor(percent int, live uint64) int {
+	if live == 0 || live*uint64(percent)/100 <= MaxHeadroom {
+		return percent
+	}
+	return max(minPercent, int(MaxHeadroom*100/live))
+}
+
+// Bound lowers the target percent as the live heap grows, so that the
+// heap's headroom stays within MaxHeadroom, until ctx ends; it samples the
+// live heap every interval (the collector's own figure, as of its last
+// cycle). It does nothing when GOGC set the percent: the operator chose it.
+func (p Policy) Bound(ctx context.Context, interval time.Duration) {
+	if p.PercentFrom == "GOGC" || p.Percent <= 0 {
+		return
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	current := p.Percent
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return // a runtime without the metric: keep the percent
+		}
+		if want := percentFor(p.Percent, sample[0].Value.Uint64()); want != current {
+			debug.SetGCPercent(want)
+			current = want
+		}
+	}
 }

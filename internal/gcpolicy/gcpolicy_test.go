@@ -1,11 +1,14 @@
 package gcpolicy
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 )
 
 // restore puts the collector back as it was after a test changed it.
@@ -90,3 +93,60 @@ func TestApply(t *testing.T) {
 }
 
 func share(limit int64) int64 { return int64(float64(limit) * LimitShare) }
+
+func TestPercentForBoundsTheHeadroom(t *testing.T) {
+	const mib = 1 << 20
+	for _, test := range []struct {
+		percent int
+		live    uint64
+		want    int
+	}{
+		{400, 0, 400},         // no cycle yet
+		{400, 100 * mib, 400}, // 400 MiB of headroom: within the bound
+		{400, 128 * mib, 400}, // exactly the bound
+		{400, 256 * mib, 200}, // 512 MiB of headroom
+		{400, 1024 * mib, 50}, // 1 GiB live: 1.5 GiB, not 5
+		{400, 100 * 1024 * mib, minPercent},
+		{100, 512 * mib, 100}, // a lower percent is kept while within
+		{100, 2048 * mib, 25},
+	} {
+		got := percentFor(test.percent, test.live)
+		if got != test.want {
+			t.Errorf("percentFor(%d, %d MiB) = %d, want %d", test.percent, test.live/mib, got, test.want)
+		}
+		if test.live > 0 && got > minPercent && test.live*uint64(got)/100 > MaxHeadroom {
+			t.Errorf("percentFor(%d, %d MiB) = %d: headroom %d MiB over the bound", test.percent, test.live/mib, got, test.live*uint64(got)/100/mib)
+		}
+	}
+}
+
+// TestBoundLowersThePercent grows a live heap past what MaxHeadroom allows
+// at the default percent and checks that Bound lowers the percent, and
+// restores it once the heap is freed.
+func TestBoundLowersThePercent(t *testing.T) {
+	restore(t)
+	t.Setenv("GOGC", "")
+	p := Apply(DefaultPercent, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Bound(ctx, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	percent := func() int { v := debug.SetGCPercent(-1); debug.SetGCPercent(v); return v }
+	waitFor := func(what string, ok func(int) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok(percent()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: percent %d", what, percent())
+			}
+			runtime.GC()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	live := make([]byte, 300<<20) // pointer-free: cheap to hold
+	live[len(live)-1] = 1
+	waitFor("300 MiB live", func(v int) bool { return v < DefaultPercent && v >= minPercent })
+	runtime.KeepAlive(live)
+	live = nil
+	waitFor("heap freed", func(v int) bool { return v == DefaultPercent })
+}

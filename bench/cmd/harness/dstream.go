@@ -59,9 +59,13 @@ func childDstream(args []string) error {
 		return err
 	}
 	began := time.Now()
-	gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as cmd/dstream does
+	gc := gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as cmd/dstream does
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	var gcBound sync.WaitGroup
+	boundCtx, stopBound := context.WithCancel(ctx)
+	gcBound.Go(func() { gc.Bound(boundCtx, time.Second) })
+	defer func() { stopBound(); gcBound.Wait() }()
 
 	var countries *rdd.Table[string, string]
 	if *countriesPath != "" {
