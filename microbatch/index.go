@@ -89,6 +89,41 @@ func (x *index[K]) reserve(n int) {
 	}
 }
 
+// fill makes the index that of the n keys at positions 0 … n-1. Adding
+// them one by one writes slots at random: with millions of keys (a restart
+// loading its state) each write is a cache miss. fill sorts the slots by
+// the region of the array their home is in first (a counting sort), then
+// places them region by region, so that its writes sweep the array once.
+func (x *index[K]) fill(n int, at keyAt[K]) {
+	x.reset(true)
+	x.reserve(n)
+	if n == 0 {
+		return
+	}
+	const regionSlots = 4096 // 32 KiB of slots: a region's writes stay in the cache
+	regions := max(1, len(x.slots)/regionSlots)
+	regionOf := func(s uint64) int { return x.home(s) * regions / len(x.slots) }
+	starts := make([]int, regions+1)
+	byPos := make([]uint64, n)
+	for i := range byPos {
+		byPos[i] = slot(x.hash(at(int32(i))), int32(i))
+		starts[regionOf(byPos[i])+1]++
+	}
+	for r := range regions {
+		starts[r+1] += starts[r]
+	}
+	byRegion := make([]uint64, n)
+	for _, s := range byPos {
+		r := regionOf(s)
+		byRegion[starts[r]] = s
+		starts[r]++
+	}
+	for _, s := range byRegion {
+		x.place(s)
+	}
+	x.n = n
+}
+
 func (x *index[K]) grow() {
 	old := x.slots
 	x.slots = make([]uint64, max(16, 2*len(old)))

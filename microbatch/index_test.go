@@ -69,3 +69,56 @@ func TestTableCompactionKeepsKeysFindable(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexFill builds indexes with fill, from none to many keys (so that
+// regions overflow into the next and the last wraps around), and checks
+// that every key is found at its position, that absent keys are not, and
+// that the index then takes adds and removes like one built by adds.
+func TestIndexFill(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 11, 12, 13, 1000, 3 << 12, 100_000} {
+		keys := make([]uint64, n)
+		seen := map[uint64]bool{}
+		for i := range keys {
+			for {
+				keys[i] = rng.Uint64()
+				if !seen[keys[i]] {
+					break
+				}
+			}
+			seen[keys[i]] = true
+		}
+		at := func(pos int32) uint64 { return keys[pos] }
+		x := newIndex[uint64]()
+		x.add(42, 0) // fill replaces what the index held
+		x.fill(n, at)
+		if x.len() != n {
+			t.Fatalf("n=%d: len %d", n, x.len())
+		}
+		for i, k := range keys {
+			if pos, ok := x.find(k, at); !ok || pos != int32(i) {
+				t.Fatalf("n=%d: find(key %d) = %d, %v", n, i, pos, ok)
+			}
+		}
+		for range 1000 {
+			if k := rng.Uint64(); !seen[k] {
+				if _, ok := x.find(k, at); ok {
+					t.Fatalf("n=%d: found absent key %d", n, k)
+				}
+			}
+		}
+		for i := 0; i < n; i += 2 {
+			x.remove(keys[i], int32(i))
+		}
+		keys = append(keys, 1, 2, 3)
+		for i := n; i < len(keys); i++ {
+			x.add(keys[i], int32(i))
+		}
+		for i, k := range keys {
+			pos, ok := x.find(k, at)
+			if want := i >= n || i%2 == 1; ok != want || (ok && pos != int32(i)) {
+				t.Fatalf("n=%d: after removes and adds, find(key %d) = %d, %v; want found %v", n, i, pos, ok, want)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -447,14 +448,21 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	segs := map[int]part{}
 	maxSeg := -1
 	nextSeq := uint64(0)
-	for i, data := range l.segments {
-		p, err := decodePart(data)
-		if err != nil {
-			return fmt.Errorf("state %s: segment %d: %w", t.op, i, err)
+	ids := slices.Sorted(maps.Keys(l.segments))
+	parts := make([]part, len(ids))
+	err := inParallel(len(ids), parallelism, func(i int) (err error) {
+		if parts[i], err = decodePart(l.segments[ids[i]]); err != nil {
+			return fmt.Errorf("state %s: segment %d: %w", t.op, ids[i], err)
 		}
-		segs[int(i)] = p
-		maxSeg = max(maxSeg, int(i))
-		nextSeq = max(nextSeq, p.nextSeq)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, id := range ids {
+		segs[int(id)] = parts[i]
+		maxSeg = max(maxSeg, int(id))
+		nextSeq = max(nextSeq, parts[i].nextSeq)
 	}
 	batches := make([]uint64, 0, len(l.deltas))
 	for b := range l.deltas {
@@ -493,22 +501,11 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	// in parallel.
 	decoded := make([][]entry[K, S], len(merged))
 	touched := make([][]int64, len(merged))
-	errs := make([]error, len(merged))
-	work := make(chan int, len(merged))
-	for s := range merged {
-		work <- s
-	}
-	close(work)
-	var wg sync.WaitGroup
-	for range max(1, min(parallelism, len(merged))) {
-		wg.Go(func() {
-			for s := range work {
-				decoded[s], touched[s], errs[s] = t.decodeEntries(merged[s])
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = inParallel(len(merged), parallelism, func(s int) (err error) {
+		decoded[s], touched[s], err = t.decodeEntries(merged[s])
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	n := 0
@@ -533,10 +530,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 		nextSeq = max(nextSeq, t.entries[len(t.entries)-1].seq()+1)
 	}
 	t.nextSeq = nextSeq
-	t.index.reserve(len(t.entries))
-	for i := range t.entries {
-		t.index.add(t.entries[i].key, int32(i))
-	}
+	t.index.fill(len(t.entries), t.keyAt)
 	st := &t.stored
 	st.segs = make([]segmentInfo, maxSeg+1)
 	for s, p := range segs {
@@ -593,4 +587,25 @@ func (t *table[K, S]) decodeEntries(raw []rawEntry) ([]entry[K, S], []int64, err
 		}
 	}
 	return out, touched, nil
+}
+
+// inParallel calls f for 0 … n-1 on up to workers goroutines, and returns
+// the errors it returned, joined.
+func inParallel(n, workers int, f func(i int) error) error {
+	errs := make([]error, n)
+	work := make(chan int, n)
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	var wg sync.WaitGroup
+	for range max(1, min(workers, n)) {
+		wg.Go(func() {
+			for i := range work {
+				errs[i] = f(i)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -267,22 +267,13 @@ func (t *table[K, S]) compact() {
 	}
 	clear(t.entries[len(live):])
 	t.entries = live
-	t.reindex()
+	t.index.fill(len(t.entries), t.keyAt)
 	if t.timed {
 		t.touched = t.touched[:len(live)]
 	}
 	t.dead = 0
 }
 
-// reindex rebuilds the index after entries moved.
-func (t *table[K, S]) reindex() {
-	t.index.reset(true)
-	for i := range t.entries {
-		if t.entries[i].live() {
-			t.index.add(t.entries[i].key, int32(i))
-		}
-	}
-}
 
 func (t *table[K, S]) clearState() {
 	t.index.reset(false)

@@ -80,7 +80,7 @@ func (b *bench) runState(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		pt.restart, err = b.dstreamCatchUp(ctx, d, catchUp{name: name + "-restart", job: name + "-job", reuse: true, batches: 1})
+		pt.restart, err = b.dstreamCatchUp(ctx, d, catchUp{name: name + "-restart", job: name + "-job", reuse: true, batches: 1, profile: true})
 		if err != nil {
 			return err
 		}
