@@ -274,7 +274,6 @@ func (t *table[K, S]) compact() {
 	t.dead = 0
 }
 
-
 func (t *table[K, S]) clearState() {
 	t.index.reset(false)
 	t.entries, t.touched, t.dirty, t.dead, t.nextSeq, t.keyBytes = nil, nil, nil, 0, 0, 0
