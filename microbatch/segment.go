@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -344,7 +343,8 @@ type part struct {
 	batch   uint64
 	nextSeq uint64
 	timed   bool
-	entries []rawEntry
+	count   uint64
+	entries []rawEntry // by decodePart, not scanPart
 }
 
 // rawEntry is an entry whose key and value are still encoded.
@@ -359,11 +359,48 @@ type rawEntry struct {
 var errCorrupt = errors.New("corrupt state part")
 
 func decodePart(b []byte) (part, error) {
-	if len(b) < 2 || b[0] != partFormat {
-		return part{}, fmt.Errorf("%w: unknown format", errCorrupt)
+	var entries []rawEntry
+	p, err := scanPart(b, func(count uint64, e rawEntry) {
+		if entries == nil {
+			entries = make([]rawEntry, 0, count)
+		}
+		entries = append(entries, e)
+	})
+	if err != nil {
+		return part{}, err
 	}
-	p := part{timed: b[1]&flagTimed != 0}
+	p.entries = entries
+	return p, nil
+}
+
+// partHeader decodes part b's header; rest is its entries.
+func partHeader(b []byte) (p part, rest []byte, err error) {
+	if len(b) < 2 || b[0] != partFormat {
+		return part{}, nil, fmt.Errorf("%w: unknown format", errCorrupt)
+	}
+	p.timed = b[1]&flagTimed != 0
 	b = b[2:]
+	var ok [3]bool
+	for i, v := range []*uint64{&p.batch, &p.nextSeq, &p.count} {
+		var n int
+		if *v, n = binary.Uvarint(b); n > 0 {
+			ok[i], b = true, b[n:]
+		}
+	}
+	if ok != [3]bool{true, true, true} || p.count > uint64(len(b)) {
+		return part{}, nil, fmt.Errorf("%w: header", errCorrupt)
+	}
+	return p, b, nil
+}
+
+// scanPart decodes part b's header and calls each for its entries, in
+// order, with their count, without keeping them: a restore decodes
+// millions of entries straight into its table.
+func scanPart(b []byte, each func(count uint64, e rawEntry)) (part, error) {
+	p, b, err := partHeader(b)
+	if err != nil {
+		return part{}, err
+	}
 	uv := func() (uint64, bool) {
 		v, n := binary.Uvarint(b)
 		if n <= 0 {
@@ -381,39 +418,30 @@ func decodePart(b []byte) (part, error) {
 		b = b[n:]
 		return v, true
 	}
-	var count uint64
-	var ok1, ok2, ok3 bool
-	p.batch, ok1 = uv()
-	p.nextSeq, ok2 = uv()
-	count, ok3 = uv()
-	if !ok1 || !ok2 || !ok3 || count > uint64(len(b)) {
-		return part{}, fmt.Errorf("%w: header", errCorrupt)
-	}
-	p.entries = make([]rawEntry, 0, count)
-	for range count {
+	for i := range p.count {
 		var e rawEntry
 		var ok bool
 		if e.seq, ok = uv(); !ok || len(b) == 0 || b[0] > 1 {
-			return part{}, fmt.Errorf("%w: entry %d", errCorrupt, len(p.entries))
+			return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
 		}
 		e.set = b[0] == 1
 		b = b[1:]
 		if e.set {
 			if e.key, ok = bytesOf(); !ok {
-				return part{}, fmt.Errorf("%w: key of entry %d", errCorrupt, len(p.entries))
+				return part{}, fmt.Errorf("%w: key of entry %d", errCorrupt, i)
 			}
 			if p.timed {
 				t, n := binary.Varint(b)
 				if n <= 0 {
-					return part{}, fmt.Errorf("%w: time of entry %d", errCorrupt, len(p.entries))
+					return part{}, fmt.Errorf("%w: time of entry %d", errCorrupt, i)
 				}
 				e.touched, b = t, b[n:]
 			}
 			if e.val, ok = bytesOf(); !ok {
-				return part{}, fmt.Errorf("%w: value of entry %d", errCorrupt, len(p.entries))
+				return part{}, fmt.Errorf("%w: value of entry %d", errCorrupt, i)
 			}
 		}
-		p.entries = append(p.entries, e)
+		each(p.count, e)
 	}
 	if len(b) != 0 {
 		return part{}, fmt.Errorf("%w: %d bytes after the entries", errCorrupt, len(b))
@@ -445,24 +473,18 @@ func (l *stateLoader) add(p StatePart) error {
 // restoreParts rebuilds the table from the parts l collected: every
 // segment, then the deltas newer than it for its entries, in batch order.
 func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
+	// The segments' headers first: which deltas are newer than each.
 	segs := map[int]part{}
 	maxSeg := -1
 	nextSeq := uint64(0)
-	ids := slices.Sorted(maps.Keys(l.segments))
-	parts := make([]part, len(ids))
-	err := inParallel(len(ids), parallelism, func(i int) (err error) {
-		if parts[i], err = decodePart(l.segments[ids[i]]); err != nil {
-			return fmt.Errorf("state %s: segment %d: %w", t.op, ids[i], err)
+	for id, data := range l.segments {
+		p, _, err := partHeader(data)
+		if err != nil {
+			return fmt.Errorf("state %s: segment %d: %w", t.op, id, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i, id := range ids {
-		segs[int(id)] = parts[i]
+		segs[int(id)] = p
 		maxSeg = max(maxSeg, int(id))
-		nextSeq = max(nextSeq, parts[i].nextSeq)
+		nextSeq = max(nextSeq, p.nextSeq)
 	}
 	batches := make([]uint64, 0, len(l.deltas))
 	for b := range l.deltas {
@@ -493,16 +515,49 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 		slices.Sort(info.segs)
 		deltas = append(deltas, info)
 	}
-	merged := make([][]rawEntry, maxSeg+1)
-	for s := range merged {
-		merged[s] = mergeSegment(segs[s].entries, overlay[s])
-	}
 	// Decoding keys and values is most of a restore's work: by segment,
-	// in parallel.
-	decoded := make([][]entry[K, S], len(merged))
-	touched := make([][]int64, len(merged))
-	err = inParallel(len(merged), parallelism, func(s int) (err error) {
-		decoded[s], touched[s], err = t.decodeEntries(merged[s])
+	// in parallel. A segment no delta is newer than (most of them) is
+	// decoded straight into entries; the others are merged with their
+	// newer delta entries first.
+	decoded := make([][]entry[K, S], maxSeg+1)
+	touched := make([][]int64, maxSeg+1)
+	err := inParallel(maxSeg+1, parallelism, func(s int) error {
+		data, stored := l.segments[uint32(s)]
+		if len(overlay[s]) == 0 {
+			if !stored {
+				return nil
+			}
+			var err error
+			_, scanErr := scanPart(data, func(count uint64, e rawEntry) {
+				if decoded[s] == nil {
+					decoded[s] = make([]entry[K, S], 0, count)
+					if t.timed {
+						touched[s] = make([]int64, 0, count)
+					}
+				}
+				if err != nil || !e.set {
+					return
+				}
+				var d entry[K, S]
+				if d, err = t.decodeEntry(e); err == nil {
+					decoded[s] = append(decoded[s], d)
+					if t.timed {
+						touched[s] = append(touched[s], e.touched)
+					}
+				}
+			})
+			return cmp.Or(scanErr, err)
+		}
+		var base []rawEntry
+		if stored {
+			p, err := decodePart(data)
+			if err != nil {
+				return fmt.Errorf("state %s: segment %d: %w", t.op, s, err)
+			}
+			base = p.entries
+		}
+		var err error
+		decoded[s], touched[s], err = t.decodeEntries(mergeSegment(base, overlay[s]))
 		return err
 	})
 	if err != nil {
@@ -570,23 +625,30 @@ func (t *table[K, S]) decodeEntries(raw []rawEntry) ([]entry[K, S], []int64, err
 		touched = make([]int64, len(raw))
 	}
 	for i, e := range raw {
-		k, err := t.keys.Decode(e.key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("state %s: decode key: %w", t.op, err)
+		var err error
+		if out[i], err = t.decodeEntry(e); err != nil {
+			return nil, nil, err
 		}
-		v, err := t.vals.Decode(e.val)
-		if err != nil {
-			return nil, nil, fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
-		}
-		if e.seq > seqMask {
-			return nil, nil, fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, e.seq, k)
-		}
-		out[i] = entry[K, S]{key: k, val: v, meta: e.seq | liveFlag}
 		if t.timed {
 			touched[i] = e.touched
 		}
 	}
 	return out, touched, nil
+}
+
+func (t *table[K, S]) decodeEntry(e rawEntry) (entry[K, S], error) {
+	k, err := t.keys.Decode(e.key)
+	if err != nil {
+		return entry[K, S]{}, fmt.Errorf("state %s: decode key: %w", t.op, err)
+	}
+	v, err := t.vals.Decode(e.val)
+	if err != nil {
+		return entry[K, S]{}, fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
+	}
+	if e.seq > seqMask {
+		return entry[K, S]{}, fmt.Errorf("state %s: sequence %d of key %v out of range", t.op, e.seq, k)
+	}
+	return entry[K, S]{key: k, val: v, meta: e.seq | liveFlag}, nil
 }
 
 // inParallel calls f for 0 … n-1 on up to workers goroutines, and returns
