@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +51,7 @@ func childDstream(args []string) error {
 	windowFlag := fs.Duration("window", window, "")
 	slideFlag := fs.Duration("slide", interval, "")
 	cpuProfile := fs.String("cpuprofile", "", "")
+	tracePath := fs.String("trace", "", "write an execution trace of the run here")
 	heapProfile := fs.String("heapprofile", "", "write the heap after the run's final GC here")
 	totalsPath := fs.String("totals", "", "write the checkpointed running totals here")
 	cycle := fs.Int("cycle", 0, "check the checkpointed totals here instead: the topic holds -cycle-lines lines of this many IPs in turn (cyclingLines)")
@@ -145,6 +147,16 @@ func childDstream(args []string) error {
 			return err
 		}
 		defer f.Close()
+	}
+	if *tracePath != "" {
+		f, err := os.Create(*tracePath)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	start := time.Now()
 	err = j.Run(ctx)

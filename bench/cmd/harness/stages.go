@@ -88,6 +88,9 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dst
 	if c.profile {
 		r.profile = filepath.Join(b.dir, c.name+".cpu.pprof")
 		args = append(args, "-cpuprofile", r.profile, "-heapprofile", filepath.Join(b.dir, c.name+".heap.pprof"))
+		if os.Getenv("BENCH_TRACE") == "1" {
+			args = append(args, "-trace", filepath.Join(b.dir, c.name+".trace"))
+		}
 	}
 	cpu0 := b.brokerCPU()
 	started := time.Now()
