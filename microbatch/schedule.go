@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -20,7 +21,7 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	for _, p := range rec.heal {
 		err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, p) })
 		if err == nil {
-			err = j.runBatch(ctx, store, batchStart{plan: p, started: j.now(), heal: true})
+			err = j.runBatch(ctx, store, batchStart{plan: p, started: j.now(), heal: true, recorded: true})
 		}
 		if err != nil {
 			return fmt.Errorf("heal batch %d: %w", p.ID, healError(p, meta.Committed, rec.heal[len(rec.heal)-1].ID, err))
@@ -33,7 +34,7 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	}
 	j.lead.Store(int64(j.skewFrom(last)))
 	if rec.pending != nil {
-		if err := j.runBatch(ctx, store, batchStart{plan: *rec.pending, started: j.now()}); err != nil {
+		if err := j.runBatch(ctx, store, batchStart{plan: *rec.pending, started: j.now(), recorded: true}); err != nil {
 			return err
 		}
 		last = *rec.pending
@@ -58,35 +59,63 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	}
 	// While a batch computes and commits, the next one is cut and read if
 	// its time has come (the job is catching up): reading then overlaps
-	// computing rather than adding to it.
+	// computing rather than adding to it. And while a batch commits (its
+	// plan recorded, its state prepared, its outputs' transaction, its
+	// checkpoint: round trips, mostly), the next one computes: a batch's
+	// outputs are written only after the batch before it committed and
+	// its own plan is recorded, so what a crash leaves is what it left
+	// before.
 	var ahead *early
 	earlyCtx, cancelEarly := context.WithCancel(ctx)
+	var committing *commit
+	// settle waits for the batch committing, if any, and reports it.
+	settle := func() error {
+		if committing == nil {
+			return nil
+		}
+		<-committing.done
+		c := committing
+		committing = nil
+		if c.err != nil {
+			return c.err
+		}
+		j.committedBatch(c.stats)
+		return nil
+	}
 	defer func() {
 		cancelEarly()
 		if ahead != nil {
 			<-ahead.done
 		}
+		_ = settle() // the goroutine's owner waits for it; its error was returned or superseded
 	}()
 	for {
 		if j.maxBatches > 0 && ran >= j.maxBatches {
-			return nil
+			return settle()
 		}
 		// Stop cancels j.stopped at once, idle a moment later.
 		if j.stopped.Err() != nil {
-			return nil
+			return settle()
 		}
 		// A task fed by an exchange runs a batch once it is complete; any
 		// other waits for the batch's time.
 		if !j.graph.driven {
+			if committing != nil && !j.due(next) {
+				// Nothing to compute meanwhile: report the commit now
+				// rather than a batch interval later.
+				if err := settle(); err != nil {
+					return err
+				}
+			}
 			if err := j.waitFor(idle, next); err != nil {
 				if j.stopped.Err() != nil {
-					return nil
+					return settle()
 				}
-				return err
+				return errors.Join(err, settle())
 			}
 		}
 		if j.stopped.Err() != nil {
-			return nil
+			return settle()
 		}
 		started := j.now()
 		var (
@@ -106,12 +135,9 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		}
 		if err != nil {
 			if j.stopped.Err() != nil {
-				return nil
+				return settle()
 			}
-			return err
-		}
-		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plan) }); err != nil {
-			return fmt.Errorf("record plan %d: %w", plan.ID, err)
+			return errors.Join(err, settle())
 		}
 		readNext := func() {
 			t := next.Add(j.interval)
@@ -119,12 +145,39 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 				ahead = j.readEarly(earlyCtx, plan, t)
 			}
 		}
-		if err := j.runBatch(ctx, store, batchStart{plan: plan, started: started, installs: installs, readNext: readNext}); err != nil {
+		c, err := j.computeBatch(ctx, batchStart{plan: plan, started: started, installs: installs, readNext: readNext},
+			func() (bool, error) {
+				if err := settle(); err != nil {
+					return false, err
+				}
+				// The batch before may have stopped the job (a listener).
+				return j.stopped.Err() == nil, nil
+			})
+		if err := errors.Join(err, settle()); err != nil || c == nil {
 			return err
 		}
+		committing = j.commitEarly(ctx, store, c)
 		last, next = plan, next.Add(j.interval)
 		ran++
 	}
+}
+
+// commit is a batch committing on a goroutine of its own.
+type commit struct {
+	stats BatchStats
+	err   error
+	done  chan struct{}
+}
+
+// commitEarly commits c while the job computes the next batch; the job's
+// loop owns the goroutine and waits for it.
+func (j *Job) commitEarly(ctx context.Context, store Store, c *computed) *commit {
+	cm := &commit{done: make(chan struct{})}
+	go func() {
+		defer close(cm.done)
+		cm.stats, cm.err = j.commitBatch(ctx, store, c)
+	}()
+	return cm
 }
 
 // batchCutter is an input cut by batch id: an exchange.
