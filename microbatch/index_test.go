@@ -122,3 +122,46 @@ func TestIndexFill(t *testing.T) {
 		}
 	}
 }
+
+// TestTableWritesOnlyChangedStates checks that setting a key's state to an
+// equal value does not mark it changed, and that any other value does,
+// for the kinds of state types the comparison sees as bytes.
+func TestTableWritesOnlyChangedStates(t *testing.T) {
+	type pair struct {
+		A int32
+		B string
+	}
+	check := func(name string, changed int, want int) {
+		t.Helper()
+		if changed != want {
+			t.Errorf("%s: %d keys changed, want %d", name, changed, want)
+		}
+	}
+	ints := newTable[string, int64]("ints")
+	ints.put("a", 1000, 0)
+	ints.put("b", -5, 0)
+	ints.committed()
+	ints.put("a", 1000, 0)
+	ints.put("b", -5, 0)
+	check("int64 set to the same values", ints.changed(), 0)
+	ints.put("b", 5, 0)
+	check("int64 set to another value", ints.changed(), 1)
+
+	structs := newTable[string, pair]("structs")
+	structs.put("a", pair{1, "x"}, 0)
+	structs.committed()
+	structs.put("a", pair{1, "x"}, 0) // the same string: its bytes are its pointer and length
+	check("struct set to the same value", structs.changed(), 0)
+	structs.put("a", pair{1, "y"}, 0)
+	check("struct set to another string", structs.changed(), 1)
+	structs.committed()
+	structs.put("a", pair{2, "y"}, 0)
+	check("struct set to another number", structs.changed(), 1)
+
+	slices := newTable[string, []int]("slices") // not comparable: always written
+	v := []int{1}
+	slices.put("a", v, 0)
+	slices.committed()
+	slices.put("a", v, 0)
+	check("slice set to the same slice", slices.changed(), 1)
+}

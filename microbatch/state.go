@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // stateful is an operator whose keyed state the engine checkpoints.
@@ -102,8 +103,18 @@ func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 func newTable[K comparable, S any](op string) *table[K, S] {
 	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
 	t.keyAt = func(pos int32) K { return t.entries[pos].key }
-	if reflect.TypeFor[S]().Comparable() {
-		t.equal = func(a, b S) bool { return any(a) == any(b) }
+	if typ := reflect.TypeFor[S](); typ.Comparable() {
+		// Unchanged states are not written again. Comparing their bytes
+		// rather than any(a) == any(b) spares boxing both (an allocation
+		// each for most numbers) for every key of every batch: an
+		// updateStateByKey calls its function for all its keys. Equal bytes
+		// mean equal values, for a comparable type, and the rare values
+		// that are equal with other bytes (-0 and +0) are written again:
+		// harmless.
+		size := typ.Size()
+		t.equal = func(a, b S) bool {
+			return string(unsafe.Slice((*byte)(unsafe.Pointer(&a)), size)) == string(unsafe.Slice((*byte)(unsafe.Pointer(&b)), size))
+		}
 	} else {
 		t.equal = func(S, S) bool { return false }
 	}
