@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -157,6 +158,30 @@ func TestTableWritesOnlyChangedStates(t *testing.T) {
 	structs.committed()
 	structs.put("a", pair{2, "y"}, 0)
 	check("struct set to another number", structs.changed(), 1)
+
+	type plain struct{ A, B int64 } // compared as bytes
+	plains := newTable[string, plain]("plains")
+	plains.put("a", plain{1, 2}, 0)
+	plains.committed()
+	plains.put("a", plain{1, 2}, 0)
+	check("padding-free struct set to the same value", plains.changed(), 0)
+	plains.put("a", plain{1, 3}, 0)
+	check("padding-free struct set to another value", plains.changed(), 1)
+	for typ, want := range map[reflect.Type]bool{
+		reflect.TypeFor[int64]():     true,
+		reflect.TypeFor[plain]():     true,
+		reflect.TypeFor[[3]uint16](): true,
+		reflect.TypeFor[pair]():      false, // a string, and padding
+		reflect.TypeFor[struct {
+			A int8
+			B int64
+		}](): false, // padding
+		reflect.TypeFor[*int](): false,
+	} {
+		if got := plainBytes(typ); got != want {
+			t.Errorf("plainBytes(%v) = %v, want %v", typ, got, want)
+		}
+	}
 
 	slices := newTable[string, []int]("slices") // not comparable: always written
 	v := []int{1}

@@ -103,22 +103,49 @@ func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 func newTable[K comparable, S any](op string) *table[K, S] {
 	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
 	t.keyAt = func(pos int32) K { return t.entries[pos].key }
-	if typ := reflect.TypeFor[S](); typ.Comparable() {
-		// Unchanged states are not written again. Comparing their bytes
-		// rather than any(a) == any(b) spares boxing both (an allocation
-		// each for most numbers) for every key of every batch: an
-		// updateStateByKey calls its function for all its keys. Equal bytes
-		// mean equal values, for a comparable type, and the rare values
-		// that are equal with other bytes (-0 and +0) are written again:
-		// harmless.
+	switch typ := reflect.TypeFor[S](); {
+	case plainBytes(typ):
+		// Unchanged states are not written again. Comparing the bytes of
+		// numbers rather than any(a) == any(b) spares boxing both (an
+		// allocation each, for most numbers) for every key of every batch:
+		// an updateStateByKey calls its function for all its keys. Equal
+		// bytes mean equal values; the rare values equal with other bytes
+		// (-0 and +0) are written again: harmless.
 		size := typ.Size()
 		t.equal = func(a, b S) bool {
 			return string(unsafe.Slice((*byte)(unsafe.Pointer(&a)), size)) == string(unsafe.Slice((*byte)(unsafe.Pointer(&b)), size))
 		}
-	} else {
+	case typ.Comparable():
+		t.equal = func(a, b S) bool { return any(a) == any(b) }
+	default:
 		t.equal = func(S, S) bool { return false }
 	}
 	return t
+}
+
+// plainBytes reports whether typ's values are numbers or booleans, or
+// arrays or structs of them without padding: values whose bytes are all
+// there is to them (a string's bytes are a pointer, padding is anything).
+func plainBytes(typ reflect.Type) bool {
+	switch typ.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return true
+	case reflect.Array:
+		return plainBytes(typ.Elem())
+	case reflect.Struct:
+		var size uintptr
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if !plainBytes(f.Type) {
+				return false
+			}
+			size += f.Type.Size()
+		}
+		return size == typ.Size()
+	}
+	return false
 }
 
 // find returns the position of k's entry.
