@@ -28,9 +28,21 @@ func (l *eventLog) at(event string) int {
 	return slices.Index(l.events, event)
 }
 
+// waitFor waits until event is logged, for up to a few seconds: a job
+// that does not compute ahead never logs it while the caller waits.
+func (l *eventLog) waitFor(event string) {
+	for deadline := time.Now().Add(3 * time.Second); l.at(event) < 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// loggingStore logs the job's Store calls. Its commit of batch n waits for
+// batch n+1 to compute (up to the last batch), so that a job computing
+// while it commits shows it whatever the machine's speed.
 type loggingStore struct {
 	*MemoryStore
-	log *eventLog
+	log  *eventLog
+	last uint64
 }
 
 func (s loggingStore) RecordPlan(ctx context.Context, p Plan) error {
@@ -44,7 +56,9 @@ func (s loggingStore) Prepare(ctx context.Context, batch uint64, deltas []Delta)
 }
 
 func (s loggingStore) Commit(ctx context.Context, c Checkpoint) error {
-	time.Sleep(20 * time.Millisecond) // a round trip the next batch computes during
+	if c.Batch < s.last {
+		s.log.waitFor(fmt.Sprintf("compute %d", c.Batch+1))
+	}
 	err := s.MemoryStore.Commit(ctx, c)
 	s.log.add("commit %d", c.Batch)
 	return err
@@ -68,7 +82,7 @@ func (s loggingSink) WriteBatch(ctx context.Context, b BatchInfo, msgs []Message
 func TestBatchesComputeWhileTheOneBeforeCommits(t *testing.T) {
 	const batches = 8
 	log := &eventLog{}
-	store := loggingStore{NewMemoryStore(), log}
+	store := loggingStore{NewMemoryStore(), log, batches}
 	sink := loggingSink{NewMemorySink(), log}
 	j := NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithBatchLimit(batches))
 	j.Checkpoint(store)

@@ -522,31 +522,33 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	decoded := make([][]entry[K, S], maxSeg+1)
 	touched := make([][]int64, maxSeg+1)
 	err := inParallel(maxSeg+1, parallelism, func(s int) error {
+		var err error
+		add := func(count uint64, e rawEntry) {
+			if decoded[s] == nil {
+				decoded[s] = make([]entry[K, S], 0, count)
+				if t.timed {
+					touched[s] = make([]int64, 0, count)
+				}
+			}
+			if err != nil || !e.set {
+				return
+			}
+			var d entry[K, S]
+			if d, err = t.decodeEntry(e); err == nil {
+				decoded[s] = append(decoded[s], d)
+				if t.timed {
+					touched[s] = append(touched[s], e.touched)
+				}
+			}
+		}
 		data, stored := l.segments[uint32(s)]
 		if len(overlay[s]) == 0 {
-			if !stored {
-				return nil
+			if stored {
+				if _, scanErr := scanPart(data, add); scanErr != nil {
+					return fmt.Errorf("state %s: segment %d: %w", t.op, s, scanErr)
+				}
 			}
-			var err error
-			_, scanErr := scanPart(data, func(count uint64, e rawEntry) {
-				if decoded[s] == nil {
-					decoded[s] = make([]entry[K, S], 0, count)
-					if t.timed {
-						touched[s] = make([]int64, 0, count)
-					}
-				}
-				if err != nil || !e.set {
-					return
-				}
-				var d entry[K, S]
-				if d, err = t.decodeEntry(e); err == nil {
-					decoded[s] = append(decoded[s], d)
-					if t.timed {
-						touched[s] = append(touched[s], e.touched)
-					}
-				}
-			})
-			return cmp.Or(scanErr, err)
+			return err
 		}
 		var base []rawEntry
 		if stored {
@@ -556,8 +558,10 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 			}
 			base = p.entries
 		}
-		var err error
-		decoded[s], touched[s], err = t.decodeEntries(mergeSegment(base, overlay[s]))
+		merged := mergeSegment(base, overlay[s])
+		for _, e := range merged {
+			add(uint64(len(merged)), e)
+		}
 		return err
 	})
 	if err != nil {
@@ -618,24 +622,7 @@ func mergeSegment(base, overlay []rawEntry) []rawEntry {
 	return slices.DeleteFunc(out, func(e rawEntry) bool { return !e.set })
 }
 
-func (t *table[K, S]) decodeEntries(raw []rawEntry) ([]entry[K, S], []int64, error) {
-	out := make([]entry[K, S], len(raw))
-	var touched []int64
-	if t.timed {
-		touched = make([]int64, len(raw))
-	}
-	for i, e := range raw {
-		var err error
-		if out[i], err = t.decodeEntry(e); err != nil {
-			return nil, nil, err
-		}
-		if t.timed {
-			touched[i] = e.touched
-		}
-	}
-	return out, touched, nil
-}
-
+// decodeEntry decodes a stored entry's key and value.
 func (t *table[K, S]) decodeEntry(e rawEntry) (entry[K, S], error) {
 	k, err := t.keys.Decode(e.key)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -118,13 +117,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	gc := gcpolicy.Apply(cfg.GCPercent, "/sys/fs/cgroup")
 	log.Info().Int("percent", gc.Percent).Str("percent_from", gc.PercentFrom).
 		Int64("memory_limit", gc.MemoryLimit).Str("limit_from", gc.LimitFrom).
-		Int64("max_headroom", gcpolicy.MaxHeadroom).Bool("headroom_bounded", gc.PercentFrom != "GOGC").Msg("garbage collector")
+		Int64("max_headroom", gcpolicy.MaxHeadroom).Bool("headroom_bounded", gc.Bounded()).Msg("garbage collector")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var gcBound sync.WaitGroup
-	boundCtx, stopBound := context.WithCancel(ctx)
-	gcBound.Go(func() { gc.Bound(boundCtx, time.Second) })
-	defer func() { stopBound(); gcBound.Wait() }()
+	defer gc.StartBound(ctx, time.Second)()
 	if err := runProcessor(ctx, cfg, log, stdout); err != nil {
 		log.Error().Err(err).Msg("dstream stopped")
 		return exitFailed

@@ -29,6 +29,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -113,12 +114,25 @@ func percentFor(percent int, live uint64) int {
 	return max(minPercent, int(MaxHeadroom*100/live))
 }
 
+// Bounded reports whether Bound adjusts the percent: not when GOGC set it
+// (the operator chose it).
+func (p Policy) Bounded() bool { return p.PercentFrom != "GOGC" && p.Percent > 0 }
+
+// StartBound runs Bound on a goroutine of its own until stop, which waits
+// for it.
+func (p Policy) StartBound(ctx context.Context, interval time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Bound(ctx, interval) })
+	return func() { cancel(); wg.Wait() }
+}
+
 // Bound lowers the target percent as the live heap grows, so that the
 // heap's headroom stays within MaxHeadroom, until ctx ends; it samples the
 // live heap every interval (the collector's own figure, as of its last
-// cycle). It does nothing when GOGC set the percent: the operator chose it.
+// cycle). It does nothing unless Bounded.
 func (p Policy) Bound(ctx context.Context, interval time.Duration) {
-	if p.PercentFrom == "GOGC" || p.Percent <= 0 {
+	if !p.Bounded() {
 		return
 	}
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}

@@ -82,6 +82,9 @@ func TestApply(t *testing.T) {
 			if got != want {
 				t.Errorf("Apply = %+v, want %+v", got, want)
 			}
+			if got.Bounded() != (test.gogc == "") {
+				t.Errorf("Bounded = %v with GOGC=%q: only an operator's GOGC turns the headroom bound off", got.Bounded(), test.gogc)
+			}
 			if p := debug.SetGCPercent(-1); p != want.Percent {
 				t.Errorf("collector percent %d, want %d", p, want.Percent)
 			}
@@ -127,10 +130,7 @@ func TestBoundLowersThePercent(t *testing.T) {
 	restore(t)
 	t.Setenv("GOGC", "")
 	p := Apply(DefaultPercent, t.TempDir())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.Bound(ctx, 10*time.Millisecond) }()
-	defer func() { cancel(); <-done }()
+	defer p.StartBound(context.Background(), 10*time.Millisecond)()
 	percent := func() int { v := debug.SetGCPercent(-1); debug.SetGCPercent(v); return v }
 	waitFor := func(what string, ok func(int) bool) {
 		t.Helper()

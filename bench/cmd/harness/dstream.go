@@ -64,10 +64,7 @@ func childDstream(args []string) error {
 	gc := gcpolicy.Apply(gcpolicy.DefaultPercent, "/sys/fs/cgroup") // as cmd/dstream does
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	var gcBound sync.WaitGroup
-	boundCtx, stopBound := context.WithCancel(ctx)
-	gcBound.Go(func() { gc.Bound(boundCtx, time.Second) })
-	defer func() { stopBound(); gcBound.Wait() }()
+	defer gc.StartBound(ctx, time.Second)()
 
 	var countries *rdd.Table[string, string]
 	if *countriesPath != "" {
