@@ -23,20 +23,29 @@ type batchStart struct {
 	recorded bool
 }
 
-// computed is a batch computed and ready to commit: its outputs, and its
-// state changes encoded. Nothing of it depends on the job's operators any
-// more, so the next batch may compute while it commits.
+// computed is a batch computed: its outputs' messages. Its state's changes
+// are encoded when the group it commits with is sealed.
 type computed struct {
 	batchStart
 	wallStart time.Time
 	info      BatchInfo
 	messages  [][]Message
-	deltas    []Delta
-	ck        Checkpoint
-	encoding  time.Duration
 	records   int
-	changes   int
 }
+
+// batchGroup is batches that commit together, in order: one batch, or those
+// that waited for the commit before them (docs/checkpoint.md). Its state's
+// changes are encoded under its last batch; nothing of it depends on the
+// job's operators any more, so the next batch may compute while it commits.
+type batchGroup struct {
+	batches  []*computed
+	deltas   []Delta
+	ck       Checkpoint
+	encoding time.Duration
+	changes  int
+}
+
+func (g *batchGroup) last() *computed { return g.batches[len(g.batches)-1] }
 
 // runBatch computes a planned batch and commits it.
 func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
@@ -44,18 +53,16 @@ func (j *Job) runBatch(ctx context.Context, store Store, b batchStart) error {
 	if err != nil {
 		return err
 	}
-	stats, err := j.commitBatch(ctx, store, c)
+	stats, err := j.commitGroup(ctx, store, j.seal([]*computed{c}))
 	if err != nil {
 		return err
 	}
-	j.committedBatch(stats)
+	j.committedBatches(stats)
 	return nil
 }
 
-// computeBatch computes a planned batch: its operators, its outputs' messages
-// and its state's changes, encoded. The operators' state then counts the
-// batch as checkpointed; if its commit fails the job stops, and recovery
-// loads the state the Store holds.
+// computeBatch computes a planned batch: its operators and its outputs'
+// messages.
 //
 // beforeOutputs, if set, runs once the operators computed, before any
 // output does (outputs such as pprint and ForeachBatch act at once): it
@@ -100,93 +107,143 @@ func (j *Job) computeBatch(ctx context.Context, b batchStart, beforeOutputs func
 	// The inputs describe the batch they read last: the next one, once
 	// it is installed.
 	c.info, c.messages = r.info(), r.messages
-	encodeStart := time.Now()
-	c.ck = Checkpoint{Batch: p.ID, KeepFrom: j.keepFrom(p.ID)}
-	if j.storeGraph {
-		c.ck.Graph = j.graph.fingerprintJSON
-		j.storeGraph = false
-	}
-	for _, st := range j.graph.stateful {
-		c.changes += st.changed()
-		if d, ok := st.delta(p.ID); ok {
-			c.deltas = append(c.deltas, d)
-		}
-		st.checkpoint(p.ID, &c.ck)
-		st.committed()
-	}
-	c.encoding = time.Since(encodeStart)
 	return c, nil
 }
 
-// commitBatch commits a computed batch: records its plan (unless recovery
+// seal makes batches, computed in order since the last seal, a group: it
+// encodes the operators' changes since then, under the last batch. The
+// operators' state then counts the batches as checkpointed; if their
+// commit fails the job stops, and recovery loads the state the Store holds.
+func (j *Job) seal(batches []*computed) *batchGroup {
+	g := &batchGroup{batches: batches}
+	id := g.last().plan.ID
+	start := time.Now()
+	g.ck = Checkpoint{Batch: id, KeepFrom: j.keepFrom(id)}
+	if j.storeGraph {
+		g.ck.Graph = j.graph.fingerprintJSON
+		j.storeGraph = false
+	}
+	for _, st := range j.graph.stateful {
+		g.changes += st.changed()
+		if d, ok := st.delta(id); ok {
+			g.deltas = append(g.deltas, d)
+		}
+		st.checkpoint(id, &g.ck)
+		st.committed()
+	}
+	g.encoding = time.Since(start)
+	return g
+}
+
+// commitGroup commits a sealed group: records its plans (unless recovery
 // did), prepares its state, writes its sinks and commits the checkpoint.
 // It touches nothing the next batch's computation does, so it runs while
 // that computes (commits, like batches, go one at a time and in order).
-func (j *Job) commitBatch(ctx context.Context, store Store, c *computed) (BatchStats, error) {
-	p := c.plan
-	if !c.recorded {
-		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, p) }); err != nil {
-			return BatchStats{}, fmt.Errorf("record plan %d: %w", p.ID, err)
+func (j *Job) commitGroup(ctx context.Context, store Store, g *batchGroup) ([]BatchStats, error) {
+	last := g.last().plan
+	var plans []Plan
+	for _, c := range g.batches {
+		if !c.recorded {
+			plans = append(plans, c.plan)
+		}
+	}
+	if len(plans) > 0 {
+		if err := j.retry(ctx, "record plan", func() error { return store.RecordPlan(ctx, plans...) }); err != nil {
+			return nil, fmt.Errorf("record plan %d: %w", plans[0].ID, err)
 		}
 	}
 	ckStart := time.Now()
-	if err := j.retry(ctx, "prepare", func() error { return store.Prepare(ctx, p.ID, c.deltas) }); err != nil {
-		return BatchStats{}, fmt.Errorf("batch %d: prepare state: %w", p.ID, err)
+	if err := j.retry(ctx, "prepare", func() error { return store.Prepare(ctx, last.ID, g.deltas) }); err != nil {
+		return nil, fmt.Errorf("batch %d: prepare state: %w", last.ID, err)
 	}
-	ckTime := c.encoding + time.Since(ckStart)
-	messages := 0
+	ckTime := g.encoding + time.Since(ckStart)
 	for i, s := range j.sinks {
-		messages += len(c.messages[i])
-		t, transactional := s.(TransactionalSink)
-		if !transactional && len(c.messages[i]) == 0 || transactional && c.heal {
-			continue
-		}
-		attempt := 0
-		write := func() error {
-			attempt++
-			if attempt > 1 {
-				// A retry may set up a new transactional producer, which
-				// fences every other producer of the job: make sure first
-				// that no other instance took the job over meanwhile.
-				if err := store.Renew(ctx); err != nil {
-					return err
-				}
-				// After an ambiguous failure (a commit whose answer was
-				// lost) the batch must not be written twice.
-				if transactional {
-					if held, err := holds(ctx, t, p.ID); err != nil || held {
-						return err
-					}
-				}
-			}
-			return s.WriteBatch(ctx, c.info, c.messages[i])
-		}
-		if err := j.retry(ctx, "write sink", write); err != nil {
-			return BatchStats{}, fmt.Errorf("batch %d: write sink: %w", p.ID, err)
+		if err := j.writeSink(ctx, store, g, i, s); err != nil {
+			return nil, err
 		}
 	}
 	ckStart = time.Now()
-	if err := j.retry(ctx, "commit", func() error { return store.Commit(ctx, c.ck) }); err != nil {
-		return BatchStats{}, fmt.Errorf("batch %d: commit: %w", p.ID, err)
+	if err := j.retry(ctx, "commit", func() error { return store.Commit(ctx, g.ck) }); err != nil {
+		return nil, fmt.Errorf("batch %d: commit: %w", last.ID, err)
 	}
 	ckTime += time.Since(ckStart)
-	return BatchStats{
-		ID: p.ID, Time: p.Time, Records: c.records, Offsets: p.Records(),
-		SchedulingDelay: max(0, c.started.Sub(p.Time)),
-		ProcessingTime:  time.Since(c.wallStart),
-		CheckpointTime:  ckTime,
-		Messages:        messages,
-		StateChanges:    c.changes,
-		Healed:          c.heal,
-	}, nil
+	stats := make([]BatchStats, len(g.batches))
+	for k, c := range g.batches {
+		p := c.plan
+		messages := 0
+		for _, m := range c.messages {
+			messages += len(m)
+		}
+		stats[k] = BatchStats{
+			ID: p.ID, Time: p.Time, Records: c.records, Offsets: p.Records(),
+			SchedulingDelay: max(0, c.started.Sub(p.Time)),
+			ProcessingTime:  time.Since(c.wallStart),
+			CheckpointTime:  ckTime,
+			Messages:        messages,
+			Healed:          c.heal,
+			Group:           len(g.batches),
+		}
+	}
+	stats[len(stats)-1].StateChanges = g.changes
+	return stats, nil
 }
 
-// committedBatch tells the job's listeners, on the job's goroutine, that a
-// batch committed.
-func (j *Job) committedBatch(stats BatchStats) {
-	j.log.Debug().Uint64("batch", stats.ID).Int("records", stats.Records).Str("processing", stats.ProcessingTime.String()).Msg("batch committed")
-	for _, l := range j.listeners {
-		l(stats)
+// writeSink writes the group's messages for sink i: a transactional sink
+// gets the whole group in one transaction (nothing when it holds the batch
+// already: a heal), any other sink batch by batch.
+func (j *Job) writeSink(ctx context.Context, store Store, g *batchGroup, i int, s Sink) error {
+	t, transactional := s.(TransactionalSink)
+	first := g.batches[0].plan.ID
+	if !transactional {
+		for _, c := range g.batches {
+			if len(c.messages[i]) == 0 {
+				continue
+			}
+			if err := j.retry(ctx, "write sink", func() error { return s.WriteBatch(ctx, c.info, c.messages[i]) }); err != nil {
+				return fmt.Errorf("batch %d: write sink: %w", c.plan.ID, err)
+			}
+		}
+		return nil
+	}
+	if g.batches[0].heal {
+		return nil // only a batch of its own heals
+	}
+	infos, msgs := make([]BatchInfo, len(g.batches)), make([][]Message, len(g.batches))
+	for k, c := range g.batches {
+		infos[k], msgs[k] = c.info, c.messages[i]
+	}
+	attempt := 0
+	write := func() error {
+		attempt++
+		if attempt > 1 {
+			// A retry may set up a new transactional producer, which
+			// fences every other producer of the job: make sure first
+			// that no other instance took the job over meanwhile.
+			if err := store.Renew(ctx); err != nil {
+				return err
+			}
+			// After an ambiguous failure (a commit whose answer was
+			// lost) the group must not be written twice.
+			if held, err := holds(ctx, t, first); err != nil || held {
+				return err
+			}
+		}
+		return t.WriteBatches(ctx, infos, msgs)
+	}
+	if err := j.retry(ctx, "write sink", write); err != nil {
+		return fmt.Errorf("batch %d: write sink: %w", g.last().plan.ID, err)
+	}
+	return nil
+}
+
+// committedBatches tells the job's listeners, on the job's goroutine, that
+// batches committed.
+func (j *Job) committedBatches(stats []BatchStats) {
+	for _, st := range stats {
+		j.log.Debug().Uint64("batch", st.ID).Int("records", st.Records).Int("group", st.Group).Str("processing", st.ProcessingTime.String()).Msg("batch committed")
+		for _, l := range j.listeners {
+			l(st)
+		}
 	}
 }
 

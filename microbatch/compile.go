@@ -23,6 +23,9 @@ type graph struct {
 	inputs  []input
 	outputs []output
 	driven  bool
+	// groups: every output only collects messages for the commit, so
+	// batches that wait for a commit may commit together.
+	groups bool
 	// span bounds how many past batches the windows need.
 	span uint64
 	// fingerprint describes what a checkpoint depends on; fingerprintJSON
@@ -72,6 +75,7 @@ func (j *Job) compile(replay bool) (*graph, error) {
 		return nil, errors.Join(errs...)
 	}
 	deriveFlags(g.nodes, g.outputs)
+	g.groups = !slices.ContainsFunc(g.outputs, func(o output) bool { return !o.collects() })
 	for _, n := range g.nodes {
 		g.span += n.base().windowSpan
 	}

@@ -290,6 +290,7 @@ type sendOutput struct {
 
 func (o sendOutput) node() node       { return o.e.exchange().parent }
 func (o sendOutput) keepsBatch() bool { return false }
+func (o sendOutput) collects() bool   { return true }
 
 func (o sendOutput) run(_ context.Context, r *batchRun) error {
 	x := o.e.exchange()

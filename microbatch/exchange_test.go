@@ -74,15 +74,21 @@ type memTaskSink struct {
 }
 
 func (s memTaskSink) WriteBatch(ctx context.Context, b BatchInfo, msgs []Message) error {
-	if err := s.MemorySink.WriteBatch(ctx, b, msgs); err != nil {
+	return s.WriteBatches(ctx, []BatchInfo{b}, [][]Message{msgs})
+}
+
+func (s memTaskSink) WriteBatches(ctx context.Context, batches []BatchInfo, msgs [][]Message) error {
+	if err := s.MemorySink.WriteBatches(ctx, batches, msgs); err != nil {
 		return err
 	}
 	s.x.mu.Lock()
 	defer s.x.mu.Unlock()
-	for _, m := range msgs {
-		if strings.HasPrefix(m.Topic, "x.") {
-			key := fmt.Sprintf("%s/%d", m.Topic, m.Partition)
-			s.x.logs[key] = append(s.x.logs[key], exRecord{batch: b.ID, time: b.Time, task: s.task, value: m.Value, origin: slices.Clone(b.Origin())})
+	for i, b := range batches {
+		for _, m := range msgs[i] {
+			if strings.HasPrefix(m.Topic, "x.") {
+				key := fmt.Sprintf("%s/%d", m.Topic, m.Partition)
+				s.x.logs[key] = append(s.x.logs[key], exRecord{batch: b.ID, time: b.Time, task: s.task, value: m.Value, origin: slices.Clone(b.Origin())})
+			}
 		}
 	}
 	return nil

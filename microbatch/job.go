@@ -174,6 +174,10 @@ type BatchStats struct {
 	// Healed marks a batch recomputed because the Store lost it; its
 	// output was in the sink already and was not written again.
 	Healed bool
+	// Group is how many batches committed together with this one, itself
+	// included: 1, or more when batches waited for the commit before them
+	// (docs/checkpoint.md). StateChanges of a group count on its last batch.
+	Group int
 }
 
 // batchRun is one batch going through the graph.

@@ -27,18 +27,32 @@ func NewMemorySink() *MemorySink {
 }
 
 // WriteBatch implements Sink.
-func (s *MemorySink) WriteBatch(_ context.Context, b BatchInfo, msgs []Message) error {
+func (s *MemorySink) WriteBatch(ctx context.Context, b BatchInfo, msgs []Message) error {
+	return s.WriteBatches(ctx, []BatchInfo{b}, [][]Message{msgs})
+}
+
+// WriteBatches implements TransactionalSink: all the batches, or none.
+func (s *MemorySink) WriteBatches(_ context.Context, batches []BatchInfo, msgs [][]Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.mu.msgs[b.ID]; ok {
-		return fmt.Errorf("memory sink: batch %d written twice: %w", b.ID, ErrPermanent)
+	last := uint64(0)
+	if n := len(s.mu.batches); n > 0 {
+		last = s.mu.batches[n-1].ID
 	}
-	if n := len(s.mu.batches); n > 0 && s.mu.batches[n-1].ID >= b.ID {
-		return fmt.Errorf("memory sink: batch %d after batch %d: %w", b.ID, s.mu.batches[n-1].ID, ErrPermanent)
+	for _, b := range batches {
+		if _, ok := s.mu.msgs[b.ID]; ok {
+			return fmt.Errorf("memory sink: batch %d written twice: %w", b.ID, ErrPermanent)
+		}
+		if b.ID <= last {
+			return fmt.Errorf("memory sink: batch %d after batch %d: %w", b.ID, last, ErrPermanent)
+		}
+		last = b.ID
 	}
-	b.Ranges = slices.Clone(b.Ranges)
-	s.mu.batches = append(s.mu.batches, b)
-	s.mu.msgs[b.ID] = slices.Clone(msgs)
+	for i, b := range batches {
+		b.Ranges = slices.Clone(b.Ranges)
+		s.mu.batches = append(s.mu.batches, b)
+		s.mu.msgs[b.ID] = slices.Clone(msgs[i])
+	}
 	return nil
 }
 

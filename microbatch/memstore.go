@@ -68,8 +68,8 @@ func (s *MemoryStore) Renew(ctx context.Context) error { return s.handle().Renew
 func (s *MemoryStore) Release(ctx context.Context) error { return s.handle().Release(ctx) }
 
 // RecordPlan implements Store.
-func (s *MemoryStore) RecordPlan(ctx context.Context, p Plan) error {
-	return s.handle().RecordPlan(ctx, p)
+func (s *MemoryStore) RecordPlan(ctx context.Context, plans ...Plan) error {
+	return s.handle().RecordPlan(ctx, plans...)
 }
 
 // Plans implements Store.
@@ -139,24 +139,32 @@ func (h *MemoryHandle) Release(context.Context) error {
 	return nil
 }
 
-// RecordPlan implements Store.
-func (h *MemoryHandle) RecordPlan(_ context.Context, p Plan) error {
+// RecordPlan implements Store: all of plans, or none.
+func (h *MemoryHandle) RecordPlan(_ context.Context, plans ...Plan) error {
 	if err := h.lock(); err != nil {
 		return err
 	}
 	s := h.s
 	defer s.mu.Unlock()
-	if old, ok := s.mu.plans[p.ID]; ok && p.ID <= s.mu.planned {
-		if !samePlan(old, p) {
-			return fmt.Errorf("%w: plan %d is recorded with other ranges", ErrConflict, p.ID)
+	planned := s.mu.planned
+	for _, p := range plans {
+		if old, ok := s.mu.plans[p.ID]; ok && p.ID <= planned {
+			if !samePlan(old, p) {
+				return fmt.Errorf("%w: plan %d is recorded with other ranges", ErrConflict, p.ID)
+			}
+			continue
 		}
-		return nil
+		if p.ID != planned+1 || p.ID <= s.mu.committed {
+			return fmt.Errorf("%w: plan %d after planned %d, committed %d", ErrConflict, p.ID, planned, s.mu.committed)
+		}
+		planned = p.ID
 	}
-	if p.ID != s.mu.planned+1 || p.ID != s.mu.committed+1 {
-		return fmt.Errorf("%w: plan %d after planned %d, committed %d", ErrConflict, p.ID, s.mu.planned, s.mu.committed)
+	for _, p := range plans {
+		if p.ID > s.mu.planned {
+			s.mu.plans[p.ID] = clonePlan(p)
+		}
 	}
-	s.mu.plans[p.ID] = clonePlan(p)
-	s.mu.planned = p.ID
+	s.mu.planned = planned
 	return nil
 }
 
@@ -212,7 +220,7 @@ func (h *MemoryHandle) Prepare(_ context.Context, batch uint64, deltas []Delta) 
 	}
 	s := h.s
 	defer s.mu.Unlock()
-	if batch != s.mu.committed+1 || batch != s.mu.planned {
+	if batch <= s.mu.committed || batch > s.mu.planned {
 		return fmt.Errorf("%w: prepare %d with committed %d, planned %d", ErrConflict, batch, s.mu.committed, s.mu.planned)
 	}
 	s.dropPending()
@@ -242,7 +250,7 @@ func (h *MemoryHandle) Commit(_ context.Context, c Checkpoint) error {
 	if s.mu.committed == c.Batch && s.mu.prepared == 0 {
 		return nil // a retry of a commit that went through
 	}
-	if c.Batch != s.mu.committed+1 || s.mu.prepared != c.Batch {
+	if c.Batch <= s.mu.committed || s.mu.prepared != c.Batch {
 		return fmt.Errorf("%w: commit %d with committed %d, prepared %d", ErrConflict, c.Batch, s.mu.committed, s.mu.prepared)
 	}
 	for _, op := range c.Replace {

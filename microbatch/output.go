@@ -13,6 +13,10 @@ type output interface {
 	node() node
 	// keepsBatch: the operation may keep the batch past its call.
 	keepsBatch() bool
+	// collects: run only collects messages for the batch's commit, with
+	// no effect of its own (a Write), so the batch may wait to commit
+	// with the batches after it.
+	collects() bool
 	// run emits the batch; transactional sinks only collect it.
 	run(ctx context.Context, r *batchRun) error
 }
@@ -22,10 +26,13 @@ type outputOp[T any] struct {
 	f      func(ctx context.Context, r *batchRun, batch []T) error
 	// keeps: f may keep the batch past its call.
 	keeps bool
+	// collect: f only adds messages to the batch's.
+	collect bool
 }
 
 func (o *outputOp[T]) node() node       { return o.stream }
 func (o *outputOp[T]) keepsBatch() bool { return o.keeps }
+func (o *outputOp[T]) collects() bool   { return o.collect }
 
 func (o *outputOp[T]) run(ctx context.Context, r *batchRun) error {
 	if !o.stream.has {
@@ -112,11 +119,12 @@ func Write[T any](s *Stream[T], sink Sink, encode func(b BatchInfo, v T) Message
 		idx = len(j.sinks)
 		j.sinks = append(j.sinks, sink)
 	}
-	addOutput(s, func(_ context.Context, r *batchRun, batch []T) error {
+	o := addOutput(s, func(_ context.Context, r *batchRun, batch []T) error {
 		info := r.info()
 		for _, v := range batch {
 			r.messages[idx] = append(r.messages[idx], encode(info, v))
 		}
 		return nil
 	})
+	o.collect = true
 }

@@ -12,8 +12,9 @@ import (
 type recovered struct {
 	// last is the last committed plan (ID 0: none).
 	last Plan
-	// pending is a batch planned but not committed, to run first.
-	pending *Plan
+	// pending are batches planned but not committed (a batch, or a group
+	// of them), to run first, one by one.
+	pending []Plan
 	// heal are batches the transactional sink holds but the Store lost:
 	// they are computed and committed again without writing their output.
 	heal []Plan
@@ -39,29 +40,39 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (recovered, e
 	if err != nil {
 		return rec, err
 	}
+	// A prepared batch is the last of its group (of one, or more).
+	prepared := meta.Prepared
+	discard := func() error {
+		if prepared <= c {
+			return nil
+		}
+		if err := j.retry(ctx, "discard", func() error { return store.Discard(ctx, prepared) }); err != nil {
+			return fmt.Errorf("recover: discard prepared batch %d: %w", prepared, err)
+		}
+		return nil
+	}
 	switch {
 	case len(held) == 0:
-		if meta.Prepared == c+1 {
-			if err := j.retry(ctx, "discard", func() error { return store.Discard(ctx, c+1) }); err != nil {
-				return rec, fmt.Errorf("recover: discard prepared batch %d: %w", c+1, err)
-			}
-			j.log.Info().Uint64("batch", c+1).Msg("discarded prepared batch whose output was not committed")
+		if err := discard(); err != nil {
+			return rec, err
 		}
-	case len(held) == 1 && meta.Prepared == c+1:
-		// The output of the prepared batch is committed: complete it.
-		ck := Checkpoint{Batch: c + 1, KeepFrom: j.keepFrom(c + 1)}
+		if prepared > c {
+			j.log.Info().Uint64("batch", prepared).Msg("discarded prepared batch whose output was not committed")
+		}
+	case prepared > c && held[len(held)-1].ID == prepared:
+		// The output of the prepared batch (and of its group) is
+		// committed: complete it.
+		ck := Checkpoint{Batch: prepared, KeepFrom: j.keepFrom(prepared)}
 		if err := j.retry(ctx, "commit", func() error { return store.Commit(ctx, ck) }); err != nil {
-			return rec, fmt.Errorf("recover: complete prepared batch %d: %w", c+1, err)
+			return rec, fmt.Errorf("recover: complete prepared batch %d: %w", prepared, err)
 		}
-		j.log.Info().Uint64("batch", c+1).Msg("completed prepared batch whose output was committed")
-		c++
+		j.log.Info().Uint64("batch", prepared).Int("group", len(held)).Msg("completed prepared batch whose output was committed")
+		c = prepared
 	default:
 		// The sink holds batches the Store lost (Redis lost its last
 		// writes): they are healed below, from their plans in the sink.
-		if meta.Prepared == c+1 {
-			if err := j.retry(ctx, "discard", func() error { return store.Discard(ctx, c+1) }); err != nil {
-				return rec, fmt.Errorf("recover: discard prepared batch %d: %w", c+1, err)
-			}
+		if err := discard(); err != nil {
+			return rec, err
 		}
 		for _, b := range held {
 			rec.heal = append(rec.heal, b.Plan)
@@ -98,16 +109,21 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (recovered, e
 	if len(rec.heal) == 0 && meta.Planned > c {
 		var plans []Plan
 		err := j.retry(ctx, "load plans", func() (err error) {
-			plans, err = store.Plans(ctx, c+1, c+1)
+			plans, err = store.Plans(ctx, c+1, meta.Planned)
 			return err
 		})
 		if err != nil {
-			return rec, fmt.Errorf("recover: load plan of unfinished batch %d: %w", c+1, err)
+			return rec, fmt.Errorf("recover: load plans of unfinished batches %d-%d: %w", c+1, meta.Planned, err)
 		}
-		if len(plans) != 1 {
-			return rec, fmt.Errorf("recover: the plan of unfinished batch %d is missing: %w", c+1, ErrPermanent)
+		for i, p := range plans {
+			if p.ID != c+1+uint64(i) {
+				break
+			}
+			rec.pending = append(rec.pending, p)
 		}
-		rec.pending = &plans[0]
+		if uint64(len(rec.pending)) != meta.Planned-c {
+			return rec, fmt.Errorf("recover: the plans of unfinished batches %d-%d are incomplete: %w", c+1, meta.Planned, ErrPermanent)
+		}
 	}
 	return rec, nil
 }

@@ -27,10 +27,17 @@ var recoveryInput = func() [][]Pair[string, int] {
 // (checkpointed), recomputed windows (rebuilt from plans), a window of a
 // window, updateStateByKey over a window, mapWithState with a timeout, and a
 // join of stateful with windowed streams. Every output is printed and
-// written to sink.
-func recoveryGraph(j *Job, sink Sink) {
+// written to sink; with computed set, outputs are only written (so batches
+// may commit in groups), and computed is called as a batch computes.
+func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	const s = time.Second
 	in := QueueStream(j, recoveryInput)
+	if computed != nil {
+		in = TransformTime(in, func(bt time.Time, b []Pair[string, int]) []Pair[string, int] {
+			computed(bt)
+			return b
+		})
+	}
 	keys := Map(in, func(p Pair[string, int]) string { return p.Key })
 	incremental := ReduceByKeyAndWindow(in, add, sub, 3*s, s, func(p Pair[string, int]) bool { return p.Value > 0 })
 	recomputed := ReduceByKeyAndWindow(in, add, nil, 4*s, 2*s, nil)
@@ -50,7 +57,9 @@ func recoveryGraph(j *Job, sink Sink) {
 		}
 	}
 	emit := func(name string, print func(int), s *Stream[string]) {
-		print(100)
+		if computed == nil {
+			print(100)
+		}
 		Write(s, sink, out(name))
 	}
 	emit("incremental", incremental.Pprint, reprs(incremental))
@@ -80,7 +89,7 @@ func recoveryJob(store Store, w io.Writer, sink Sink, until uint64, opts ...Opti
 		}
 	})}, opts...)...)
 	j.Checkpoint(store)
-	recoveryGraph(j, sink)
+	recoveryGraph(j, sink, nil)
 	return j
 }
 
@@ -145,14 +154,17 @@ var crashPoints = []string{"before plan", "after plan", "after prepare", "before
 
 func (c *crashStore) at(point string, batch uint64) bool { return c.point == point && c.batch == batch }
 
-func (c *crashStore) RecordPlan(ctx context.Context, p Plan) error {
-	if c.at("before plan", p.ID) {
+func (c *crashStore) RecordPlan(ctx context.Context, plans ...Plan) error {
+	at := func(point string) bool {
+		return slices.ContainsFunc(plans, func(p Plan) bool { return c.at(point, p.ID) })
+	}
+	if at("before plan") {
 		return errCrash
 	}
-	if err := c.Store.RecordPlan(ctx, p); err != nil {
+	if err := c.Store.RecordPlan(ctx, plans...); err != nil {
 		return err
 	}
-	if c.at("after plan", p.ID) {
+	if at("after plan") {
 		return errCrash
 	}
 	return nil
@@ -253,6 +265,135 @@ func TestRecoveryFromRepeatedCrashes(t *testing.T) {
 	}
 }
 
+// groupingStore delays the commit of batch n until batch n+2 computed (up
+// to the last batch), so that the batches behind a commit wait for it and
+// commit together, as they do when a job is behind. At a crash point of
+// one batch it fails the step of the whole group's commit, as a process
+// killed there would.
+type groupingStore struct {
+	Store
+	log   *eventLog
+	last  uint64
+	point string
+	batch uint64
+	group []uint64 // the batches of the group committing
+}
+
+func (s *groupingStore) in() bool { return slices.Contains(s.group, s.batch) }
+
+func (s *groupingStore) RecordPlan(ctx context.Context, plans ...Plan) error {
+	s.group = s.group[:0]
+	for _, p := range plans {
+		s.group = append(s.group, p.ID)
+	}
+	if s.point == "before plan" && s.in() {
+		return errCrash
+	}
+	if err := s.Store.RecordPlan(ctx, plans...); err != nil {
+		return err
+	}
+	if s.point == "after plan" && s.in() {
+		return errCrash
+	}
+	return nil
+}
+
+func (s *groupingStore) Prepare(ctx context.Context, batch uint64, deltas []Delta) error {
+	if err := s.Store.Prepare(ctx, batch, deltas); err != nil {
+		return err
+	}
+	if s.point == "after prepare" && s.in() {
+		return errCrash
+	}
+	return nil
+}
+
+func (s *groupingStore) Commit(ctx context.Context, ck Checkpoint) error {
+	if ck.Batch+2 <= s.last {
+		s.log.waitFor(fmt.Sprintf("compute %d", ck.Batch+2))
+	}
+	if s.point == "before commit" && s.in() { // the sink already holds the group
+		return errCrash
+	}
+	if err := s.Store.Commit(ctx, ck); err != nil {
+		return err
+	}
+	if s.point == "after commit" && s.in() {
+		return errCrash
+	}
+	return nil
+}
+
+// groupJob is recoveryJob over the recovery graph with writes only, so
+// that batches may commit in groups; it logs every batch it computes.
+func groupJob(store Store, sink Sink, log *eventLog, until uint64) *Job {
+	var j *Job
+	j = NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithListener(func(s BatchStats) {
+		if s.ID >= until {
+			j.Stop(true)
+		}
+	}))
+	j.Checkpoint(store)
+	recoveryGraph(j, sink, func(bt time.Time) { log.add("compute %d", bt.Sub(epoch)/time.Second) })
+	return j
+}
+
+// valuesUpTo returns the values of the messages of batches up to last.
+func valuesUpTo(s *MemorySink, last uint64) []string {
+	var out []string
+	for _, b := range s.Batches() {
+		if b.ID <= last {
+			for _, m := range s.Messages(b.ID) {
+				out = append(out, string(m.Value))
+			}
+		}
+	}
+	return out
+}
+
+// TestRecoveryFromCrashesInGroups crashes a job whose batches commit in
+// groups at every step of the commit of the group that holds batch k, then
+// restarts it: the sink must hold every batch exactly once with the output
+// of a run that committed batch by batch.
+func TestRecoveryFromCrashesInGroups(t *testing.T) {
+	want := func() []string {
+		sink := newTxnSink()
+		runJob(t, groupJob(NewMemoryStore(), sink, &eventLog{}, recoveryBatches))
+		return valuesUpTo(sink, recoveryBatches)
+	}()
+	grouped := 0
+	for k := uint64(1); k < recoveryBatches; k++ {
+		for _, point := range crashPoints {
+			t.Run(fmt.Sprintf("batch %d %s", k, point), func(t *testing.T) {
+				store := NewMemoryStore()
+				sink := newTxnSink()
+				log := &eventLog{}
+				gs := &groupingStore{Store: store, log: log, last: recoveryBatches, point: point, batch: k}
+				err := groupJob(gs, sink, log, recoveryBatches).Run(context.Background())
+				if !errors.Is(err, errCrash) {
+					t.Fatalf("the crashing run returned %v", err)
+				}
+				if len(gs.group) > 1 {
+					grouped++
+				}
+				runJob(t, groupJob(store, sink, &eventLog{}, recoveryBatches))
+				if got := valuesUpTo(sink, recoveryBatches); !slices.Equal(got, want) {
+					t.Errorf("crash in group %v: written output differs from a run without crashes:\n%s", gs.group,
+						lineDiff(strings.Join(got, "\n"), strings.Join(want, "\n")))
+				}
+				for i, b := range sink.Batches() {
+					if b.ID != uint64(i+1) {
+						t.Fatalf("the sink holds batch %d at %d", b.ID, i)
+					}
+				}
+			})
+		}
+	}
+	if grouped < int(recoveryBatches) {
+		t.Errorf("only %d crashes came in a group of more than one batch", grouped)
+	}
+}
+
 // TestFencedHandleCannotWrite checks that once another holder acquires a
 // MemoryStore, every write of the previous holder fails with ErrFenced.
 func TestFencedHandleCannotWrite(t *testing.T) {
@@ -309,9 +450,9 @@ type fencingStore struct {
 	at uint64
 }
 
-func (f *fencingStore) RecordPlan(ctx context.Context, p Plan) error {
-	err := f.MemoryHandle.RecordPlan(ctx, p)
-	if err == nil && p.ID == f.at {
+func (f *fencingStore) RecordPlan(ctx context.Context, plans ...Plan) error {
+	err := f.MemoryHandle.RecordPlan(ctx, plans...)
+	if err == nil && slices.ContainsFunc(plans, func(p Plan) bool { return p.ID == f.at }) {
 		_, err = f.s.Handle().Acquire(ctx)
 	}
 	return err

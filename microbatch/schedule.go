@@ -33,11 +33,11 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		j.log.Info().Int("batches", len(rec.heal)).Uint64("committed", last.ID).Msg("healed: the checkpoint holds every batch the output holds")
 	}
 	j.lead.Store(int64(j.skewFrom(last)))
-	if rec.pending != nil {
-		if err := j.runBatch(ctx, store, batchStart{plan: *rec.pending, started: j.now(), recorded: true}); err != nil {
+	for _, p := range rec.pending {
+		if err := j.runBatch(ctx, store, batchStart{plan: p, started: j.now(), recorded: true}); err != nil {
 			return err
 		}
-		last = *rec.pending
+		last = p
 		ran++
 	}
 	next := last.Time.Add(j.interval)
@@ -64,11 +64,16 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	// checkpoint: round trips, mostly), the next one computes: a batch's
 	// outputs are written only after the batch before it committed and
 	// its own plan is recorded, so what a crash leaves is what it left
-	// before.
+	// before. Batches that finish computing while a commit is still in
+	// flight, with the next batch due already, wait for it and then
+	// commit together (docs/checkpoint.md).
 	var ahead *early
 	earlyCtx, cancelEarly := context.WithCancel(ctx)
-	var committing *commit
-	// settle waits for the batch committing, if any, and reports it.
+	var (
+		committing *commit
+		waiting    []*computed
+	)
+	// settle waits for the commit in flight, if any, and reports it.
 	settle := func() error {
 		if committing == nil {
 			return nil
@@ -79,8 +84,28 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		if c.err != nil {
 			return c.err
 		}
-		j.committedBatch(c.stats)
+		j.committedBatches(c.stats)
 		return nil
+	}
+	// flush commits the waiting batches, once the commit in flight settled.
+	flush := func() error {
+		if len(waiting) == 0 {
+			return nil
+		}
+		g := j.seal(waiting)
+		waiting = nil
+		if err := settle(); err != nil {
+			return err
+		}
+		committing = j.commitEarly(ctx, store, g)
+		return nil
+	}
+	// finish commits what was computed and waits for it.
+	finish := func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		return settle()
 	}
 	defer func() {
 		cancelEarly()
@@ -89,33 +114,45 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		}
 		_ = settle() // the goroutine's owner waits for it; its error was returned or superseded
 	}()
+	// barrier settles the batch before a batch's outputs run, when they
+	// act at once (pprint, ForeachBatch).
+	var barrier func() (bool, error)
+	if !j.graph.groups {
+		barrier = func() (bool, error) {
+			if err := settle(); err != nil {
+				return false, err
+			}
+			// The batch before may have stopped the job (a listener).
+			return j.stopped.Err() == nil, nil
+		}
+	}
 	for {
 		if j.maxBatches > 0 && ran >= j.maxBatches {
-			return settle()
+			return finish()
 		}
 		// Stop cancels j.stopped at once, idle a moment later.
 		if j.stopped.Err() != nil {
-			return settle()
+			return finish()
 		}
 		// A task fed by an exchange runs a batch once it is complete; any
 		// other waits for the batch's time.
 		if !j.graph.driven {
-			if committing != nil && !j.due(next) {
-				// Nothing to compute meanwhile: report the commit now
+			if !j.due(next) {
+				// Nothing to compute meanwhile: commit and report now
 				// rather than a batch interval later.
-				if err := settle(); err != nil {
+				if err := finish(); err != nil {
 					return err
 				}
 			}
 			if err := j.waitFor(idle, next); err != nil {
 				if j.stopped.Err() != nil {
-					return settle()
+					return finish()
 				}
-				return errors.Join(err, settle())
+				return errors.Join(err, finish())
 			}
 		}
 		if j.stopped.Err() != nil {
-			return settle()
+			return finish()
 		}
 		started := j.now()
 		var (
@@ -135,9 +172,9 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		}
 		if err != nil {
 			if j.stopped.Err() != nil {
-				return settle()
+				return finish()
 			}
-			return errors.Join(err, settle())
+			return errors.Join(err, finish())
 		}
 		readNext := func() {
 			t := next.Add(j.interval)
@@ -145,37 +182,55 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 				ahead = j.readEarly(earlyCtx, plan, t)
 			}
 		}
-		c, err := j.computeBatch(ctx, batchStart{plan: plan, started: started, installs: installs, readNext: readNext},
-			func() (bool, error) {
-				if err := settle(); err != nil {
-					return false, err
-				}
-				// The batch before may have stopped the job (a listener).
-				return j.stopped.Err() == nil, nil
-			})
-		if err := errors.Join(err, settle()); err != nil || c == nil {
-			return err
+		c, err := j.computeBatch(ctx, batchStart{plan: plan, started: started, installs: installs, readNext: readNext}, barrier)
+		if err != nil || c == nil {
+			return errors.Join(err, settle())
 		}
-		committing = j.commitEarly(ctx, store, c)
+		waiting = append(waiting, c)
 		last, next = plan, next.Add(j.interval)
 		ran++
+		if !j.joinsNextGroup(committing, len(waiting), ran, next) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 	}
 }
 
-// commit is a batch committing on a goroutine of its own.
+// maxGroup bounds the batches that commit together.
+const maxGroup = 16
+
+// joinsNextGroup reports whether a computed batch, the waiting-th, waits
+// for the commit in flight to commit with the batches after it: while that
+// commit lasts and the next batch, at batch time next, is due already.
+func (j *Job) joinsNextGroup(committing *commit, waiting int, ran uint64, next time.Time) bool {
+	return j.graph.groups && !j.graph.driven && committing != nil && !committing.finished() &&
+		waiting < maxGroup && (j.maxBatches == 0 || ran < j.maxBatches) && j.due(next)
+}
+
+// commit is a group of batches committing on a goroutine of its own.
 type commit struct {
-	stats BatchStats
+	stats []BatchStats
 	err   error
 	done  chan struct{}
 }
 
-// commitEarly commits c while the job computes the next batch; the job's
+func (c *commit) finished() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// commitEarly commits g while the job computes the next batch; the job's
 // loop owns the goroutine and waits for it.
-func (j *Job) commitEarly(ctx context.Context, store Store, c *computed) *commit {
+func (j *Job) commitEarly(ctx context.Context, store Store, g *batchGroup) *commit {
 	cm := &commit{done: make(chan struct{})}
 	go func() {
 		defer close(cm.done)
-		cm.stats, cm.err = j.commitBatch(ctx, store, c)
+		cm.stats, cm.err = j.commitGroup(ctx, store, g)
 	}()
 	return cm
 }

@@ -50,11 +50,12 @@ type Meta struct {
 	// Committed is the last batch whose output and state are committed
 	// (0: none yet).
 	Committed uint64
-	// Planned is the last batch whose plan is recorded; Planned is
-	// Committed or Committed+1.
+	// Planned is the last batch whose plan is recorded: Committed, or
+	// further when batches planned together (a group commit) did not
+	// commit yet.
 	Planned uint64
-	// Prepared is Committed+1 when that batch's state deltas are staged
-	// but not yet committed, else 0.
+	// Prepared is the batch, after Committed and at most Planned, whose
+	// state deltas are staged but not yet committed, else 0.
 	Prepared uint64
 	// Epoch is the fencing token of this holder of the job.
 	Epoch uint64
@@ -140,20 +141,23 @@ type Store interface {
 	Renew(ctx context.Context) error
 	// Release gives the job up so a standby can take over at once.
 	Release(ctx context.Context) error
-	// RecordPlan records plan p; p.ID must be Planned+1, or equal to a
-	// recorded plan with the same content (an idempotent retry).
-	RecordPlan(ctx context.Context, p Plan) error
+	// RecordPlan records plans, in ID order, all or none: each ID must be
+	// the last one recorded plus one, or that of a recorded plan with the
+	// same content (an idempotent retry). A group of batches that commit
+	// together records its plans in one call.
+	RecordPlan(ctx context.Context, plans ...Plan) error
 	// Plans returns the recorded plans with from ≤ ID ≤ to, in ID order.
 	Plans(ctx context.Context, from, to uint64) ([]Plan, error)
 	// LoadState calls fn for every stored part of operator op's state: its
 	// segments and its deltas, in no order. (A delta past Committed is a
 	// prepared batch's; the engine ignores it.)
 	LoadState(ctx context.Context, op string, fn func(StatePart) error) error
-	// Prepare stages the deltas of batch (Committed+1) without making
-	// them visible.
+	// Prepare stages the deltas of batch (after Committed, at most
+	// Planned) without making them visible. A group of batches stages one
+	// delta per operator, covering the group, under its last batch.
 	Prepare(ctx context.Context, batch uint64, deltas []Delta) error
 	// Commit makes batch c.Batch's staged deltas visible, stores c and
-	// advances Committed to c.Batch, atomically.
+	// advances Committed to c.Batch (the Prepared batch), atomically.
 	Commit(ctx context.Context, c Checkpoint) error
 	// Discard drops the staged deltas of batch.
 	Discard(ctx context.Context, batch uint64) error
@@ -219,6 +223,11 @@ type Sink interface {
 // and can recompute batches whose checkpoint the Store lost.
 type TransactionalSink interface {
 	Sink
+	// WriteBatches writes consecutive batches, msgs[i] the messages of
+	// batches[i], each with its marker, in one transaction: a group of
+	// batches that commit together (WriteBatch is a group of one). The
+	// engine writes a TransactionalSink only through WriteBatches.
+	WriteBatches(ctx context.Context, batches []BatchInfo, msgs [][]Message) error
 	// Committed returns the batches after `after` whose output is
 	// committed, in ID order, as their markers describe them. It first
 	// fences the sink's earlier writers, so that no transaction can still

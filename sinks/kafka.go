@@ -319,41 +319,30 @@ func decodeMarker(v []byte) (marker, microbatch.BatchInfo, error) {
 // WriteBatch implements microbatch.Sink: the messages and the batch's
 // marker in one transaction, even when there are no messages.
 func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
-	for _, m := range msgs {
-		if m.Topic != "" && m.Topic != k.cfg.Topic && !slices.Contains(k.cfg.Topics, m.Topic) && !slices.Contains(k.cfg.ExchangeTopics, m.Topic) {
-			return fmt.Errorf("sinks: batch %d: a message for topic %s, which KafkaConfig.Topics does not list: %w", b.ID, m.Topic, microbatch.ErrPermanent)
-		}
+	return k.WriteBatches(ctx, []microbatch.BatchInfo{b}, [][]microbatch.Message{msgs})
+}
+
+// WriteBatches implements microbatch.TransactionalSink: every batch's
+// messages and marker in one transaction.
+func (k *Kafka) WriteBatches(ctx context.Context, batches []microbatch.BatchInfo, msgs [][]microbatch.Message) error {
+	if len(batches) == 0 {
+		return nil
 	}
+	b := batches[len(batches)-1] // names the transaction in errors
 	cl, limits, err := k.client(ctx)
 	if err != nil {
 		return err
 	}
-	headers := []kgo.RecordHeader{
-		{Key: HeaderJob, Value: []byte(k.cfg.Job)},
-		{Key: HeaderBatchID, Value: []byte(strconv.FormatUint(b.ID, 10))},
-		{Key: HeaderBatchTime, Value: []byte(b.Time.UTC().Format(time.RFC3339Nano))},
-		{Key: HeaderOffsets, Value: []byte(b.OffsetsHeader())},
-	}
-	if k.cfg.Task != "" {
-		headers = append(headers, kgo.RecordHeader{Key: HeaderTask, Value: []byte(k.cfg.Task)})
-	}
-	records := make([]*kgo.Record, 0, len(msgs)+1)
+	n := len(batches)
 	for _, m := range msgs {
-		rec := &kgo.Record{Key: m.Key, Value: m.Value, Topic: m.Topic, Partition: m.Partition, Headers: headers}
-		if len(m.Headers) > 0 {
-			rec.Headers = slices.Clip(headers)
-			for _, h := range m.Headers {
-				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
-			}
-		}
-		topic := cmpOr(m.Topic, k.cfg.Topic)
-		if err := fit(rec, limits[topic], m.MayTruncate); err != nil {
-			return fmt.Errorf("sinks: batch %d: %w", b.ID, err)
-		}
-		records = append(records, rec)
+		n += len(m)
 	}
-	records = append(records, &kgo.Record{Topic: k.cfg.ControlTopic, Partition: k.cfg.ControlPartition, Key: []byte(k.markerKey()),
-		Value: encodeMarker(k.cfg.Job, b), Headers: headers})
+	records := make([]*kgo.Record, 0, n)
+	for i, bi := range batches {
+		if records, err = k.appendRecords(records, bi, msgs[i], limits); err != nil {
+			return err
+		}
+	}
 	if err := cl.BeginTransaction(); err != nil {
 		k.reset()
 		return fmt.Errorf("sinks: begin transaction of batch %d: %w", b.ID, err)
@@ -393,6 +382,41 @@ func (k *Kafka) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []m
 		return fmt.Errorf("sinks: produce batch %d: %w", b.ID, firstErr)
 	}
 	return nil
+}
+
+// appendRecords appends to records batch b's messages and its marker,
+// each with the batch's headers.
+func (k *Kafka) appendRecords(records []*kgo.Record, b microbatch.BatchInfo, msgs []microbatch.Message, limits map[string]int) ([]*kgo.Record, error) {
+	for _, m := range msgs {
+		if m.Topic != "" && m.Topic != k.cfg.Topic && !slices.Contains(k.cfg.Topics, m.Topic) && !slices.Contains(k.cfg.ExchangeTopics, m.Topic) {
+			return nil, fmt.Errorf("sinks: batch %d: a message for topic %s, which KafkaConfig.Topics does not list: %w", b.ID, m.Topic, microbatch.ErrPermanent)
+		}
+	}
+	headers := []kgo.RecordHeader{
+		{Key: HeaderJob, Value: []byte(k.cfg.Job)},
+		{Key: HeaderBatchID, Value: []byte(strconv.FormatUint(b.ID, 10))},
+		{Key: HeaderBatchTime, Value: []byte(b.Time.UTC().Format(time.RFC3339Nano))},
+		{Key: HeaderOffsets, Value: []byte(b.OffsetsHeader())},
+	}
+	if k.cfg.Task != "" {
+		headers = append(headers, kgo.RecordHeader{Key: HeaderTask, Value: []byte(k.cfg.Task)})
+	}
+	for _, m := range msgs {
+		rec := &kgo.Record{Key: m.Key, Value: m.Value, Topic: m.Topic, Partition: m.Partition, Headers: headers}
+		if len(m.Headers) > 0 {
+			rec.Headers = slices.Clip(headers)
+			for _, h := range m.Headers {
+				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			}
+		}
+		topic := cmpOr(m.Topic, k.cfg.Topic)
+		if err := fit(rec, limits[topic], m.MayTruncate); err != nil {
+			return nil, fmt.Errorf("sinks: batch %d: %w", b.ID, err)
+		}
+		records = append(records, rec)
+	}
+	return append(records, &kgo.Record{Topic: k.cfg.ControlTopic, Partition: k.cfg.ControlPartition, Key: []byte(k.markerKey()),
+		Value: encodeMarker(k.cfg.Job, b), Headers: headers}), nil
 }
 
 // recordOverhead bounds what a record batch of one record adds to the

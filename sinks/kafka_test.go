@@ -127,6 +127,38 @@ func TestTwoJobsShareTopics(t *testing.T) {
 	}
 }
 
+// TestGroupRecordsCarryTheirBatch writes a group of batches in one
+// transaction: every record carries its own batch's id, time and provenance.
+func TestGroupRecordsCarryTheirBatch(t *testing.T) {
+	b := kafkatest.Shared(t)
+	ctx := context.Background()
+	out, control := b.NewTopic(t, 2, nil), b.NewTopic(t, 1, nil)
+	k := open(t, b, sinks.KafkaConfig{Topic: out, ControlTopic: control, Job: "group", TransactionalID: "group-" + out})
+	counts := map[uint64]int{3: 2, 4: 0, 5: 3}
+	var infos []microbatch.BatchInfo
+	var batches [][]microbatch.Message
+	for id := uint64(3); id <= 5; id++ {
+		infos = append(infos, sinktest.Batch(id))
+		batches = append(batches, msgs(counts[id], ""))
+	}
+	if err := k.WriteBatches(ctx, infos, batches); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]int{}
+	for _, r := range readAll(t, b, out, 5) {
+		h := headers(r)
+		id, _ := strconv.ParseUint(h[sinks.HeaderBatchID], 10, 64)
+		want := sinktest.Batch(id)
+		if h[sinks.HeaderBatchTime] != want.Time.Format(time.RFC3339Nano) || h[sinks.HeaderOffsets] != want.OffsetsHeader() {
+			t.Errorf("record of batch %d: headers %v, want its own time and provenance", id, h)
+		}
+		got[id]++
+	}
+	if got[3] != 2 || got[5] != 3 || len(got) != 2 {
+		t.Errorf("records by batch %v, want %v", got, counts)
+	}
+}
+
 // TestFencedSinkStops checks that a newer producer of the same transactional
 // id fences the older one, which then fails with ErrFenced.
 func TestFencedSinkStops(t *testing.T) {

@@ -345,28 +345,47 @@ func (r *Redis) Release(ctx context.Context) error {
 	return err
 }
 
+// recordPlanScript records the plans in ARGV[2…] (id, encoded plan, …):
+// all of them, or none.
 var recordPlanScript = redis.NewScript(epochCheck + `
-local id = tonumber(ARGV[2])
-if planned >= id then
-  if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then return 'ok' end
-  return 'conflict: plan ' .. ARGV[2] .. ' is recorded with other ranges'
+local last = planned
+for i = 2, #ARGV, 2 do
+  local id = tonumber(ARGV[i])
+  if id <= last then
+    if id > planned or redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i+1] then
+      return 'conflict: plan ' .. ARGV[i] .. ' is recorded with other ranges'
+    end
+  elseif id ~= last + 1 then
+    return 'conflict: plan ' .. ARGV[i] .. ' after planned ' .. last .. ', committed ' .. committed
+  else
+    last = id
+  end
 end
-if id ~= planned + 1 or id ~= committed + 1 then
-  return 'conflict: plan ' .. ARGV[2] .. ' after planned ' .. planned .. ', committed ' .. committed
+for i = 2, #ARGV, 2 do
+  if tonumber(ARGV[i]) > planned then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i+1]) end
 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'planned', ARGV[2])
+if last > planned then redis.call('HSET', KEYS[1], 'planned', last) end
 return 'ok'
 `)
 
 // RecordPlan implements microbatch.Store.
-func (r *Redis) RecordPlan(ctx context.Context, p microbatch.Plan) error {
-	data, err := encodePlan(p)
-	if err != nil {
-		return err
+func (r *Redis) RecordPlan(ctx context.Context, plans ...microbatch.Plan) error {
+	if len(plans) == 0 {
+		return nil
 	}
-	return r.write(ctx, fmt.Sprintf("record plan %d", p.ID), recordPlanScript,
-		[]string{r.keys.meta, r.keys.plans}, p.ID, data)
+	args := make([]any, 0, 2*len(plans))
+	for _, p := range plans {
+		data, err := encodePlan(p)
+		if err != nil {
+			return err
+		}
+		args = append(args, p.ID, data)
+	}
+	what := fmt.Sprintf("record plan %d", plans[0].ID)
+	if n := len(plans); n > 1 {
+		what = fmt.Sprintf("record plans %d-%d", plans[0].ID, plans[n-1].ID)
+	}
+	return r.write(ctx, what, recordPlanScript, []string{r.keys.meta, r.keys.plans}, args...)
 }
 
 // Plans implements microbatch.Store.
@@ -456,7 +475,7 @@ func (r *Redis) Prepare(ctx context.Context, batch uint64, deltas []microbatch.D
 		ops = append(ops, d.Op)
 	}
 	return r.cas(ctx, fmt.Sprintf("prepare batch %d", batch), func(tx *redis.Tx, m meta) (bool, error) {
-		if batch != m.committed+1 || batch != m.planned {
+		if batch <= m.committed || batch > m.planned {
 			return false, conflictf("prepare %d with committed %d, planned %d", batch, m.committed, m.planned)
 		}
 		return false, nil
@@ -483,7 +502,7 @@ func (r *Redis) Commit(ctx context.Context, c microbatch.Checkpoint) error {
 		if m.committed == batch && m.prepared == 0 {
 			return true, nil // a retry of a commit that went through
 		}
-		if batch != m.committed+1 || m.prepared != batch {
+		if batch <= m.committed || m.prepared != batch {
 			return false, conflictf("commit %d with committed %d, prepared %d", batch, m.committed, m.prepared)
 		}
 		s, err := tx.HGet(ctx, r.keys.plans, strconv.FormatUint(batch, 10)).Result()

@@ -342,10 +342,16 @@ type abortCounter struct {
 	aborts prometheus.Counter
 }
 
-// WriteBatch implements microbatch.Sink: a sink writes a batch in one
-// transaction, so an error means that transaction did not commit.
+// WriteBatch implements microbatch.Sink.
 func (a abortCounter) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
-	err := a.TransactionalSink.WriteBatch(ctx, b, msgs)
+	return a.WriteBatches(ctx, []microbatch.BatchInfo{b}, [][]microbatch.Message{msgs})
+}
+
+// WriteBatches implements microbatch.TransactionalSink: a sink writes a
+// group of batches in one transaction, so an error means that transaction
+// did not commit.
+func (a abortCounter) WriteBatches(ctx context.Context, batches []microbatch.BatchInfo, msgs [][]microbatch.Message) error {
+	err := a.TransactionalSink.WriteBatches(ctx, batches, msgs)
 	if err != nil {
 		a.aborts.Inc()
 	}

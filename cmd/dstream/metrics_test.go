@@ -271,6 +271,11 @@ func (f *fakeSink) WriteBatch(context.Context, microbatch.BatchInfo, []microbatc
 	return f.fail
 }
 
+func (f *fakeSink) WriteBatches(context.Context, []microbatch.BatchInfo, [][]microbatch.Message) error {
+	f.writes++
+	return f.fail
+}
+
 func (f *fakeSink) Committed(context.Context, uint64) ([]microbatch.BatchInfo, error) {
 	return []microbatch.BatchInfo{{Plan: microbatch.Plan{ID: 7}}}, nil
 }
@@ -292,9 +297,9 @@ func TestTransactionAborts(t *testing.T) {
 	if err != fake.fail {
 		t.Errorf("WriteBatch error %v, want the sink's", err)
 	}
-	_ = sink.WriteBatch(ctx, microbatch.BatchInfo{}, nil)
+	_ = sink.(microbatch.TransactionalSink).WriteBatches(ctx, []microbatch.BatchInfo{{}, {}}, [][]microbatch.Message{nil, nil})
 	if got := gather(t, m)["dstream_transaction_aborts_total"]; got != 2 || fake.writes != 3 {
-		t.Errorf("aborts = %v after 2 failed of %d writes, want 2", got, fake.writes)
+		t.Errorf("aborts = %v after 2 failed of %d transactions (one of a group of two batches), want 2", got, fake.writes)
 	}
 }
 

@@ -532,10 +532,12 @@ func (s *trackedStore) Acquire(ctx context.Context) (microbatch.Meta, error) {
 }
 
 // RecordPlan implements microbatch.Store.
-func (s *trackedStore) RecordPlan(ctx context.Context, plan microbatch.Plan) error {
-	err := s.Store.RecordPlan(ctx, plan)
+func (s *trackedStore) RecordPlan(ctx context.Context, plans ...microbatch.Plan) error {
+	err := s.Store.RecordPlan(ctx, plans...)
 	if err == nil {
-		s.planned(plan)
+		for _, p := range plans {
+			s.planned(p)
+		}
 	}
 	return err
 }

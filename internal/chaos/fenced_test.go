@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -45,14 +46,18 @@ type takenOverSink struct {
 	after    int
 }
 
-func (s *takenOverSink) WriteBatch(_ context.Context, b microbatch.BatchInfo, _ []microbatch.Message) error {
+func (s *takenOverSink) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
+	return s.WriteBatches(ctx, []microbatch.BatchInfo{b}, [][]microbatch.Message{msgs})
+}
+
+func (s *takenOverSink) WriteBatches(_ context.Context, batches []microbatch.BatchInfo, _ [][]microbatch.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.over {
 		s.after++
 		return nil
 	}
-	if b.ID == s.batch {
+	if slices.ContainsFunc(batches, func(b microbatch.BatchInfo) bool { return b.ID == s.batch }) {
 		s.over = true
 		s.takeOver()
 		return errors.New("end transaction: i/o timeout") // ambiguous, retriable

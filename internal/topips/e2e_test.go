@@ -368,12 +368,13 @@ type crashingStore struct {
 // errCrash is permanent: a crashed process does not retry.
 var errCrash = fmt.Errorf("injected crash: %w", microbatch.ErrPermanent)
 
-func (s *crashingStore) RecordPlan(ctx context.Context, p microbatch.Plan) error {
-	if p.ID == s.batch && s.at == "before-plan" {
+func (s *crashingStore) RecordPlan(ctx context.Context, plans ...microbatch.Plan) error {
+	has := slices.ContainsFunc(plans, func(p microbatch.Plan) bool { return p.ID == s.batch })
+	if has && s.at == "before-plan" {
 		return errCrash
 	}
-	err := s.Store.RecordPlan(ctx, p)
-	if err == nil && p.ID == s.batch && s.at == "after-plan" {
+	err := s.Store.RecordPlan(ctx, plans...)
+	if err == nil && has && s.at == "after-plan" {
 		return errCrash
 	}
 	return err

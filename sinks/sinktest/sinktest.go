@@ -23,6 +23,7 @@ func Run(t *testing.T, newJob func(t *testing.T) Opener) {
 	}{
 		{"MarkersDescribeEveryBatch", testMarkers},
 		{"NewInstanceFindsCommittedBatches", testNewInstance},
+		{"GroupsLeaveAMarkerPerBatch", testGroups},
 	} {
 		t.Run(test.name, func(t *testing.T) { test.run(t, newJob(t)) })
 	}
@@ -103,4 +104,26 @@ func testNewInstance(t *testing.T, open Opener) {
 		t.Fatal(err)
 	}
 	check(t, next, 3, 4)
+}
+
+// testGroups writes groups of batches, each in one transaction: every batch
+// of a group leaves its own marker, and the next group follows on.
+func testGroups(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	if err := s.WriteBatches(ctx, []microbatch.BatchInfo{Batch(1), Batch(2), Batch(3)},
+		[][]microbatch.Message{messages(2), nil, messages(1)}); err != nil {
+		t.Fatal(err)
+	}
+	check(t, s, 0, 1, 2, 3)
+	check(t, s, 1, 2, 3)
+	next := open(t)
+	check(t, next, 0, 1, 2, 3)
+	if err := next.WriteBatches(ctx, []microbatch.BatchInfo{Batch(4)}, [][]microbatch.Message{nil}); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.WriteBatches(ctx, []microbatch.BatchInfo{Batch(5), Batch(6)}, [][]microbatch.Message{messages(1), messages(3)}); err != nil {
+		t.Fatal(err)
+	}
+	check(t, next, 3, 4, 5, 6)
 }

@@ -33,6 +33,8 @@ func Run(t *testing.T, newJob func(t *testing.T) Opener) {
 		{"CommitByNextHolder", testCommitByNextHolder},
 		{"Fencing", testFencing},
 		{"TrimsPlans", testTrim},
+		{"GroupCommit", testGroupCommit},
+		{"GroupCompletedByNextHolder", testGroupByNextHolder},
 	} {
 		t.Run(test.name, func(t *testing.T) { test.run(t, newJob(t)) })
 	}
@@ -301,5 +303,99 @@ func testTrim(t *testing.T, open Opener) {
 	must(t, err)
 	if len(plans) != 2 || plans[0].ID != 5 {
 		t.Fatalf("kept plans %v, want 5 and 6", plans)
+	}
+}
+
+// testGroupCommit commits batches 2-4 as a group: their plans in one call
+// (all or none), one delta under the last, one commit.
+func testGroupCommit(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	_, err := s.Acquire(ctx)
+	must(t, err)
+	commit(t, s, 1, delta("a", 1, "A1"))
+	// A call that breaks the sequence records none of its plans.
+	if err := s.RecordPlan(ctx, plan(2), plan(4)); !errors.Is(err, microbatch.ErrConflict) {
+		t.Fatalf("plans 2 and 4: err = %v, want ErrConflict", err)
+	}
+	if plans, err := s.Plans(ctx, 2, 4); err != nil || len(plans) != 0 {
+		t.Fatalf("after a refused call: plans %+v, %v; want none", plans, err)
+	}
+	must(t, s.RecordPlan(ctx, plan(2), plan(3), plan(4)))
+	must(t, s.RecordPlan(ctx, plan(3), plan(4))) // a retry of part of it
+	for _, test := range []struct {
+		name string
+		err  error
+	}{
+		{"prepare a committed batch", s.Prepare(ctx, 1, nil)},
+		{"prepare an unplanned batch", s.Prepare(ctx, 5, nil)},
+		{"commit an unprepared batch", s.Commit(ctx, microbatch.Checkpoint{Batch: 4, KeepFrom: 1})},
+	} {
+		if !errors.Is(test.err, microbatch.ErrConflict) {
+			t.Errorf("%s: err = %v, want ErrConflict", test.name, test.err)
+		}
+	}
+	must(t, s.Prepare(ctx, 4, []microbatch.Delta{delta("a", 4, "A2-4")}))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: 4, KeepFrom: 1}))
+	must(t, s.Commit(ctx, microbatch.Checkpoint{Batch: 4, KeepFrom: 1})) // a retry that went through
+	if got, want := parts(t, s, "a"), map[string]string{"d1": "A1", "d4": "A2-4"}; !maps.Equal(got, want) {
+		t.Fatalf("state a = %q, want %q", got, want)
+	}
+	plans, err := s.Plans(ctx, 1, 9)
+	must(t, err)
+	if len(plans) != 4 || plans[3].ID != 4 || !slices.Equal(plans[2].Ranges, plan(3).Ranges) {
+		t.Fatalf("plans = %+v, want 1-4", plans)
+	}
+	commit(t, s, 5)
+	must(t, s.Release(ctx))
+	next := open(t)
+	meta, err := next.Acquire(ctx)
+	must(t, err)
+	if meta.Committed != 5 || meta.Planned != 5 || meta.Prepared != 0 {
+		t.Fatalf("meta = %+v, want batch 5 committed", meta)
+	}
+}
+
+// testGroupByNextHolder leaves a group of batches planned and prepared, as
+// a crash between the output's transaction and the checkpoint does: the next
+// holder completes the group's commit, or runs its batches one by one.
+func testGroupByNextHolder(t *testing.T, open Opener) {
+	ctx := context.Background()
+	for _, complete := range []bool{true, false} {
+		first := open(t)
+		meta, err := first.Acquire(ctx)
+		must(t, err)
+		c := meta.Committed
+		must(t, first.RecordPlan(ctx, plan(c+1), plan(c+2), plan(c+3)))
+		must(t, first.Prepare(ctx, c+3, []microbatch.Delta{delta("g", c+3, "G")}))
+		must(t, first.Release(ctx)) // it crashed here
+		next := open(t)
+		meta, err = next.Acquire(ctx)
+		must(t, err)
+		if meta.Committed != c || meta.Planned != c+3 || meta.Prepared != c+3 {
+			t.Fatalf("meta = %+v, want batches %d-%d planned, %d prepared", meta, c+1, c+3, c+3)
+		}
+		if complete {
+			must(t, next.Commit(ctx, microbatch.Checkpoint{Batch: c + 3, KeepFrom: 1}))
+			if got := parts(t, next, "g")[fmt.Sprintf("d%d", c+3)]; got != "G" {
+				t.Fatalf("completed group: state g = %q", parts(t, next, "g"))
+			}
+			must(t, next.Release(ctx))
+			continue
+		}
+		// The output holds none of the group: the batches run again one
+		// by one from their recorded plans.
+		must(t, next.Discard(ctx, c+3))
+		for id := c + 1; id <= c+3; id++ {
+			must(t, next.RecordPlan(ctx, plan(id)))
+			must(t, next.Prepare(ctx, id, []microbatch.Delta{delta("g", id, "one")}))
+			must(t, next.Commit(ctx, microbatch.Checkpoint{Batch: id, KeepFrom: 1}))
+		}
+		meta, err = next.Acquire(ctx)
+		must(t, err)
+		if meta.Committed != c+3 || meta.Planned != c+3 || meta.Prepared != 0 {
+			t.Fatalf("meta after the rerun = %+v", meta)
+		}
+		must(t, next.Release(ctx))
 	}
 }

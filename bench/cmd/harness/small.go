@@ -157,7 +157,7 @@ func (b *bench) runOverhead(ctx context.Context, lines int64) error {
 	slope, intercept := fitLine(xs, ys)
 	b.figure("small_overhead_ms_per_batch", slope*1000, "ms")
 	small := pts[0].run.report
-	for _, call := range []string{"store.RecordPlan", "store.Prepare", "store.Commit", "sink.WriteBatch", "source.Cut", "source.Read"} {
+	for _, call := range []string{"store.RecordPlan", "store.Prepare", "store.Commit", "sink.WriteBatches", "source.Cut", "source.Read"} {
 		if c, ok := small.Calls[call]; ok {
 			b.figure("small_batch_"+figureName(strings.ReplaceAll(strings.ToLower(call), ".", "_"))+"_ms", c.meanMS(), "ms")
 		}

@@ -105,8 +105,12 @@ type timedSink struct {
 }
 
 func (s timedSink) WriteBatch(ctx context.Context, b microbatch.BatchInfo, msgs []microbatch.Message) error {
-	defer s.t.time("sink.WriteBatch", time.Now())
-	return s.sink.WriteBatch(ctx, b, msgs)
+	return s.WriteBatches(ctx, []microbatch.BatchInfo{b}, [][]microbatch.Message{msgs})
+}
+
+func (s timedSink) WriteBatches(ctx context.Context, batches []microbatch.BatchInfo, msgs [][]microbatch.Message) error {
+	defer s.t.time("sink.WriteBatches", time.Now())
+	return s.sink.WriteBatches(ctx, batches, msgs)
 }
 
 func (s timedSink) Committed(ctx context.Context, after uint64) ([]microbatch.BatchInfo, error) {
@@ -119,9 +123,9 @@ type timedStore struct {
 	t *timings
 }
 
-func (s timedStore) RecordPlan(ctx context.Context, p microbatch.Plan) error {
+func (s timedStore) RecordPlan(ctx context.Context, plans ...microbatch.Plan) error {
 	defer s.t.time("store.RecordPlan", time.Now())
-	return s.Store.RecordPlan(ctx, p)
+	return s.Store.RecordPlan(ctx, plans...)
 }
 
 func (s timedStore) Prepare(ctx context.Context, batch uint64, deltas []microbatch.Delta) error {
