@@ -25,10 +25,13 @@ const readAhead = 4
 // recovering, a leader moving) before Read gives up with a retriable error.
 const maxStalls = 40
 
-// Read implements microbatch.Source. Every partition is fetched by a
-// goroutine of its own, all at once, and its records are emitted as soon as
-// the partitions before it are done: partition by partition in partition
-// order, each in offset order, the same on every read of the same ranges.
+// Read implements microbatch.Source. The first fetch asks each leader for
+// all its partitions' ranges in one request (a broker's cost is mostly per
+// request: one fetch a partition cost it several times a consumer's); then
+// every partition whose range that did not cover is fetched by a goroutine
+// of its own, and its records are emitted as soon as the partitions before
+// it are done: partition by partition in partition order, each in offset
+// order, the same on every read of the same ranges.
 // The records' values share the fetched memory; nothing is copied.
 //
 // If Read fails, it may already have emitted some records of the ranges.
@@ -69,6 +72,7 @@ func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(
 
 	readCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	first := s.fetchFirst(readCtx, ranges)
 	chunks := make([]chan []microbatch.Record, len(ranges))
 	errs := make([]error, len(ranges))
 	var wg sync.WaitGroup
@@ -76,7 +80,7 @@ func (s *Source) read(ctx context.Context, ranges []microbatch.Range, emit func(
 		chunks[i] = make(chan []microbatch.Record, readAhead)
 		wg.Go(func() {
 			defer close(chunks[i])
-			if errs[i] = s.readRange(readCtx, r, chunks[i]); errs[i] != nil {
+			if errs[i] = s.readRange(readCtx, r, first[i], chunks[i]); errs[i] != nil {
 				stop()
 			}
 		})
@@ -131,9 +135,60 @@ func (s *Source) readable(ranges []microbatch.Range) ([]microbatch.Range, error)
 	return out, nil
 }
 
+// maxFirstFetch bounds what the first fetch of a read asks one leader for,
+// within the client's limit on a response (kgo.BrokerMaxReadBytes): the
+// partitions past it fetch on their own.
+const maxFirstFetch = 64 << 20
+
+// fetchFirst fetches the start of every range, one request per leader, and
+// returns by range what came back for it: nil where nothing usable did (an
+// error, no records, no leader known, a leader of one partition), which
+// readRange then fetches itself and handles as it handles any fetch.
+func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) []*kmsg.FetchResponseTopicPartition {
+	out := make([]*kmsg.FetchResponseTopicPartition, len(ranges))
+	byLeader := map[int32][]int{}
+	for i, r := range ranges {
+		if leader, ok := s.leader(r.Partition); ok {
+			byLeader[leader] = append(byLeader[leader], i)
+		}
+	}
+	var wg sync.WaitGroup
+	for leader, idx := range byLeader {
+		var parts []fetchPart
+		total := int64(0)
+		for _, i := range idx {
+			r := ranges[i]
+			size := s.fetchSize(r.From, r.Until)
+			if total+int64(size) > maxFirstFetch {
+				break
+			}
+			total += int64(size)
+			parts = append(parts, fetchPart{partition: r.Partition, offset: r.From, size: size})
+		}
+		if len(parts) < 2 {
+			continue // readRange's own first fetch is the same request
+		}
+		wg.Go(func() {
+			resp, err := s.fetchParts(ctx, leader, parts, int32(total))
+			if err != nil {
+				return // each partition fetches on its own, and reports it
+			}
+			for _, i := range idx {
+				rp := findPartition(resp, ranges[i].Partition)
+				if rp != nil && rp.ErrorCode == 0 && len(rp.RecordBatches) > 0 {
+					out[i] = rp
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // readRange fetches the records of one partition in [r.From, r.Until) and
-// sends them to out, one chunk per fetch.
-func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- []microbatch.Record) error {
+// sends them to out, one chunk per fetch. first, if set, is the answer of
+// a fetch at r.From made already.
+func (s *Source) readRange(ctx context.Context, r microbatch.Range, first *kmsg.FetchResponseTopicPartition, out chan<- []microbatch.Record) error {
 	pos, stalls := r.From, 0
 	stall := func(why string, err error, wait time.Duration) error {
 		stalls++
@@ -162,17 +217,20 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, out chan<- [
 			}
 			continue
 		}
-		resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until))
-		if err != nil {
-			return err
-		}
-		rp := findPartition(resp, r.Partition)
+		rp := first
+		first = nil
 		if rp == nil {
-			// A throttled broker answers without partitions.
-			if err := stall("no partition in the response", kerr.ThrottlingQuotaExceeded, time.Duration(resp.ThrottleMillis)*time.Millisecond); err != nil {
+			resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until))
+			if err != nil {
 				return err
 			}
-			continue
+			if rp = findPartition(resp, r.Partition); rp == nil {
+				// A throttled broker answers without partitions.
+				if err := stall("no partition in the response", kerr.ThrottlingQuotaExceeded, time.Duration(resp.ThrottleMillis)*time.Millisecond); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		scanned := scanBatches(rp.RecordBatches, r.Until)
 		rp.RecordBatches = scanned.raw
@@ -361,6 +419,20 @@ func (s *Source) leader(partition int32) (int32, bool) {
 // fetch sends one sessionless read_committed fetch request for one
 // partition to its leader.
 func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int64, size int32) (*kmsg.FetchResponse, error) {
+	return s.fetchParts(ctx, leader, []fetchPart{{partition: partition, offset: offset, size: size}}, size)
+}
+
+// fetchPart is one partition of a fetch request: where, and at most how
+// much.
+type fetchPart struct {
+	partition int32
+	offset    int64
+	size      int32
+}
+
+// fetchParts fetches parts from leader in one request of at most size
+// bytes.
+func (s *Source) fetchParts(ctx context.Context, leader int32, parts []fetchPart, size int32) (*kmsg.FetchResponse, error) {
 	s.mu.Lock()
 	topicID := s.mu.topicID
 	s.mu.Unlock()
@@ -373,21 +445,27 @@ func (s *Source) fetch(ctx context.Context, leader, partition int32, offset int6
 	req.SessionEpoch = -1 // no fetch session: every request is complete
 	t := kmsg.NewFetchRequestTopic()
 	t.Topic, t.TopicID = s.cfg.Topic, topicID
-	p := kmsg.NewFetchRequestTopicPartition()
-	p.Partition = partition
-	p.FetchOffset = offset
-	p.PartitionMaxBytes = size
-	p.CurrentLeaderEpoch = -1
-	p.LogStartOffset = -1
-	t.Partitions = append(t.Partitions, p)
+	for _, part := range parts {
+		p := kmsg.NewFetchRequestTopicPartition()
+		p.Partition = part.partition
+		p.FetchOffset = part.offset
+		p.PartitionMaxBytes = part.size
+		p.CurrentLeaderEpoch = -1
+		p.LogStartOffset = -1
+		t.Partitions = append(t.Partitions, p)
+	}
 	req.Topics = append(req.Topics, t)
+	what := fmt.Sprintf("%s[%d] at %d", s.cfg.Topic, parts[0].partition, parts[0].offset)
+	if len(parts) > 1 {
+		what = fmt.Sprintf("%d partitions of %s", len(parts), s.cfg.Topic)
+	}
 	resp, err := s.cl.Broker(int(leader)).RetriableRequest(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
+		return nil, fmt.Errorf("ingest: fetch %s: %w", what, err)
 	}
 	fr := resp.(*kmsg.FetchResponse)
 	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, partition, offset, err)
+		return nil, fmt.Errorf("ingest: fetch %s: %w", what, err)
 	}
 	return fr, nil
 }

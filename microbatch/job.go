@@ -27,6 +27,7 @@ type Job struct {
 	renewEvery  time.Duration
 	retainPlans uint64
 	maxBatches  uint64
+	maxGroup    int
 	retryFor    time.Duration
 	remember    time.Duration
 	listeners   []func(BatchStats)
@@ -103,6 +104,11 @@ func WithPlanRetention(n uint64) Option { return func(j *Job) { j.retainPlans = 
 // checkpoint conflicts and errors marked ErrPermanent are never retried.
 func WithRetry(d time.Duration) Option { return func(j *Job) { j.retryFor = d } }
 
+// WithCommitGroup bounds how many batches commit together when they wait
+// for the commit before them (docs/checkpoint.md): 16 by default; 1
+// commits every batch on its own.
+func WithCommitGroup(n int) Option { return func(j *Job) { j.maxGroup = max(1, n) } }
+
 // WithBatchLimit stops the job after it ran n new batches (0: no limit).
 func WithBatchLimit(n uint64) Option { return func(j *Job) { j.maxBatches = n } }
 
@@ -131,6 +137,7 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 		renewEvery:  time.Second,
 		retainPlans: 8640,
 		retryFor:    2 * time.Minute,
+		maxGroup:    16,
 	}
 	j.stopped, j.stop = context.WithCancel(context.Background())
 	for _, o := range opts {

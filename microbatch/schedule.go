@@ -197,15 +197,12 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 	}
 }
 
-// maxGroup bounds the batches that commit together.
-const maxGroup = 16
-
 // joinsNextGroup reports whether a computed batch, the waiting-th, waits
 // for the commit in flight to commit with the batches after it: while that
 // commit lasts and the next batch, at batch time next, is due already.
 func (j *Job) joinsNextGroup(committing *commit, waiting int, ran uint64, next time.Time) bool {
 	return j.graph.groups && !j.graph.driven && committing != nil && !committing.finished() &&
-		waiting < maxGroup && (j.maxBatches == 0 || ran < j.maxBatches) && j.due(next)
+		waiting < j.maxGroup && (j.maxBatches == 0 || ran < j.maxBatches) && j.due(next)
 }
 
 // commit is a group of batches committing on a goroutine of its own.

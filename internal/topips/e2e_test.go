@@ -363,13 +363,26 @@ type crashingStore struct {
 	microbatch.Store
 	batch uint64
 	at    string
+	// group is the batches whose plans were recorded last: a group that
+	// commits together (the step of its commit fails for any of them).
+	group []uint64
+}
+
+// hits reports whether the step for batch id (a group's last batch) is the
+// crash's.
+func (s *crashingStore) hits(id uint64) bool {
+	return id == s.batch || len(s.group) > 0 && id == s.group[len(s.group)-1] && slices.Contains(s.group, s.batch)
 }
 
 // errCrash is permanent: a crashed process does not retry.
 var errCrash = fmt.Errorf("injected crash: %w", microbatch.ErrPermanent)
 
 func (s *crashingStore) RecordPlan(ctx context.Context, plans ...microbatch.Plan) error {
-	has := slices.ContainsFunc(plans, func(p microbatch.Plan) bool { return p.ID == s.batch })
+	s.group = s.group[:0]
+	for _, p := range plans {
+		s.group = append(s.group, p.ID)
+	}
+	has := slices.Contains(s.group, s.batch)
 	if has && s.at == "before-plan" {
 		return errCrash
 	}
@@ -382,18 +395,18 @@ func (s *crashingStore) RecordPlan(ctx context.Context, plans ...microbatch.Plan
 
 func (s *crashingStore) Prepare(ctx context.Context, batch uint64, deltas []microbatch.Delta) error {
 	err := s.Store.Prepare(ctx, batch, deltas)
-	if err == nil && batch == s.batch && s.at == "after-prepare" {
+	if err == nil && s.hits(batch) && s.at == "after-prepare" {
 		return errCrash
 	}
 	return err
 }
 
 func (s *crashingStore) Commit(ctx context.Context, c microbatch.Checkpoint) error {
-	if c.Batch == s.batch && s.at == "after-sink" {
+	if s.hits(c.Batch) && s.at == "after-sink" {
 		return errCrash // the output transaction committed, the checkpoint did not
 	}
 	err := s.Store.Commit(ctx, c)
-	if err == nil && c.Batch == s.batch && s.at == "after-commit" {
+	if err == nil && s.hits(c.Batch) && s.at == "after-commit" {
 		return errCrash
 	}
 	return err
@@ -505,9 +518,10 @@ func (discard) WriteBatch(context.Context, microbatch.BatchInfo, []microbatch.Me
 }
 
 // planCheckingSource fails the test if the engine reads ranges that no
-// recorded plan names, other than the two batches after the last recorded
-// one: while the job catches up, a batch commits (its plan recorded first)
-// while the next computes and the one after that is read.
+// recorded plan names, other than batches that follow the last recorded one
+// batch after batch: while the job catches up, batches wait for the commit
+// in flight (a group of at most 16, whose plans are recorded when it
+// commits), the next computes and the one after that is read.
 type planCheckingSource struct {
 	microbatch.Source
 	t     *testing.T
@@ -528,18 +542,29 @@ func (s *planCheckingSource) Read(ctx context.Context, ranges []microbatch.Range
 	// Before the first plan is recorded: the first batch and the next.
 	ok := len(plans) == 0 && len(s.read) < 2
 	if len(plans) > 0 {
-		last := plans[len(plans)-1].Ranges
-		ok = continues(last, ranges)
-		for _, r := range s.read {
-			ok = ok || continues(last, r) && continues(r, ranges)
+		// The batches read since the last recorded plan, one after the other.
+		chain := [][]microbatch.Range{plans[len(plans)-1].Ranges}
+		for found := true; found && len(chain) < maxAhead; {
+			found = false
+			for _, r := range s.read {
+				if continues(chain[len(chain)-1], r) {
+					chain, found = append(chain, r), true
+					break
+				}
+			}
 		}
+		ok = slices.ContainsFunc(chain, func(r []microbatch.Range) bool { return continues(r, ranges) })
 	}
 	if !ok {
-		s.t.Errorf("read of %v, which neither a recorded plan names nor follows the last recorded plan or the batch after it (recorded: %d plans)", ranges, len(plans))
+		s.t.Errorf("read of %v, which neither a recorded plan names nor follows the last recorded plan batch after batch (recorded: %d plans)", ranges, len(plans))
 	}
 	s.read = append(s.read, ranges)
 	return s.Source.Read(ctx, ranges, emit)
 }
+
+// maxAhead bounds the batches read past the last recorded plan: a group
+// waiting to commit (16), the batch computing and the one read ahead.
+const maxAhead = 18
 
 // continues reports whether next starts every partition where last ends.
 func continues(last, next []microbatch.Range) bool {

@@ -57,6 +57,7 @@ func childDstream(args []string) error {
 	cycle := fs.Int("cycle", 0, "check the checkpointed totals here instead: the topic holds -cycle-lines lines of this many IPs in turn (cyclingLines)")
 	cycleLines := fs.Int64("cycle-lines", 0, "")
 	reportPath := fs.String("report", "", "")
+	group := fs.Int("group", 0, "at most this many batches commit together (0: the engine's default; 1: every batch alone)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -109,6 +110,8 @@ func childDstream(args []string) error {
 		mu     sync.Mutex
 		report = childReport{StartUnixNano: began.UnixNano()}
 		ready  sync.Once
+		// inGroup counts the batches seen of the group being reported.
+		inGroup int
 	)
 	opts := []microbatch.Option{microbatch.WithStdout(io.Discard),
 		microbatch.WithListener(func(s microbatch.BatchStats) {
@@ -118,12 +121,20 @@ func childDstream(args []string) error {
 			}
 			report.Lines += int64(s.Records)
 			report.Batches++
+			// A group's batches come one after the other.
+			if inGroup++; inGroup >= s.Group {
+				report.Commits++
+				inGroup = 0
+			}
 			report.ProcessingMS = append(report.ProcessingMS, float64(s.ProcessingTime.Microseconds())/1000)
 			report.CheckpointMS = append(report.CheckpointMS, float64(s.CheckpointTime.Microseconds())/1000)
 			report.SchedulingMS = append(report.SchedulingMS, float64(s.SchedulingDelay.Microseconds())/1000)
 			mu.Unlock()
 			ready.Do(func() { fmt.Println("READY") })
 		})}
+	if *group > 0 {
+		opts = append(opts, microbatch.WithCommitGroup(*group))
+	}
 	if *mode == "catchup" {
 		// Half an interval before the first batch time epoch+interval.
 		opts = append(opts, microbatch.WithClock(microbatch.NewVirtualClock(epoch.Add(*intervalFlag/2))),

@@ -23,6 +23,9 @@ type childReport struct {
 	// state still reachable.
 	HeapInuse uint64 `json:"heap_inuse"`
 	Batches   int    `json:"batches"`
+	// Commits counts the commits the batches took (dstream): fewer than
+	// Batches when batches waited for a commit and committed together.
+	Commits int `json:"commits,omitempty"`
 	// Per-batch processing and checkpoint times (dstream).
 	ProcessingMS []float64 `json:"processing_ms,omitempty"`
 	CheckpointMS []float64 `json:"checkpoint_ms,omitempty"`

@@ -47,8 +47,27 @@ func (b *bench) runSmall(ctx context.Context) error {
 	}
 	want := d.expected()
 	perBatch := d.perPart * int64(d.parts)
-	var fetches, consumers, dstreams []row
+	var fetches, consumers, dstreams, alones []row
 	var firstRun *dstreamRun
+	// run drains the topic with dstream, its batches committing together
+	// when they wait for a commit (group 0: the default) or each alone
+	// (group 1): the same run of the engine with and without group commit.
+	run := func(name string, group int, profile bool) (row, *dstreamRun, error) {
+		r, err := b.dstreamCatchUp(ctx, d, catchUp{name: name, profile: profile, totals: true, group: group})
+		if err != nil {
+			return row{}, nil, err
+		}
+		ok, detail := d.checkTotals(r.totals)
+		got, err := b.readResults(ctx, r.out)
+		if err != nil {
+			return row{}, nil, err
+		}
+		ok2, detail2 := checkResults(want, got, d.batches, true)
+		return row{name: name, lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, cpu: r.cpu, brokerCPU: r.broker,
+			correct: ok && ok2, detail: fmt.Sprintf("%s; %s (with totals and countries, read back from the output topic); %d commits",
+				detail, detail2, r.report.Commits)}, r, nil
+	}
+	commits := map[string]int{}
 	for round := range b.cfg.rounds {
 		f, _, err := b.fetchRow(ctx, d, fmt.Sprintf("small-fetch-%d", round))
 		if err != nil {
@@ -60,39 +79,43 @@ func (b *bench) runSmall(ctx context.Context) error {
 			return err
 		}
 		consumers = append(consumers, c)
-		name := fmt.Sprintf("small-dstream-%d", round)
-		r, err := b.dstreamCatchUp(ctx, d, catchUp{name: name, profile: round == 0, totals: true})
+		ds, r, err := run(fmt.Sprintf("small-dstream-%d", round), 0, round == 0)
 		if err != nil {
 			return err
 		}
-		ok, detail := d.checkTotals(r.totals)
-		got, err := b.readResults(ctx, r.out)
-		if err != nil {
-			return err
-		}
-		ok2, detail2 := checkResults(want, got, d.batches, true)
-		dstreams = append(dstreams, row{name: name, lines: r.report.Lines, seconds: r.report.Seconds, rss: r.rss, cpu: r.cpu, brokerCPU: r.broker,
-			correct: ok && ok2, detail: detail + "; " + detail2 + " (with totals and countries, read back from the output topic)"})
+		dstreams = append(dstreams, ds)
+		commits[ds.name] = r.report.Commits
 		if round == 0 {
 			firstRun = r
 			b.smallProf = profileHighlights(ctx, b.self, r.profile)
 		}
+		alone, _, err := run(fmt.Sprintf("small-alone-%d", round), 1, false)
+		if err != nil {
+			return err
+		}
+		alones = append(alones, alone)
 	}
-	f, c, ds := best(fetches), best(consumers), best(dstreams)
-	f.name, c.name, ds.name = "fetch", "consumer", "dstream"
-	for _, r := range []row{f, c, ds} {
+	f, c, ds, alone := best(fetches), best(consumers), best(dstreams), best(alones)
+	batchesPerCommit := float64(d.batches) / float64(max(1, commits[ds.name]))
+	f.name, c.name, ds.name, alone.name = "fetch", "consumer", "dstream", "dstream, every batch committed alone"
+	for _, r := range []row{f, c, ds, alone} {
 		b.addRow("small", r)
 	}
-	b.notes = append(b.notes, fmt.Sprintf("small batches (%d batches of %d lines), every round's lines/s: fetch %s; consumer %s; dstream %s (the best of each is its row)",
-		d.batches, perBatch, rates(fetches), rates(consumers), rates(dstreams)))
+	b.notes = append(b.notes, fmt.Sprintf("small batches (%d batches of %d lines), every round's lines/s: fetch %s; consumer %s; dstream %s; dstream committing every batch alone %s (the best of each is its row)",
+		d.batches, perBatch, rates(fetches), rates(consumers), rates(dstreams), rates(alones)))
 	b.figure("small_fetch_lines_per_s", f.rate(), "lines/s")
 	b.figure("small_consumer_lines_per_s", c.rate(), "lines/s")
 	b.figure("small_dstream_lines_per_s", ds.rate(), "lines/s")
+	b.figure("small_dstream_alone_lines_per_s", alone.rate(), "lines/s")
+	b.figure("small_batches_per_commit", batchesPerCommit, "batches")
 	if ds.correct && c.correct {
 		b.figure("ratio_small_dstream_vs_consumer", ds.rate()/c.rate(), "x")
 	}
 	if ds.correct && f.correct {
 		b.figure("ratio_small_dstream_vs_fetch", ds.rate()/f.rate(), "x")
+	}
+	if ds.correct && alone.correct {
+		b.figure("ratio_small_grouped_vs_alone", ds.rate()/alone.rate(), "x")
 	}
 	if big, ok := b.rowNamed("dstream"); ok && big.correct && ds.correct {
 		b.figure("ratio_small_dstream_vs_large_batches", ds.rate()/big.rate(), "x")

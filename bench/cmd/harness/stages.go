@@ -53,6 +53,9 @@ type catchUp struct {
 	// checkLines is how many of a cyclingLines topic's lines the
 	// checkpointed totals must count (default: all).
 	checkLines int64
+	// group bounds the batches that commit together (0: the engine's
+	// default).
+	group int
 }
 
 func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dstreamRun, error) {
@@ -80,6 +83,9 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dst
 		"-topic", d.topic, "-out", out, "-dlq", dlq, "-job", job, "-countries", d.countriesFile,
 		"-batches", strconv.Itoa(batches), "-rate", strconv.FormatInt(d.ratePerPartition(), 10),
 		"-report", report}
+	if c.group > 0 {
+		args = append(args, "-group", strconv.Itoa(c.group))
+	}
 	if c.totals {
 		args = append(args, "-totals", totals)
 	} else if d.cycle != nil {
