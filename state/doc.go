@@ -37,6 +37,12 @@
 //  4. Commit(n): committed = n, rewritten segments, dropped deltas, in one
 //     transaction.
 //
+// Batches that wait for the commit before them (a job catching up) commit
+// as a group m..n in the same four steps: their plans in one RecordPlan, one
+// delta per operator covering the group as d<n>, their outputs and markers in
+// one Kafka transaction, one Commit(n); a crash then leaves the whole group
+// or none of it, and recovery reruns its batches one by one from their plans.
+//
 // A crash before 3 completes leaves the output without n: recovery discards
 // the deltas and runs n again from its recorded plan, and since a batch is a
 // pure function of its plan and the state before it, it produces the same
