@@ -26,12 +26,15 @@ const readAhead = 4
 const maxStalls = 40
 
 // Read implements microbatch.Source. The first fetch asks each leader for
-// all its partitions' ranges in one request (a broker's cost is mostly per
-// request: one fetch a partition cost it several times a consumer's); then
-// every partition whose range that did not cover is fetched by a goroutine
-// of its own, and its records are emitted as soon as the partitions before
-// it are done: partition by partition in partition order, each in offset
-// order, the same on every read of the same ranges.
+// all its partitions' ranges in one request, and for about three ranges
+// more of each: while a job catches up, the next batches' records come with
+// it, and what a fetch brought past its range serves the read of the range
+// that follows (a broker's cost is mostly per request: a fetch a partition
+// a batch cost it several times a consumer's). Every partition whose range
+// that did not cover is then fetched by a goroutine of its own, and its
+// records are emitted as soon as the partitions before it are done:
+// partition by partition in partition order, each in offset order, the same
+// on every read of the same ranges.
 // The records' values share the fetched memory; nothing is copied.
 //
 // If Read fails, it may already have emitted some records of the ranges.
@@ -135,19 +138,85 @@ func (s *Source) readable(ranges []microbatch.Range) ([]microbatch.Range, error)
 	return out, nil
 }
 
+// fetchAhead is how many more ranges of the size of the one a fetch is for
+// it asks for too: while a job catches up, the next batches' records come
+// with the fetch of this one, and their reads take no request (see keep).
+const fetchAhead = 3
+
+// keep keeps the batches of a fetch for range r from tail on, which hold
+// offsets at or past r's end, for the read of the range that follows r.
+// The log does not change below the last stable offset, so they are what a
+// fetch at r's end would return, but for the aborted transactions the
+// broker lists with them: those of the whole fetch, some of which may end
+// before the kept batches (and would drop the producer's later records).
+// So a fetch that lists any is not kept.
+func (s *Source) keep(r microbatch.Range, rp *kmsg.FetchResponseTopicPartition, tail int) {
+	kept := *rp
+	kept.RecordBatches = rp.RecordBatches[tail:]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.kept == nil {
+		s.mu.kept = map[int32]keptFetch{}
+	}
+	s.mu.kept[r.Partition] = keptFetch{from: r.Until, topicID: r.TopicID, rp: &kept}
+}
+
+// leftover returns, and forgets, what a fetch of the range before r kept
+// for r (nil if nothing).
+func (s *Source) leftover(r microbatch.Range) *kmsg.FetchResponseTopicPartition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.mu.kept[r.Partition]
+	if !ok {
+		return nil
+	}
+	delete(s.mu.kept, r.Partition)
+	if k.from != r.From || k.topicID != r.TopicID {
+		return nil
+	}
+	return k.rp
+}
+
+// keptFetch is the part of a fetch kept for the next range of a partition,
+// which starts at from.
+type keptFetch struct {
+	from    int64
+	topicID string
+	rp      *kmsg.FetchResponseTopicPartition
+}
+
 // maxFirstFetch bounds what the first fetch of a read asks one leader for,
 // within the client's limit on a response (kgo.BrokerMaxReadBytes): the
 // partitions past it fetch on their own.
 const maxFirstFetch = 64 << 20
 
+// prefetched is the answer of a fetch of one partition at offset at, made
+// before readRange needed it.
+type prefetched struct {
+	at int64
+	rp *kmsg.FetchResponseTopicPartition
+}
+
 // fetchFirst fetches the start of every range, one request per leader, and
-// returns by range what came back for it: nil where nothing usable did (an
-// error, no records, no leader known, a leader of one partition), which
-// readRange then fetches itself and handles as it handles any fetch.
-func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) []*kmsg.FetchResponseTopicPartition {
-	out := make([]*kmsg.FetchResponseTopicPartition, len(ranges))
+// returns by range what it has for it, in offset order: what the fetch of
+// the range before kept (see keep) and, unless that covers the range, the
+// answer of the request from where it ends. Anything unusable (an error, no
+// records, no leader known) is left out: readRange fetches it itself, and
+// handles it as it handles any fetch.
+func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) [][]prefetched {
+	out := make([][]prefetched, len(ranges))
+	at := make([]int64, len(ranges)) // where the request for range i fetches
 	byLeader := map[int32][]int{}
 	for i, r := range ranges {
+		at[i] = r.From
+		if kept := s.leftover(r); kept != nil {
+			out[i] = append(out[i], prefetched{at: r.From, rp: kept})
+			sc := scanBatches(kept.RecordBatches, r.Until)
+			if sc.done || sc.next >= r.Until || sc.next <= r.From {
+				continue // it covers the range (or is of no use, and readRange fetches)
+			}
+			at[i] = sc.next
+		}
 		if leader, ok := s.leader(r.Partition); ok {
 			byLeader[leader] = append(byLeader[leader], i)
 		}
@@ -158,15 +227,15 @@ func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) []*k
 		total := int64(0)
 		for _, i := range idx {
 			r := ranges[i]
-			size := s.fetchSize(r.From, r.Until)
+			size := s.fetchSize(at[i], r.Until+fetchAhead*(r.Until-r.From))
 			if total+int64(size) > maxFirstFetch {
 				break
 			}
 			total += int64(size)
-			parts = append(parts, fetchPart{partition: r.Partition, offset: r.From, size: size})
+			parts = append(parts, fetchPart{partition: r.Partition, offset: at[i], size: size})
 		}
 		if len(parts) < 2 {
-			continue // readRange's own first fetch is the same request
+			continue // readRange's own fetch is the same request
 		}
 		wg.Go(func() {
 			resp, err := s.fetchParts(ctx, leader, parts, int32(total))
@@ -176,7 +245,7 @@ func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) []*k
 			for _, i := range idx {
 				rp := findPartition(resp, ranges[i].Partition)
 				if rp != nil && rp.ErrorCode == 0 && len(rp.RecordBatches) > 0 {
-					out[i] = rp
+					out[i] = append(out[i], prefetched{at: at[i], rp: rp})
 				}
 			}
 		})
@@ -186,9 +255,9 @@ func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) []*k
 }
 
 // readRange fetches the records of one partition in [r.From, r.Until) and
-// sends them to out, one chunk per fetch. first, if set, is the answer of
-// a fetch at r.From made already.
-func (s *Source) readRange(ctx context.Context, r microbatch.Range, first *kmsg.FetchResponseTopicPartition, out chan<- []microbatch.Record) error {
+// sends them to out, one chunk per fetch. first are fetches made already;
+// one is used when the read reaches its offset.
+func (s *Source) readRange(ctx context.Context, r microbatch.Range, first []prefetched, out chan<- []microbatch.Record) error {
 	pos, stalls := r.From, 0
 	stall := func(why string, err error, wait time.Duration) error {
 		stalls++
@@ -217,10 +286,15 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, first *kmsg.
 			}
 			continue
 		}
-		rp := first
-		first = nil
+		var rp *kmsg.FetchResponseTopicPartition
+		for rp == nil && len(first) > 0 {
+			if first[0].at == pos {
+				rp = first[0].rp
+			}
+			first = first[1:]
+		}
 		if rp == nil {
-			resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until))
+			resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until+fetchAhead*(r.Until-r.From)))
 			if err != nil {
 				return err
 			}
@@ -233,6 +307,9 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, first *kmsg.
 			}
 		}
 		scanned := scanBatches(rp.RecordBatches, r.Until)
+		if scanned.tail >= 0 && len(rp.AbortedTransactions) == 0 {
+			s.keep(r, rp, scanned.tail)
+		}
 		rp.RecordBatches = scanned.raw
 		s.learn(pos, scanned)
 		recs, next, err := s.process(rp, r, pos, scanned)
@@ -314,6 +391,10 @@ func (s *Source) process(rp *kmsg.FetchResponseTopicPartition, r microbatch.Rang
 type batches struct {
 	raw  []byte // the batches that start before the range's end
 	done bool   // a batch at or past the range's end was dropped
+	// tail is where in the scanned bytes the first complete batch holding
+	// offsets at or past the range's end starts (-1: none): what the next
+	// range reads first.
+	tail int
 	// Of the complete v2 batches in raw: their bytes, the offset after
 	// the last one (0 if none) and the largest one's bytes.
 	bytes, next, largest int64
@@ -326,22 +407,29 @@ type batches struct {
 // last, not its first.
 func scanBatches(raw []byte, until int64) batches {
 	const headerLen = 8 + 4 + 4 + 1 + 4 + 2 + 4 // base offset, length, leader epoch, magic, crc, attributes, last offset delta
-	b := batches{raw: raw}
+	b := batches{raw: raw, tail: -1}
 	for at := 0; len(raw)-at >= headerLen; {
 		if raw[at+16] != 2 {
 			break
 		}
 		base := int64(binary.BigEndian.Uint64(raw[at:]))
+		size := 12 + int64(int32(binary.BigEndian.Uint32(raw[at+8:])))
+		complete := size >= headerLen && int64(len(raw)-at) >= size
 		if base >= until {
 			b.raw, b.done = raw[:at], true
+			if complete && b.tail < 0 {
+				b.tail = at
+			}
 			break
 		}
-		size := 12 + int64(int32(binary.BigEndian.Uint32(raw[at+8:])))
-		if size < headerLen || int64(len(raw)-at) < size {
+		if !complete {
 			break // corrupt, or cut short by the fetch's size
 		}
 		b.bytes += size
 		b.next = base + int64(int32(binary.BigEndian.Uint32(raw[at+23:]))) + 1
+		if b.next > until && b.tail < 0 {
+			b.tail = at
+		}
 		b.largest = max(b.largest, size)
 		at += int(size)
 	}

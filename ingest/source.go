@@ -167,6 +167,8 @@ type Source struct {
 		topicID [16]byte
 		leaders map[int32]int32
 		lastCut []CutPosition
+		// kept holds, by partition, what a read fetched past its range.
+		kept map[int32]keptFetch
 	}
 }
 

@@ -185,6 +185,7 @@ func (j *Job) commitGroup(ctx context.Context, store Store, g *batchGroup) ([]Ba
 		}
 	}
 	stats[len(stats)-1].StateChanges = g.changes
+	stats[len(stats)-1].LastInGroup = true
 	return stats, nil
 }
 

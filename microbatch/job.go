@@ -185,6 +185,9 @@ type BatchStats struct {
 	// included: 1, or more when batches waited for the commit before them
 	// (docs/checkpoint.md). StateChanges of a group count on its last batch.
 	Group int
+	// LastInGroup marks the last batch of its commit (every batch that
+	// committed alone).
+	LastInGroup bool
 }
 
 // batchRun is one batch going through the graph.

@@ -182,8 +182,9 @@ func TestBatchesComputeWhileTheOneBeforeCommits(t *testing.T) {
 				t.Fatalf("%d batches reported, want %d", len(stats), batches)
 			}
 			for i, st := range stats {
-				if g := groups[slices.IndexFunc(groups, func(g [2]int) bool { return g[1] >= i+1 })]; st.ID != uint64(i+1) || st.Group != g[1]-g[0]+1 {
-					t.Errorf("reported batch %d of %d in a group of %d, want batch %d in group %v", st.ID, i+1, st.Group, i+1, g)
+				g := groups[slices.IndexFunc(groups, func(g [2]int) bool { return g[1] >= i+1 })]
+				if st.ID != uint64(i+1) || st.Group != g[1]-g[0]+1 || st.LastInGroup != (i+1 == g[1]) {
+					t.Errorf("reported batch %d of %d in a group of %d (last: %v), want batch %d in group %v", st.ID, i+1, st.Group, st.LastInGroup, i+1, g)
 				}
 			}
 			var got []string

@@ -25,6 +25,7 @@ import (
 // docs/metrics.md lists them all.
 type metrics struct {
 	reg             *prometheus.Registry
+	commits         prometheus.Counter
 	batches         prometheus.Counter
 	recordsIn       prometheus.Counter
 	recordsOut      prometheus.Counter
@@ -56,6 +57,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		reg:             prometheus.NewRegistry(),
 		batches:         prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_batches_total", Help: "Batches committed."}),
+		commits:         prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_commits_total", Help: "Checkpoint commits: fewer than batches while batches that waited for a commit commit together."}),
 		recordsIn:       prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_records_in_total", Help: "Input records processed."}),
 		recordsOut:      prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_records_out_total", Help: "Output records committed (results and dead letters)."}),
 		malformed:       prometheus.NewCounter(prometheus.CounterOpts{Name: "dstream_malformed_records_total", Help: "Input lines that did not parse and went to dead letters."}),
@@ -91,7 +93,7 @@ func newMetrics() *metrics {
 	}
 	m.lag = &lagCollector{desc: prometheus.NewDesc("dstream_consumer_lag_records",
 		"Records in an input partition past the end of the last planned batch.", []string{"topic", "partition"}, nil)}
-	m.reg.MustRegister(m.batches, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
+	m.reg.MustRegister(m.batches, m.commits, m.recordsIn, m.recordsOut, m.malformed, m.stateChanges, m.aborts, m.processing,
 		m.schedulingDelay, m.totalDelay, m.checkpoint, m.lastBatch, m.lastBatchTime, m.lastCommitAt, m.active,
 		m.interval, m.fenced, m.refused, m.tasks, m.taskLast, buildInfo, backpressure, skew, m.lag, m.state,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
@@ -182,6 +184,9 @@ func (m *metrics) setRole(r role) {
 
 func (m *metrics) observe(b microbatch.BatchStats) {
 	m.batches.Inc()
+	if b.LastInGroup {
+		m.commits.Inc()
+	}
 	m.recordsIn.Add(float64(b.Records))
 	m.recordsOut.Add(float64(b.Messages))
 	m.stateChanges.Add(float64(b.StateChanges))

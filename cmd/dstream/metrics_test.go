@@ -68,6 +68,7 @@ func TestMetricsFromDemo(t *testing.T) {
 		positive bool // the demo must have moved it
 	}{
 		{"dstream_batches_total", true},
+		{"dstream_commits_total", true},
 		{"dstream_records_in_total", true},
 		{"dstream_records_out_total", true},
 		{"dstream_state_changes_total", true},
@@ -103,6 +104,12 @@ func TestMetricsFromDemo(t *testing.T) {
 			t.Errorf("/metrics has no %s", test.name)
 		} else if test.positive && sum <= 0 {
 			t.Errorf("%s = %v, want > 0", test.name, sum)
+		}
+	}
+	// The demo keeps up: every batch commits alone.
+	if batches, _ := family(samples, "dstream_batches_total"); batches > 0 {
+		if commits, _ := family(samples, "dstream_commits_total"); commits != batches && commits != batches-1 {
+			t.Errorf("%v commits for %v batches, want one a batch while the job keeps up", commits, batches)
 		}
 	}
 	if _, n := family(samples, "dstream_consumer_lag_records"); n != 4 {

@@ -31,7 +31,8 @@ type crashAfterSink struct {
 var errCrash = fmt.Errorf("injected crash: %w", microbatch.ErrPermanent)
 
 func (s crashAfterSink) Commit(ctx context.Context, c microbatch.Checkpoint) error {
-	if c.Batch == s.batch {
+	// The commit of the batch, or of the group of batches it commits with.
+	if c.Batch >= s.batch {
 		return errCrash
 	}
 	return s.Store.Commit(ctx, c)

@@ -110,8 +110,6 @@ func childDstream(args []string) error {
 		mu     sync.Mutex
 		report = childReport{StartUnixNano: began.UnixNano()}
 		ready  sync.Once
-		// inGroup counts the batches seen of the group being reported.
-		inGroup int
 	)
 	opts := []microbatch.Option{microbatch.WithStdout(io.Discard),
 		microbatch.WithListener(func(s microbatch.BatchStats) {
@@ -121,10 +119,8 @@ func childDstream(args []string) error {
 			}
 			report.Lines += int64(s.Records)
 			report.Batches++
-			// A group's batches come one after the other.
-			if inGroup++; inGroup >= s.Group {
+			if s.LastInGroup {
 				report.Commits++
-				inGroup = 0
 			}
 			report.ProcessingMS = append(report.ProcessingMS, float64(s.ProcessingTime.Microseconds())/1000)
 			report.CheckpointMS = append(report.CheckpointMS, float64(s.CheckpointTime.Microseconds())/1000)
