@@ -15,12 +15,14 @@ import (
 	"github.com/dstream-io/dstream/microbatch"
 )
 
-// fetchCounter counts the Fetch requests a client writes.
-type fetchCounter struct{ n atomic.Int64 }
+// fetchCounter counts the Fetch requests a client writes, and the others.
+type fetchCounter struct{ n, other atomic.Int64 }
 
 func (c *fetchCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, _ error) {
 	if key == 1 { // Fetch
 		c.n.Add(1)
+	} else {
+		c.other.Add(1)
 	}
 }
 
@@ -30,7 +32,9 @@ var _ kgo.HookBrokerWrite = (*fetchCounter)(nil)
 // first fetch of a read asks for all four ranges in one request, and for
 // the next batches' records too, so a batch takes one request at most, and
 // most take none; the records are those of a fetch per partition (a source
-// whose fetches are too small to bring anything past a range).
+// whose fetches are too small to bring anything past a range). And while
+// the rate cap bounds every range, a cut reuses the offsets listed by the
+// cut before (for up to a second): it sends no request.
 func TestOneFetchPerLeader(t *testing.T) {
 	const partitions, batches, perBatch = 4, 16, 50
 	e := newEnv(t, partitions, nil)
@@ -63,9 +67,13 @@ func TestOneFetchPerLeader(t *testing.T) {
 	}
 	small := e.source(ingest.Config{PartitionFetchBytes: 1024}) // about a record batch a fetch
 	var after []microbatch.Range
-	total := int64(0)
+	total, quietCuts := int64(0), 0
 	for batch := range batches {
+		requests := counter.other.Load()
 		ranges := cut(t, src, after)
+		if batch > 0 && counter.other.Load() == requests {
+			quietCuts++
+		}
 		before := counter.n.Load()
 		got := mustRead(t, src, ranges)
 		fetches := counter.n.Load() - before
@@ -81,6 +89,9 @@ func TestOneFetchPerLeader(t *testing.T) {
 			t.Fatalf("batch %d: read %d records, want the %d a fetch per partition reads", batch, len(got), len(want))
 		}
 		after = ranges
+	}
+	if quietCuts < (batches-1)/2 {
+		t.Errorf("%d of %d cuts sent no request, want most while the cap bounds every range", quietCuts, batches-1)
 	}
 	if total > (batches-1)/3 {
 		t.Errorf("%d fetch requests for %d batches: the fetches did not bring the batches after theirs", total, batches-1)

@@ -13,9 +13,10 @@ import (
 )
 
 // TestOffsetGap deletes records (DeleteRecords, as retention would) below
-// offsets a plan needs: Cut and Read fail with an OffsetGapError naming the
-// topic, the partition, the offset needed and the partition's new start,
-// and the error is permanent, so the engine stops instead of retrying.
+// offsets a plan needs: a Cut that lists the offsets and a Read fail with an
+// OffsetGapError naming the topic, the partition, the offset needed and the
+// partition's new start, and the error is permanent, so the engine stops
+// instead of retrying.
 func TestOffsetGap(t *testing.T) {
 	e := newEnv(t, 2, nil)
 	e.produce(0, values("a", 20)...)
@@ -50,7 +51,18 @@ func TestOffsetGap(t *testing.T) {
 		}, 1, 0, 3},
 		{"cut after a batch ending below the log start", func() error {
 			e.deleteBefore(0, 12)
-			_, err := src.Cut(context.Background(), []microbatch.Range{e.span(0, 5, 10), e.span(1, 5, 10)})
+			// A source that lists the offsets (src may cut from the
+			// ones it listed, and leave the gap for its read to find).
+			fresh := e.source(ingest.Config{MaxRatePerPartition: 5, BatchInterval: time.Second})
+			_, err := fresh.Cut(context.Background(), []microbatch.Range{e.span(0, 5, 10), e.span(1, 5, 10)})
+			return err
+		}, 0, 10, 12},
+		{"read of a batch cut from the offsets listed before the deletion", func() error {
+			b2, err := src.Cut(context.Background(), []microbatch.Range{e.span(0, 5, 10), e.span(1, 5, 10)})
+			if err != nil {
+				return err // a cut that listed the offsets again
+			}
+			_, err = read(src, b2[:1])
 			return err
 		}, 0, 10, 12},
 	} {

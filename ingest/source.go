@@ -167,6 +167,7 @@ type Source struct {
 		topicID [16]byte
 		leaders map[int32]int32
 		lastCut []CutPosition
+		listed  listed
 		// kept holds, by partition, what a read fetched past its range.
 		kept map[int32]keptFetch
 	}
@@ -225,12 +226,21 @@ func (s *Source) Topic() string { return s.cfg.Topic }
 
 // Cut implements microbatch.Source: it plans the next batch of every
 // partition from the end of after, in partition order. A partition that
-// after does not name (the topic grew) starts at its earliest offset.
+// after does not name (the topic grew) starts at its earliest offset. While
+// the rate cap bounds every range, Cut reuses the offsets it listed up to a
+// second before (see cutCapped): partitions added meanwhile come a second
+// late, and records deleted meanwhile are reported by Read.
 func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatch.Range, error) {
+	if out, ok := s.cutCapped(after); ok {
+		return out, nil
+	}
 	leaders, starts, ends, err := s.offsets(ctx)
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	s.mu.listed = listed{at: time.Now(), leaders: leaders, starts: starts, ends: ends}
+	s.mu.Unlock()
 	id := s.topicID()
 	if was := recordedID(after); was != "" && id != "" && was != id {
 		if s.cfg.OnRecreated != Follow {
@@ -282,6 +292,64 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 	s.mu.lastCut = cut
 	s.mu.Unlock()
 	return out, nil
+}
+
+// relist bounds how long the offsets a Cut listed stand in for new ones
+// (see cutCapped): how late a cut sees partitions added to the topic, or a
+// topic deleted and created again, while the job catches up.
+const relist = time.Second
+
+// listed is what the last Cut that asked the brokers learnt.
+type listed struct {
+	at           time.Time
+	leaders      map[int32]int32
+	starts, ends map[int32]int64
+}
+
+// cutCapped cuts the batch after `after` without asking the brokers when
+// the answer cannot change it: the rate cap bounds every range, the ends
+// listed less than relist ago lie at or past where the cap puts them (ends
+// only grow), and the partitions are those of `after`. A job catching up
+// then cuts a batch with no request (a cut asked for the metadata and two
+// lists of offsets: three requests a batch to a broker). Backpressure,
+// which shares a budget by the partitions' lags, always asks.
+func (s *Source) cutCapped(after []microbatch.Range) ([]microbatch.Range, bool) {
+	if s.cfg.MaxRatePerPartition <= 0 || s.rate != nil || len(after) == 0 {
+		return nil, false
+	}
+	s.mu.Lock()
+	l := s.mu.listed
+	s.mu.Unlock()
+	if l.leaders == nil || time.Since(l.at) >= relist || len(after) != s.owned(l.leaders) {
+		return nil, false
+	}
+	id := s.topicID()
+	c := capOf(s.cfg.MaxRatePerPartition, s.cfg.BatchInterval)
+	out := make([]microbatch.Range, 0, len(after))
+	cut := make([]CutPosition, 0, len(after))
+	for _, r := range after {
+		end, ok := l.ends[r.Partition]
+		if _, led := l.leaders[r.Partition]; !ok || !led || r.TopicID != id || r.Until < l.starts[r.Partition] || end-r.Until < c {
+			return nil, false
+		}
+		out = append(out, microbatch.Range{Topic: s.cfg.Topic, Partition: r.Partition, From: r.Until, Until: r.Until + c, TopicID: id})
+		cut = append(cut, CutPosition{Partition: r.Partition, Until: r.Until + c, End: end})
+	}
+	s.mu.Lock()
+	s.mu.lastCut = cut
+	s.mu.Unlock()
+	return out, true
+}
+
+// owned counts the partitions of leaders this source reads (its shard's).
+func (s *Source) owned(leaders map[int32]int32) int {
+	n := 0
+	for p := range leaders {
+		if s.cfg.Shards == 0 || int(p)%s.cfg.Shards == s.cfg.Shard {
+			n++
+		}
+	}
+	return n
 }
 
 // offsets returns the topic's partitions with their leaders, log starts and
