@@ -26,8 +26,8 @@ const readAhead = 4
 const maxStalls = 40
 
 // Read implements microbatch.Source. The first fetch asks each leader for
-// all its partitions' ranges in one request, and for about three ranges
-// more of each: while a job catches up, the next batches' records come with
+// all its partitions' ranges in one request, and for up to three ranges
+// more of each (4 MiB at most): while a job catches up, the next batches' records come with
 // it, and what a fetch brought past its range serves the read of the range
 // that follows (a broker's cost is mostly per request: a fetch a partition
 // a batch cost it several times a consumer's). Every partition whose range
@@ -139,9 +139,26 @@ func (s *Source) readable(ranges []microbatch.Range) ([]microbatch.Range, error)
 }
 
 // fetchAhead is how many more ranges of the size of the one a fetch is for
-// it asks for too: while a job catches up, the next batches' records come
-// with the fetch of this one, and their reads take no request (see keep).
-const fetchAhead = 3
+// it asks for too, within aheadBytes: while a job catches up, the next
+// batches' records come with the fetch of this one, and their reads take
+// no request (see keep). Ranges of several MiB take one request each
+// anyway, and records kept ahead would only hold memory longer (a window
+// keeps its batches' records, and with them the fetches they came in).
+const (
+	fetchAhead = 3
+	aheadBytes = 4 << 20
+)
+
+// fetchUntil is the offset up to which a fetch for r asks for records:
+// r's end and up to fetchAhead ranges more, within aheadBytes.
+func (s *Source) fetchUntil(r microbatch.Range) int64 {
+	n := r.Until - r.From
+	perOffset := math.Float64frombits(s.perOffset.Load())
+	if n <= 0 || perOffset <= 0 {
+		return r.Until
+	}
+	return r.Until + n*min(fetchAhead, int64(aheadBytes/(perOffset*float64(n))))
+}
 
 // keep keeps the batches of a fetch for range r from tail on, which hold
 // offsets at or past r's end, for the read of the range that follows r.
@@ -227,7 +244,7 @@ func (s *Source) fetchFirst(ctx context.Context, ranges []microbatch.Range) [][]
 		total := int64(0)
 		for _, i := range idx {
 			r := ranges[i]
-			size := s.fetchSize(at[i], r.Until+fetchAhead*(r.Until-r.From))
+			size := s.fetchSize(at[i], s.fetchUntil(r))
 			if total+int64(size) > maxFirstFetch {
 				break
 			}
@@ -294,7 +311,7 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, first []pref
 			first = first[1:]
 		}
 		if rp == nil {
-			resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, r.Until+fetchAhead*(r.Until-r.From)))
+			resp, err := s.fetch(ctx, leader, r.Partition, pos, s.fetchSize(pos, s.fetchUntil(r)))
 			if err != nil {
 				return err
 			}
