@@ -324,7 +324,10 @@ func (s *Source) readRange(ctx context.Context, r microbatch.Range, first []pref
 			}
 		}
 		scanned := scanBatches(rp.RecordBatches, r.Until)
-		if scanned.tail >= 0 && len(rp.AbortedTransactions) == 0 {
+		// Only a fetch that asked for the ranges after r keeps its tail: the
+		// slack of one that did not is a small part of the next range, and
+		// keeping it would keep the whole fetch in memory a batch longer.
+		if scanned.tail >= 0 && len(rp.AbortedTransactions) == 0 && s.fetchUntil(r) > r.Until {
 			s.keep(r, rp, scanned.tail)
 		}
 		rp.RecordBatches = scanned.raw
