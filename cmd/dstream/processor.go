@@ -490,8 +490,11 @@ func (p *processor) tasks(ctx context.Context) []apiTask {
 	return []apiTask{t}
 }
 
-// lagAtPlan is how many records src left past plan's end when it cut it,
-// or -1 if its last cut is not plan's (a plan recorded before, recovered).
+// lagAtPlan is how many records src left past plan's end as its last cut
+// saw the partitions' ends: when plan's batch was cut, or a little later
+// for a batch whose plan is recorded with the batches after it (a group
+// commit). It is -1 if the last cut does not follow plan (a plan recorded
+// before, recovered).
 func lagAtPlan(src *ingest.Source, plan microbatch.Plan) int64 {
 	cut := src.LastCut()
 	if len(cut) == 0 {
@@ -499,17 +502,17 @@ func lagAtPlan(src *ingest.Source, plan microbatch.Plan) int64 {
 	}
 	var lag int64
 	for _, c := range cut {
-		found := false
+		until := int64(-1)
 		for _, r := range plan.Ranges {
 			if r.Topic == src.Topic() && r.Partition == c.Partition {
-				found = r.Until == c.Until
+				until = r.Until
 				break
 			}
 		}
-		if !found {
+		if until < 0 || until > c.Until {
 			return -1
 		}
-		lag += max(0, c.End-c.Until)
+		lag += max(0, c.End-until)
 	}
 	return lag
 }

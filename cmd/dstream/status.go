@@ -28,7 +28,7 @@ const (
 type batch struct {
 	microbatch.BatchStats
 	Ranges      []microbatch.Range // the plan's, if known
-	Lag         int64              // records past the batch's end when it was planned (-1: not known)
+	Lag         int64              // records past the batch's end when its plan was recorded, as the last cut saw the ends (-1: not known)
 	CommittedAt time.Time
 }
 
