@@ -27,10 +27,10 @@ const maxStalls = 40
 
 // Read implements microbatch.Source. The first fetch asks each leader for
 // all its partitions' ranges in one request, and for up to three ranges
-// more of each (4 MiB at most): while a job catches up, the next batches' records come with
-// it, and what a fetch brought past its range serves the read of the range
-// that follows (a broker's cost is mostly per request: a fetch a partition
-// a batch cost it several times a consumer's). Every partition whose range
+// more of each (4 MiB at most): while a job catches up, the next batches'
+// records come with it, and what a fetch brought past its range serves the
+// read of the range that follows (a broker's cost is mostly per request: a
+// fetch a partition a batch cost it several times a consumer's). Every partition whose range
 // that did not cover is then fetched by a goroutine of its own, and its
 // records are emitted as soon as the partitions before it are done:
 // partition by partition in partition order, each in offset order, the same
@@ -563,17 +563,19 @@ func (s *Source) fetchParts(ctx context.Context, leader int32, parts []fetchPart
 		t.Partitions = append(t.Partitions, p)
 	}
 	req.Topics = append(req.Topics, t)
-	what := fmt.Sprintf("%s[%d] at %d", s.cfg.Topic, parts[0].partition, parts[0].offset)
-	if len(parts) > 1 {
-		what = fmt.Sprintf("%d partitions of %s", len(parts), s.cfg.Topic)
+	fail := func(err error) error {
+		if len(parts) > 1 {
+			return fmt.Errorf("ingest: fetch %d partitions of %s: %w", len(parts), s.cfg.Topic, err)
+		}
+		return fmt.Errorf("ingest: fetch %s[%d] at %d: %w", s.cfg.Topic, parts[0].partition, parts[0].offset, err)
 	}
 	resp, err := s.cl.Broker(int(leader)).RetriableRequest(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s: %w", what, err)
+		return nil, fail(err)
 	}
 	fr := resp.(*kmsg.FetchResponse)
 	if err := kerr.ErrorForCode(fr.ErrorCode); err != nil {
-		return nil, fmt.Errorf("ingest: fetch %s: %w", what, err)
+		return nil, fail(err)
 	}
 	return fr, nil
 }

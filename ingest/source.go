@@ -157,6 +157,8 @@ type Source struct {
 	log   zerolog.Logger
 	decom kgo.Decompressor
 	rate  *RateEstimator
+	// relist is how long a cut may reuse listed offsets (tests lengthen it).
+	relist time.Duration
 
 	// The last fetch's bytes per offset and largest record batch
 	// (float64 bits), which size the next fetches.
@@ -211,7 +213,7 @@ func New(cl *kgo.Client, cfg Config, opts ...Option) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Source{cl: cl, cfg: cfg, log: zerolog.Nop(), decom: kgo.DefaultDecompressor()}
+	s := &Source{cl: cl, cfg: cfg, log: zerolog.Nop(), decom: kgo.DefaultDecompressor(), relist: relist}
 	for _, o := range opts {
 		o(s)
 	}
@@ -251,9 +253,7 @@ func (s *Source) Cut(ctx context.Context, after []microbatch.Range) ([]microbatc
 		after = nil
 	}
 	partitions := slices.Sorted(maps.Keys(leaders))
-	if s.cfg.Shards > 0 {
-		partitions = slices.DeleteFunc(partitions, func(p int32) bool { return int(p)%s.cfg.Shards != s.cfg.Shard })
-	}
+	partitions = slices.DeleteFunc(partitions, func(p int32) bool { return !s.reads(p) })
 	prev := make(map[int32]int64, len(after))
 	for _, r := range after {
 		if !slices.Contains(partitions, r.Partition) {
@@ -320,7 +320,7 @@ func (s *Source) cutCapped(after []microbatch.Range) ([]microbatch.Range, bool) 
 	s.mu.Lock()
 	l := s.mu.listed
 	s.mu.Unlock()
-	if l.leaders == nil || time.Since(l.at) >= relist || len(after) != s.owned(l.leaders) {
+	if l.leaders == nil || time.Since(l.at) >= s.relist || len(after) != s.owned(l.leaders) {
 		return nil, false
 	}
 	id := s.topicID()
@@ -341,16 +341,20 @@ func (s *Source) cutCapped(after []microbatch.Range) ([]microbatch.Range, bool) 
 	return out, true
 }
 
-// owned counts the partitions of leaders this source reads (its shard's).
+// owned counts the partitions of leaders this source reads.
 func (s *Source) owned(leaders map[int32]int32) int {
 	n := 0
 	for p := range leaders {
-		if s.cfg.Shards == 0 || int(p)%s.cfg.Shards == s.cfg.Shard {
+		if s.reads(p) {
 			n++
 		}
 	}
 	return n
 }
+
+// reads reports whether this source reads partition p: all partitions, or
+// its shard's (p mod Shards = Shard).
+func (s *Source) reads(p int32) bool { return s.cfg.Shards == 0 || int(p)%s.cfg.Shards == s.cfg.Shard }
 
 // offsets returns the topic's partitions with their leaders, log starts and
 // last stable offsets. It asks for the offsets from the leaders it knows
