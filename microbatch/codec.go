@@ -49,10 +49,34 @@ func DefaultCodec[T any]() Codec[T] {
 
 // textCodec stores types with a text form (encoding.TextAppender and
 // TextUnmarshaler) as their text: compact keys that read well in the Store.
-type textCodec[T any] struct{}
+//
+// Calling AppendText on a T held in an interface copies the value to the
+// heap: an allocation a key, millions a checkpoint. A codec that one
+// goroutine uses at a time (owned) copies each value into its cell
+// instead, which appender holds once and for all.
+type textCodec[T any] struct {
+	cell     *T
+	appender encoding.TextAppender
+}
 
-func (textCodec[T]) Append(dst []byte, v T) []byte {
-	b, err := any(v).(encoding.TextAppender).AppendText(dst)
+// owned returns c for the use of one goroutine at a time, as a table's
+// codecs are: a textCodec gets a cell of its own.
+func owned[T any](c Codec[T]) Codec[T] {
+	if _, ok := c.(textCodec[T]); ok {
+		cell := new(T)
+		return textCodec[T]{cell: cell, appender: any(cell).(encoding.TextAppender)}
+	}
+	return c
+}
+
+func (c textCodec[T]) Append(dst []byte, v T) []byte {
+	appender := c.appender
+	if c.cell == nil {
+		appender = any(v).(encoding.TextAppender)
+	} else {
+		*c.cell = v
+	}
+	b, err := appender.AppendText(dst)
 	if err != nil {
 		// As with JSON: a value without a text form is a programming error.
 		panic(fmt.Sprintf("microbatch: state key or value of type %T has no text form: %v", v, err))

@@ -123,13 +123,31 @@ func (j *Job) seal(batches []*computed) *batchGroup {
 		g.ck.Graph = j.graph.fingerprintJSON
 		j.storeGraph = false
 	}
-	for _, st := range j.graph.stateful {
-		g.changes += st.changed()
-		if d, ok := st.delta(id); ok {
-			g.deltas = append(g.deltas, d)
-		}
-		st.checkpoint(id, &g.ck)
+	// Operators encode their changes in parallel (each touches only its
+	// own table); their parts join in graph order, as one would write them.
+	type sealed struct {
+		changes int
+		delta   Delta
+		ok      bool
+		ck      Checkpoint
+	}
+	parts := make([]sealed, len(j.graph.stateful))
+	_ = inParallel(len(parts), j.parallelism, func(i int) error {
+		st, p := j.graph.stateful[i], &parts[i]
+		p.changes = st.changed()
+		p.delta, p.ok = st.delta(id)
+		st.checkpoint(id, &p.ck)
 		st.committed()
+		return nil
+	})
+	for _, p := range parts {
+		g.changes += p.changes
+		if p.ok {
+			g.deltas = append(g.deltas, p.delta)
+		}
+		g.ck.Replace = append(g.ck.Replace, p.ck.Replace...)
+		g.ck.Segments = append(g.ck.Segments, p.ck.Segments...)
+		g.ck.Drop = append(g.ck.Drop, p.ck.Drop...)
 	}
 	g.encoding = time.Since(start)
 	return g

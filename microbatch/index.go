@@ -44,7 +44,11 @@ func (x *index[K]) find(k K, at keyAt[K]) (int32, bool) {
 	if x.n == 0 {
 		return 0, false
 	}
-	h := x.hash(k)
+	return x.findHashed(k, x.hash(k), at)
+}
+
+// findHashed is find of a key whose hash is h.
+func (x *index[K]) findHashed(k K, h uint64, at keyAt[K]) (int32, bool) {
 	mask := len(x.slots) - 1
 	for i := int(h) & mask; ; i = (i + 1) & mask {
 		s := x.slots[i]
@@ -139,15 +143,52 @@ func (x *index[K]) remove(k K, pos int32) {
 	if x.n == 0 {
 		return
 	}
-	want := slot(x.hash(k), pos)
-	mask := len(x.slots) - 1
-	i := x.home(want)
-	for x.slots[i] != want {
-		if x.slots[i] == 0 {
-			return
-		}
-		i = (i + 1) & mask
+	if i := x.slotOf(slot(x.hash(k), pos)); i >= 0 {
+		x.removeSlot(i)
 	}
+}
+
+// removeGroup is remove of up to lookupGroup keys, whose slots it looks up
+// first, all of them, so that their cache misses overlap (as findGroup).
+func (x *index[K]) removeGroup(keys []K, pos []int32) {
+	if x.n == 0 {
+		return
+	}
+	var (
+		want [lookupGroup]uint64
+		at   [lookupGroup]int
+	)
+	for i, k := range keys {
+		want[i] = slot(x.hash(k), pos[i])
+	}
+	for i := range keys {
+		at[i] = x.slotOf(want[i])
+	}
+	for i := range keys {
+		// Removing the keys before it may have shifted its slot back.
+		if at[i] < 0 || x.slots[at[i]] != want[i] {
+			at[i] = x.slotOf(want[i])
+		}
+		if at[i] >= 0 {
+			x.removeSlot(at[i])
+		}
+	}
+}
+
+// slotOf returns the index of slot s, or -1 when no slot holds it.
+func (x *index[K]) slotOf(s uint64) int {
+	mask := len(x.slots) - 1
+	for i := x.home(s); x.slots[i] != 0; i = (i + 1) & mask {
+		if x.slots[i] == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeSlot empties slot i.
+func (x *index[K]) removeSlot(i int) {
+	mask := len(x.slots) - 1
 	x.n--
 	// Backward-shift deletion: move later entries of the probe run into
 	// the hole when that brings them no further from home, so that no
@@ -172,4 +213,57 @@ func (x *index[K]) reset(keep bool) {
 		x.slots = nil
 	}
 	x.n = 0
+}
+
+// lookupGroup is how many keys findGroup looks up at once: enough misses in
+// flight to cover DRAM's latency, few enough that their lines stay cached
+// until the caller uses them.
+const lookupGroup = 16
+
+// findGroup finds the entries of up to lookupGroup keys: pos[i] is the
+// position of keys[i]'s entry, or -1. Found one at a time, every lookup in
+// a table larger than the CPU's caches waits for its slot, then for its
+// entry, and only then starts the next key's. findGroup hashes all the keys
+// first, then probes all their slots, then compares all their candidate
+// entries: within each loop no load depends on another key's, so the CPU
+// has the misses of the whole group in flight at once.
+func (x *index[K]) findGroup(keys []K, at keyAt[K], pos []int32) {
+	n := len(keys)
+	if x.n == 0 {
+		for i := range n {
+			pos[i] = -1
+		}
+		return
+	}
+	var hashes [lookupGroup]uint64
+	for i := range n {
+		hashes[i] = x.hash(keys[i])
+	}
+	// The first slot of each key's run with its hash bits (mostly in the
+	// line of its home slot).
+	mask := len(x.slots) - 1
+	for i := range n {
+		h := hashes[i]
+		pos[i] = -1
+		for j := int(h) & mask; ; j = (j + 1) & mask {
+			s := x.slots[j]
+			if s == 0 {
+				break
+			}
+			if s>>32 == h {
+				pos[i] = slotPos(s)
+				break
+			}
+		}
+	}
+	// A candidate that is another key with the same hash bits (rare): the
+	// key is looked up again in full.
+	for i := range n {
+		if p := pos[i]; p >= 0 && at(p) != keys[i] {
+			pos[i] = -1
+			if p, ok := x.findHashed(keys[i], hashes[i], at); ok {
+				pos[i] = p
+			}
+		}
+	}
 }

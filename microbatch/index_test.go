@@ -34,6 +34,39 @@ func TestIndexMatchesAMap(t *testing.T) {
 		if x.len() != len(model) {
 			t.Fatalf("op %d: len %d, want %d", op, x.len(), len(model))
 		}
+		if op%100 == 50 {
+			// removeGroup drops distinct keys whose runs may overlap.
+			var group []uint64
+			var pos []int32
+			for k := range 300 {
+				if p, ok := model[uint64(k)]; ok && rng.IntN(3) == 0 && len(group) < lookupGroup {
+					group, pos = append(group, uint64(k)), append(pos, p)
+					delete(model, uint64(k))
+				}
+			}
+			x.removeGroup(group, pos)
+			if x.len() != len(model) {
+				t.Fatalf("op %d: removed %d keys in a group: len %d, want %d", op, len(group), x.len(), len(model))
+			}
+		}
+		if op%100 == 0 {
+			// findGroup agrees with find, present and absent keys mixed.
+			group := make([]uint64, 1+rng.IntN(lookupGroup))
+			for i := range group {
+				group[i] = rng.Uint64N(300)
+			}
+			pos := make([]int32, len(group))
+			x.findGroup(group, at, pos)
+			for i, k := range group {
+				want, ok := model[k]
+				if !ok {
+					want = -1
+				}
+				if pos[i] != want {
+					t.Fatalf("op %d: findGroup of %d = %d; want %d", op, k, pos[i], want)
+				}
+			}
+		}
 		if op%1000 == 0 {
 			for k, want := range model {
 				if got, ok := x.find(k, at); !ok || got != want {
@@ -41,6 +74,29 @@ func TestIndexMatchesAMap(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFindGroupSkipsOtherKeysWithTheSameHashBits gives two keys the same
+// hash bits (a collision of the low 32 bits, rare with real keys) and checks
+// that findGroup does not take one for the other.
+func TestFindGroupSkipsOtherKeysWithTheSameHashBits(t *testing.T) {
+	keys := []uint64{10, 20, 30} // 30 is never indexed
+	at := func(pos int32) uint64 { return keys[pos] }
+	x := newIndex[uint64]()
+	x.reserve(4)
+	h := x.hash(20)
+	x.place(slot(h, 0)) // key 10, indexed under 20's hash bits
+	x.place(slot(h, 1))
+	x.n = 2
+	pos := make([]int32, 3)
+	x.findGroup([]uint64{20, 30, 10}, at, pos)
+	// 10 is not under its own hash bits: not found, as find would say.
+	if want := []int32{1, -1, -1}; !reflect.DeepEqual(pos, want) {
+		t.Fatalf("findGroup = %v; want %v", pos, want)
+	}
+	if _, ok := x.find(10, at); ok {
+		t.Fatal("find(10) found it under another key's hash bits")
 	}
 }
 
@@ -189,4 +245,52 @@ func TestTableWritesOnlyChangedStates(t *testing.T) {
 	slices.committed()
 	slices.put("a", v, 0)
 	check("slice set to the same slice", slices.changed(), 1)
+}
+
+// BenchmarkIndexFind looks up random keys of a table of 1M entries, larger
+// than the CPU's caches, one at a time and in groups (findGroup).
+func BenchmarkIndexFind(b *testing.B) {
+	const n = 1 << 20
+	tb := newTable[uint64, int64]("t")
+	rng := rand.New(rand.NewPCG(1, 2))
+	keys := make([]uint64, n)
+	for i := range keys {
+		keys[i] = rng.Uint64()
+		tb.put(keys[i], int64(i), 0)
+	}
+	probe := make([]uint64, n)
+	for i := range probe {
+		probe[i] = keys[rng.IntN(n)]
+		if i%4 == 0 {
+			probe[i] = rng.Uint64() // absent
+		}
+	}
+	b.Run("one", func(b *testing.B) {
+		found := 0
+		for i := range b.N {
+			if _, ok := tb.find(probe[i%n]); ok {
+				found++
+			}
+		}
+		if b.N >= n && found < n/2 {
+			b.Fatalf("found %d of %d", found, b.N)
+		}
+	})
+	b.Run("group", func(b *testing.B) {
+		var pos [lookupGroup]int32
+		found := 0
+		for i := 0; i < b.N; i += lookupGroup {
+			lo := i % n
+			ks := probe[lo:min(lo+lookupGroup, n, lo+b.N-i)]
+			tb.index.findGroup(ks, tb.keyAt, pos[:len(ks)])
+			for _, p := range pos[:len(ks)] {
+				if p >= 0 {
+					found++
+				}
+			}
+		}
+		if b.N >= n && found < n/2 {
+			b.Fatalf("found %d of %d", found, b.N)
+		}
+	})
 }

@@ -62,7 +62,8 @@ type storedState struct {
 	next struct {
 		batch     uint64
 		delta     *deltaInfo
-		deltaSize map[int]int
+		// deltaSize is the delta's bytes by segment.
+		deltaSize []int
 		rewritten []int
 		drop      int // deltas dropped from the front of deltas
 		replace   bool
@@ -134,7 +135,9 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	}
 	buf := make([]byte, 0, max(64, t.encoded))
 	buf = appendHeader(buf, t.timed, batch, t.nextSeq, len(t.dirty))
-	sizes := map[int]int{}
+	// A slice by segment: a map's update for every changed key cost more
+	// than encoding it.
+	sizes := make([]int, segmentsOf(t.nextSeq, t.shift))
 	for _, i := range t.dirty {
 		from := len(buf)
 		if e := &t.entries[i]; e.live() {
@@ -146,11 +149,12 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		sizes[int(t.entries[i].seq()>>t.shift)] += len(buf) - from
 	}
 	t.encoded = len(buf)
-	info := &deltaInfo{batch: batch, segs: make([]int, 0, len(sizes))}
-	for s := range sizes {
-		info.segs = append(info.segs, s)
+	info := &deltaInfo{batch: batch}
+	for s, n := range sizes {
+		if n > 0 {
+			info.segs = append(info.segs, s)
+		}
 	}
-	slices.Sort(info.segs)
 	st.next.delta, st.next.deltaSize = info, sizes
 	return Delta{Op: t.op, Batch: batch, Data: buf}, true
 }
@@ -172,7 +176,10 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 	}
 	nseg := segmentsOf(t.nextSeq, t.shift)
 	dirty := func(s int) int {
-		d := st.next.deltaSize[s]
+		d := 0
+		if s < len(st.next.deltaSize) {
+			d = st.next.deltaSize[s]
+		}
 		if s < len(st.segs) {
 			d += st.segs[s].dirty
 		}

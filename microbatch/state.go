@@ -101,7 +101,7 @@ func (e *entry[K, S]) dirty() bool { return e.meta&dirtyFlag != 0 }
 func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 
 func newTable[K comparable, S any](op string) *table[K, S] {
-	t := &table[K, S]{op: op, keys: DefaultCodec[K](), vals: DefaultCodec[S](), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
+	t := &table[K, S]{op: op, keys: owned(DefaultCodec[K]()), vals: owned(DefaultCodec[S]()), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
 	t.keyAt = func(pos int32) K { return t.entries[pos].key }
 	switch typ := reflect.TypeFor[S](); {
 	case plainBytes(typ):
@@ -151,30 +151,35 @@ func plainBytes(typ reflect.Type) bool {
 // find returns the position of k's entry.
 func (t *table[K, S]) find(k K) (int32, bool) { return t.index.find(k, t.keyAt) }
 
+// findEach calls f(i, pos) for i in 0 … n-1, pos the position of key(i)'s
+// entry or -1 for a key without state. The keys are looked up lookupGroup
+// at a time (findGroup), which overlaps their cache misses: with millions
+// of keys a lookup waits on memory far longer than f takes. The keys must
+// be distinct, since f may insert key(i): a later lookup of the same key
+// in its group would not see it.
+func (t *table[K, S]) findEach(n int, key func(i int) K, f func(i int, pos int32)) {
+	var (
+		keys [lookupGroup]K
+		pos  [lookupGroup]int32
+	)
+	for lo := 0; lo < n; lo += lookupGroup {
+		m := min(lookupGroup, n-lo)
+		for i := range m {
+			keys[i] = key(lo + i)
+		}
+		t.index.findGroup(keys[:m], t.keyAt, pos[:m])
+		for i := range m {
+			f(lo+i, pos[i])
+		}
+	}
+}
+
 func (t *table[K, S]) get(k K) (S, bool) {
 	if i, ok := t.find(k); ok {
 		return t.entries[i].val, true
 	}
 	var zero S
 	return zero, false
-}
-
-// update sets k's state to f of its current state (exists is false for a
-// key without state), with one lookup.
-func (t *table[K, S]) update(k K, f func(v S, exists bool) S) {
-	if i, ok := t.find(k); ok {
-		t.set(i, f(t.entries[i].val, true), 0)
-		return
-	}
-	var zero S
-	t.insert(k, f(zero, false), 0)
-}
-
-// updateExisting sets k's state to f of its current state if k has state.
-func (t *table[K, S]) updateExisting(k K, f func(v S) S) {
-	if i, ok := t.find(k); ok {
-		t.set(i, f(t.entries[i].val), 0)
-	}
 }
 
 func (t *table[K, S]) markDirty(i int32) {
@@ -222,6 +227,11 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 // Records), and state outlives records, so keeping that view would keep the
 // key's whole fetched record batch alive for as long as the key has state.
 func (t *table[K, S]) insert(k K, v S, touched int64) {
+	if invariants {
+		if _, ok := t.find(k); ok {
+			panic(fmt.Sprintf("microbatch: %s: key %v inserted while it has state", t.op, k))
+		}
+	}
 	if p, ok := any(&k).(*string); ok {
 		*p = strings.Clone(*p)
 	}
@@ -237,11 +247,31 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 }
 
 func (t *table[K, S]) remove(k K) {
-	i, ok := t.find(k)
-	if !ok {
-		return
+	if i, ok := t.find(k); ok {
+		t.index.remove(k, i)
+		t.dropEntry(i)
 	}
-	t.index.remove(k, i)
+}
+
+// removeAll removes the live entries at positions, lookupGroup at a time
+// (index.removeGroup).
+func (t *table[K, S]) removeAll(positions []int32) {
+	var keys [lookupGroup]K
+	for lo := 0; lo < len(positions); lo += lookupGroup {
+		group := positions[lo:min(lo+lookupGroup, len(positions))]
+		for i, pos := range group {
+			keys[i] = t.entries[pos].key
+		}
+		t.index.removeGroup(keys[:len(group)], group)
+		for _, pos := range group {
+			t.dropEntry(pos)
+		}
+	}
+}
+
+// dropEntry marks the entry at i, which the index no longer lists, removed.
+func (t *table[K, S]) dropEntry(i int32) {
+	k := t.entries[i].key
 	t.keyBytes -= keySize(k)
 	t.entries[i].meta &^= liveFlag
 	var zero S
@@ -495,14 +525,14 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		// that the walk over all keys looks up only keys with values.
 		groupAt := make([]int32, len(st.entries))
 		var fresh []int32 // the groups of keys without state
-		for g := range groups {
-			if i, ok := st.find(keyOf(g)); ok {
+		st.findEach(groups, keyOf, func(g int, i int32) {
+			if i >= 0 {
 				groupAt[i] = int32(g) + 1
 			} else {
 				fresh = append(fresh, int32(g))
 			}
-		}
-		var drop []K
+		})
+		var drop []int32
 		for i := range st.entries {
 			e := &st.entries[i]
 			if !e.live() {
@@ -515,18 +545,16 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 			}
 			ns, keep := f(t, e.key, vs, e.val, true)
 			if !keep {
-				drop = append(drop, e.key)
+				drop = append(drop, int32(i))
 				continue
 			}
 			st.set(int32(i), ns, touched) // i is e's index: no lookup by key
 		}
-		for _, k := range drop {
-			st.remove(k)
-		}
+		st.removeAll(drop)
 		for _, g := range fresh {
 			var zero S
 			if ns, keep := f(t, keyOf(int(g)), values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
-				st.put(keyOf(int(g)), ns, now)
+				st.insert(keyOf(int(g)), ns, now) // found without state above
 			}
 		}
 		if st.derived.readers == 0 {

@@ -180,27 +180,34 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	// It runs during rebuilds to refill its buffer, never to update its state.
 	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
 	sub := newFolder[K](func(v V) V { return v }, f)
-	add := func(kv Pair[K, V]) {
-		st.update(kv.Key, func(v V, ok bool) V {
-			if ok {
-				return f(v, kv.Value)
+	// A batch's part holds each key once (perBatch reduced it), as
+	// findEach needs.
+	add := func(part []Pair[K, V]) {
+		st.findEach(len(part), func(i int) K { return part[i].Key }, func(i int, pos int32) {
+			if pos >= 0 {
+				st.set(pos, f(st.entries[pos].val, part[i].Value), 0)
+			} else {
+				st.insert(part[i].Key, part[i].Value, 0)
 			}
-			return kv.Value
 		})
 	}
-	dropRejected := func() {
-		if keep == nil {
-			return
-		}
-		var drop []K
-		st.each(func(k K, v V, _ int64) {
-			if !keep(Pair[K, V]{k, v}) {
-				drop = append(drop, k)
+	// visit calls each for every live key of the window, then removes the
+	// keys keep rejects.
+	visit := func(each func(kv Pair[K, V])) {
+		var drop []int32
+		for i := range st.entries {
+			e := &st.entries[i]
+			if !e.live() {
+				continue
 			}
-		})
-		for _, k := range drop {
-			st.remove(k)
+			kv := Pair[K, V]{e.key, e.val}
+			if keep != nil && !keep(kv) {
+				drop = append(drop, int32(i))
+				continue
+			}
+			each(kv)
 		}
+		st.removeAll(drop)
 	}
 	// After a restart whose window or slide changed (or that added the
 	// operator), the state is what the next update expects to find: the
@@ -209,11 +216,9 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	st.recompute = func(committed uint64) {
 		last := committed - committed%slideB
 		for _, part := range buf.between(last-min(last, lengthB), last) {
-			for _, kv := range part {
-				add(kv)
-			}
+			add(part)
 		}
-		dropRejected()
+		visit(func(Pair[K, V]) {})
 	}
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
 		if perBatch.has {
@@ -224,14 +229,11 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 		}
 		prev := r.id - min(r.id, slideB)
 		for _, part := range buf.between(prev, r.id) {
-			for _, kv := range part {
-				add(kv)
-			}
+			add(part)
 		}
 		if r.id > lengthB {
 			parts := buf.between(prev-min(prev, lengthB), r.id-lengthB)
-			// A batch's part holds each key once (perBatch reduced it):
-			// one part leaving needs no fold.
+			// One part leaving needs no fold.
 			var leaving []Pair[K, V]
 			if len(parts) == 1 {
 				leaving = parts[0]
@@ -241,23 +243,14 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 				}
 				leaving = sub.fold(r.job, leaving, nil)
 			}
-			for _, kv := range leaving {
-				st.updateExisting(kv.Key, func(v V) V { return invF(v, kv.Value) })
-			}
+			st.findEach(len(leaving), func(i int) K { return leaving[i].Key }, func(i int, pos int32) {
+				if pos >= 0 {
+					st.set(pos, invF(st.entries[pos].val, leaving[i].Value), 0)
+				}
+			})
 		}
 		out := make([]Pair[K, V], 0, st.len())
-		var drop []K
-		st.each(func(k K, v V, _ int64) {
-			kv := Pair[K, V]{k, v}
-			if keep != nil && !keep(kv) {
-				drop = append(drop, k)
-				return
-			}
-			out = append(out, kv)
-		})
-		for _, k := range drop {
-			st.remove(k)
-		}
+		visit(func(kv Pair[K, V]) { out = append(out, kv) })
 		return out, true
 	}
 	return st.Stream
