@@ -60,8 +60,8 @@ type storedState struct {
 	// next is what the checkpoint being committed changes, applied by
 	// committed.
 	next struct {
-		batch     uint64
-		delta     *deltaInfo
+		batch uint64
+		delta *deltaInfo
 		// deltaSize is the delta's bytes by segment.
 		deltaSize []int
 		rewritten []int
