@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -83,9 +84,7 @@ func (j *Job) computeBatch(ctx context.Context, b batchStart, beforeOutputs func
 	if b.readNext != nil {
 		b.readNext()
 	}
-	for _, n := range j.graph.nodes {
-		n.step(r)
-	}
+	j.stepAll(r)
 	for _, in := range j.graph.inputs {
 		c.records += in.recordCount()
 	}
@@ -108,6 +107,46 @@ func (j *Job) computeBatch(ctx context.Context, b batchStart, beforeOutputs func
 	// it is installed.
 	c.info, c.messages = r.info(), r.messages
 	return c, nil
+}
+
+// stepAll computes every node of the graph for the batch of r, in graph
+// order, but a stateful operator on a goroutine of its own: its keyed
+// work (millions of keys, each a cache miss) is most of a batch's, and a
+// job's stateful operators (a window's counts, the running totals) seldom
+// depend on each other. A node waits for the parents still computing;
+// stepAll waits for all of them.
+func (j *Job) stepAll(r *batchRun) {
+	if j.parallelism <= 1 {
+		for _, n := range j.graph.nodes {
+			n.step(r)
+		}
+		return
+	}
+	var (
+		wg      sync.WaitGroup
+		running map[int]chan struct{} // by node id, closed when computed
+	)
+	for _, n := range j.graph.nodes {
+		for _, p := range n.base().parents {
+			if done, ok := running[p.base().id]; ok {
+				<-done
+			}
+		}
+		if n.base().state == nil {
+			n.step(r)
+			continue
+		}
+		if running == nil {
+			running = make(map[int]chan struct{})
+		}
+		done := make(chan struct{})
+		running[n.base().id] = done
+		wg.Go(func() {
+			defer close(done)
+			n.step(r)
+		})
+	}
+	wg.Wait()
 }
 
 // seal makes batches, computed in order since the last seal, a group: it

@@ -237,6 +237,12 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 	}
 	t.keyBytes += keySize(k)
 	i := int32(len(t.entries))
+	if len(t.entries) == cap(t.entries) {
+		// Doubled, where append grows large slices by a quarter: a table
+		// growing to millions of keys would copy them all about 20 times.
+		// The memory past the length is not touched until used.
+		t.entries = slices.Grow(t.entries, max(len(t.entries), 1024))
+	}
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
 	t.index.add(k, i)
 	if t.timed {
