@@ -15,8 +15,11 @@ type Codec[T any] interface {
 }
 
 // DefaultCodec returns a compact binary codec for strings, byte slices,
-// booleans, integers and floats, the text form for types that have one
-// (encoding.TextAppender and TextUnmarshaler), and JSON for every other type.
+// booleans, integers and floats, the binary form for types that have one
+// (encoding.BinaryAppender and BinaryUnmarshaler), else the text form for
+// types that have one (encoding.TextAppender and TextUnmarshaler), and JSON
+// for every other type. State stored by a release that chose another of
+// these codecs is read with that one (codecNamed) and rewritten.
 func DefaultCodec[T any]() Codec[T] {
 	var c any
 	switch any(*new(T)).(type) {
@@ -37,6 +40,11 @@ func DefaultCodec[T any]() Codec[T] {
 	case bool:
 		c = boolCodec{}
 	default:
+		if _, ok := any(new(T)).(encoding.BinaryUnmarshaler); ok {
+			if _, ok := any(*new(T)).(encoding.BinaryAppender); ok {
+				return binaryCodec[T]{}
+			}
+		}
 		if _, ok := any(new(T)).(encoding.TextUnmarshaler); ok {
 			if _, ok := any(*new(T)).(encoding.TextAppender); ok {
 				return textCodec[T]{}
@@ -60,13 +68,34 @@ type textCodec[T any] struct {
 }
 
 // owned returns c for the use of one goroutine at a time, as a table's
-// codecs are: a textCodec gets a cell of its own.
+// codecs are: a textCodec or binaryCodec gets a cell of its own.
 func owned[T any](c Codec[T]) Codec[T] {
-	if _, ok := c.(textCodec[T]); ok {
+	switch c.(type) {
+	case textCodec[T]:
 		cell := new(T)
 		return textCodec[T]{cell: cell, appender: any(cell).(encoding.TextAppender)}
+	case binaryCodec[T]:
+		cell := new(T)
+		return binaryCodec[T]{cell: cell, appender: any(cell).(encoding.BinaryAppender)}
 	}
 	return c
+}
+
+// codecNamed returns the codec for T that codecName calls name, among
+// those DefaultCodec chooses from: the one that wrote a stored state.
+func codecNamed[T any](name string) (Codec[T], bool) {
+	candidates := []Codec[T]{DefaultCodec[T](), JSONCodec[T]{}}
+	if _, ok := any(new(T)).(encoding.TextUnmarshaler); ok {
+		if _, ok := any(*new(T)).(encoding.TextAppender); ok {
+			candidates = append(candidates, textCodec[T]{})
+		}
+	}
+	for _, c := range candidates {
+		if codecName(c) == name {
+			return owned(c), true
+		}
+	}
+	return nil, false
 }
 
 func (c textCodec[T]) Append(dst []byte, v T) []byte {
@@ -219,12 +248,21 @@ func (c pairCodec[K, V]) Decode(b []byte) (Pair[K, V], error) {
 }
 
 // binaryCodec stores types with a binary form (encoding.BinaryAppender
-// and BinaryUnmarshaler) as it: the exchange's compact form of keys whose
-// state keeps their text.
-type binaryCodec[T any] struct{}
+// and BinaryUnmarshaler) as it. Like textCodec, one that a single
+// goroutine uses (owned) encodes through its cell, without an allocation.
+type binaryCodec[T any] struct {
+	cell     *T
+	appender encoding.BinaryAppender
+}
 
-func (binaryCodec[T]) Append(dst []byte, v T) []byte {
-	b, err := any(v).(encoding.BinaryAppender).AppendBinary(dst)
+func (c binaryCodec[T]) Append(dst []byte, v T) []byte {
+	appender := c.appender
+	if c.cell == nil {
+		appender = any(v).(encoding.BinaryAppender)
+	} else {
+		*c.cell = v
+	}
+	b, err := appender.AppendBinary(dst)
 	if err != nil {
 		panic(fmt.Sprintf("microbatch: a value of type %T has no binary form: %v", v, err))
 	}
@@ -235,15 +273,4 @@ func (binaryCodec[T]) Decode(b []byte) (T, error) {
 	var v T
 	err := any(&v).(encoding.BinaryUnmarshaler).UnmarshalBinary(b)
 	return v, err
-}
-
-// exchangeCodec is DefaultCodec, but for types with a binary form, which
-// it stores as that.
-func exchangeCodec[T any]() Codec[T] {
-	if _, ok := any(new(T)).(encoding.BinaryUnmarshaler); ok {
-		if _, ok := any(*new(T)).(encoding.BinaryAppender); ok {
-			return binaryCodec[T]{}
-		}
-	}
-	return DefaultCodec[T]()
 }

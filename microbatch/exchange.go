@@ -93,13 +93,13 @@ type exchangeStream[T any] struct {
 // first (ReduceByKey): the exchange then carries each batch's partial
 // aggregates, not its elements. Unsharded, it passes batches on.
 func ExchangeByKey[K comparable, V any](s *Stream[Pair[K, V]], name string) *Stream[Pair[K, V]] {
-	keys := exchangeCodec[K]()
+	keys := DefaultCodec[K]()
 	var buf []byte
 	e := newExchange(s, name, true, func(p Pair[K, V], n int) int {
 		buf = keys.Append(buf[:0], p.Key)
 		return int(stableHash(buf) % uint64(n))
 	})
-	e.codec = pairCodec[K, V]{keys: keys, vals: exchangeCodec[V]()}
+	e.codec = pairCodec[K, V]{keys: keys, vals: DefaultCodec[V]()}
 	return e.Stream
 }
 
@@ -114,7 +114,7 @@ func Gather[T any](s *Stream[T], name string) *Stream[T] {
 // ExchangeByKey sends to): the hash of the key's encoded form, not Go's
 // hash, since every process and version must send a key to the same task.
 func ShardOf[K any](key K, shards int) int {
-	return int(stableHash(exchangeCodec[K]().Append(nil, key)) % uint64(shards))
+	return int(stableHash(DefaultCodec[K]().Append(nil, key)) % uint64(shards))
 }
 
 // Exchanges returns the exchanges of the graph built on j, each with its

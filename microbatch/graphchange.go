@@ -32,6 +32,11 @@ type graphDiff struct {
 	// windowed, rebuilt from the plans), and windowed ones whose window
 	// changed (rebuilt).
 	startOver map[string]bool
+	// recode names the stateful operators whose state is stored with
+	// other codecs than the job's (a release that chose other default
+	// codecs wrote it), which they can read: their codec names, key and
+	// value. They read it with those and rewrite it whole.
+	recode map[string][2]string
 	// windowsChanged: a plain window's length or slide changed; it is
 	// rebuilt from plans like any window, but those plans may be gone.
 	windowsChanged bool
@@ -43,9 +48,11 @@ type graphDiff struct {
 	adopt bool
 }
 
-// diffGraphs compares the stored fingerprint (nil: none) with the job's.
-func diffGraphs(stored []byte, now Fingerprint) (graphDiff, error) {
-	d := graphDiff{startOver: map[string]bool{}}
+// diffGraphs compares the stored fingerprint (nil: none) with the job's;
+// reads reports whether the stateful operator op can read state stored
+// with the codecs named key and value.
+func diffGraphs(stored []byte, now Fingerprint, reads func(op, key, value string) bool) (graphDiff, error) {
+	d := graphDiff{startOver: map[string]bool{}, recode: map[string][2]string{}}
 	if stored == nil {
 		d.store, d.adopt = true, true
 		return d, nil
@@ -98,6 +105,11 @@ func diffGraphs(stored []byte, now Fingerprint) (graphDiff, error) {
 			} else {
 				d.notes = append(d.notes, fmt.Sprintf("stateful operator %q (%s) added: it starts empty, or from its initial state", is.Name, is.Kind))
 			}
+		case was.Kind == is.Kind && was.Key == is.Key && was.Value == is.Value &&
+			(was.KeyCodec != is.KeyCodec || was.ValueCodec != is.ValueCodec) && reads(is.Name, was.KeyCodec, was.ValueCodec):
+			d.recode[is.Name] = [2]string{was.KeyCodec, was.ValueCodec}
+			d.notes = append(d.notes, fmt.Sprintf("the state of %q is stored as %s, %s: it is read as such and rewritten as %s, %s by the next commit",
+				is.Name, was.KeyCodec, was.ValueCodec, is.KeyCodec, is.ValueCodec))
 		case was.Kind != is.Kind || was.Key != is.Key || was.Value != is.Value || was.KeyCodec != is.KeyCodec || was.ValueCodec != is.ValueCodec:
 			refused = append(refused, fmt.Sprintf("the stateful operator %q changed from %s of %s→%s (%s, %s) to %s of %s→%s (%s, %s): "+
 				"its stored state cannot be read as the new one; `dstream reset --drop-state %s --yes` starts it empty",

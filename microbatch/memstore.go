@@ -61,6 +61,15 @@ func (s *MemoryStore) handle() *MemoryHandle { return s.def }
 // Acquire implements Store through the store's default handle.
 func (s *MemoryStore) Acquire(ctx context.Context) (Meta, error) { return s.handle().Acquire(ctx) }
 
+// Progress reads the job's progress without taking the job, as
+// state.Redis's does.
+func (s *MemoryStore) Progress(context.Context) (Meta, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Meta{Committed: s.mu.committed, Planned: s.mu.planned, Prepared: s.mu.prepared, Epoch: s.mu.epoch,
+		Graph: slices.Clone(s.mu.graph), Base: s.mu.base}, nil
+}
+
 // Renew implements Store.
 func (s *MemoryStore) Renew(ctx context.Context) error { return s.handle().Renew(ctx) }
 

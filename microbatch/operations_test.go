@@ -2,11 +2,14 @@ package microbatch
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +304,123 @@ func TestClockSkewDoesNotStall(t *testing.T) {
 		if d := batches[i].Time.Sub(batches[i-1].Time); d != interval {
 			t.Errorf("batch %d comes %v after batch %d, want the interval", batches[i].ID, d, batches[i-1].ID)
 		}
+	}
+}
+
+// addr is a key with a binary and a text form, as weblog.IP is: the
+// default codec stores it binary; releases before that stored it as text.
+type addr uint32
+
+func (a addr) AppendText(b []byte) ([]byte, error) {
+	return strconv.AppendUint(append(b, 'a'), uint64(a), 10), nil
+}
+
+func (a *addr) UnmarshalText(b []byte) error {
+	n, err := strconv.ParseUint(strings.TrimPrefix(string(b), "a"), 10, 32)
+	*a = addr(n)
+	return err
+}
+
+func (a addr) AppendBinary(b []byte) ([]byte, error) {
+	return binary.BigEndian.AppendUint32(b, uint32(a)), nil
+}
+
+func (a *addr) UnmarshalBinary(b []byte) error {
+	if len(b) != 4 {
+		return fmt.Errorf("addr of %d bytes", len(b))
+	}
+	*a = addr(binary.BigEndian.Uint32(b))
+	return nil
+}
+
+// addrGraph is changeGraph keyed by addr.
+func addrGraph(j *Job, sink Sink) {
+	ones := Map(QueueStream(j, changeInput), func(w string) Pair[addr, int] { return KV(addr(w[0]), 1) })
+	counts := ReduceByKeyAndWindow(ones, add, sub, 3*time.Second, time.Second, func(p Pair[addr, int]) bool { return p.Value > 0 }).Named("counts")
+	totals := UpdateStateByKey(ones, sumUpdate).Named("totals")
+	for name, s := range map[string]*Stream[Pair[addr, int]]{"counts": counts, "totals": totals} {
+		Write(s, sink, func(b BatchInfo, p Pair[addr, int]) Message {
+			return Message{Value: fmt.Appendf(nil, "%s@%d %d=%d", name, b.ID, p.Key, p.Value)}
+		})
+	}
+}
+
+// addrTables calls f for the tables of addrGraph, with segments of two
+// keys: a commit rewrites some segments, not all.
+func addrTables(j *Job, f func(*table[addr, int])) {
+	for _, st := range j.stateful {
+		t := st.(*statefulStream[addr, int, Pair[addr, int]]).table
+		t.shift = 1
+		f(t)
+	}
+}
+
+// asText makes the job's tables store their keys as text: the codec an
+// older release chose for addr.
+func asText(j *Job) {
+	addrTables(j, func(t *table[addr, int]) { t.keys = owned(Codec[addr](textCodec[addr]{})) })
+}
+
+func asBinary(j *Job) { addrTables(j, func(*table[addr, int]) {}) }
+
+// storedKeyCodecs returns the key codec of each operator in the store's
+// graph fingerprint.
+func storedKeyCodecs(t *testing.T, store *MemoryStore) map[string]string {
+	meta, _ := store.Progress(context.Background())
+	var fp Fingerprint
+	if err := json.Unmarshal(meta.Graph, &fp); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, st := range fp.State {
+		out[st.Name] = st.KeyCodec
+	}
+	return out
+}
+
+// TestStateStoredWithOtherCodecsIsRead restarts, with the binary default
+// codec, a job whose state an older release stored with keys as text: the
+// restart reads it, the next commit rewrites it binary (the fingerprint
+// says so, and a reader finds every key), and the output equals a run
+// that never changed codecs. With a crash after the first batch's output
+// and before its commit, recovery completes that batch with its delta
+// alone: the delta must be in the stored parts' codec, so that the next
+// restart, still reading text, reads it too.
+func TestStateStoredWithOtherCodecsIsRead(t *testing.T) {
+	const s = time.Second
+	fresh := newTxnSink()
+	runJob(t, changeJob(NewMemoryStore(), fresh, s, 10, func(j *Job) { addrGraph(j, fresh) }))
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			store, sink := NewMemoryStore(), newTxnSink()
+			runJob(t, changeJob(store, sink, s, 4, func(j *Job) { addrGraph(j, sink); asText(j) }))
+			if got := storedKeyCodecs(t, store); got["totals"] != "microbatch.textCodec" {
+				t.Fatalf("the old release's fingerprint: %v", got)
+			}
+			committed := uint64(5)
+			if crash {
+				j := changeJob(&crashStore{Store: store, point: "before commit", batch: 5}, sink, s, 6, func(j *Job) { addrGraph(j, sink); asBinary(j) })
+				if err := j.Run(context.Background()); !errors.Is(err, errCrash) {
+					t.Fatalf("the crashing run returned %v", err)
+				}
+				committed = 6 // batch 5 completed by recovery, then 6
+			}
+			// One commit rewrites the whole state.
+			runJob(t, changeJob(store, sink, s, 1, func(j *Job) { addrGraph(j, sink); asBinary(j) }))
+			for op, codec := range storedKeyCodecs(t, store) {
+				if codec != "microbatch.binaryCodec" {
+					t.Errorf("%s is stored as %s after the restart's commit, want binaryCodec", op, codec)
+				}
+			}
+			totals, err := readState[addr, int](context.Background(), store, "totals", committed, 1)
+			if err != nil || len(totals) != 5 {
+				t.Fatalf("read the rewritten totals: %v, %v", totals, err)
+			}
+			runJob(t, changeJob(store, sink, s, 10-committed, func(j *Job) { addrGraph(j, sink); asBinary(j) }))
+			got, want := batchesAfter(sink, 0), batchesAfter(fresh, 0)
+			if len(want) != 10 || !maps.EqualFunc(got, want, slices.Equal[[]string]) {
+				t.Errorf("output differs from a run that never changed codecs:\n got %v\nwant %v", got, want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"unsafe"
@@ -101,7 +102,9 @@ func (t *table[K, S]) unlock() { t.mu.Unlock() }
 // the way a restart loads it, in the order the keys got state: the typed
 // reader for audits, tests and tools. K and S must be the operator's key
 // and state types (or types whose default codecs read the same bytes, such
-// as string for a key stored as text).
+// as string for a key stored as text). A store that reports its progress
+// (state.Redis, MemoryStore) names the codecs the state was written with,
+// which are used when K and S have them (state an older release wrote).
 func ReadState[K comparable, S any](ctx context.Context, store Store, op string, committed uint64) ([]Pair[K, S], error) {
 	return readState[K, S](ctx, store, op, committed, segmentShift)
 }
@@ -109,6 +112,24 @@ func ReadState[K comparable, S any](ctx context.Context, store Store, op string,
 func readState[K comparable, S any](ctx context.Context, store Store, op string, committed uint64, shift uint8) ([]Pair[K, S], error) {
 	t := newTable[K, S](op)
 	t.shift = shift
+	if p, ok := store.(interface {
+		Progress(context.Context) (Meta, error)
+	}); ok {
+		meta, err := p.Progress(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var fp Fingerprint
+		if json.Unmarshal(meta.Graph, &fp) == nil {
+			for _, st := range fp.State {
+				if st.Name == op && t.readsCodecs(st.KeyCodec, st.ValueCodec) {
+					if err := t.useStoredCodecs(st.KeyCodec, st.ValueCodec); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+	}
 	l := &stateLoader{committed: committed, segments: map[uint32][]byte{}, deltas: map[uint64][]byte{}}
 	if err := store.LoadState(ctx, op, l.add); err != nil {
 		return nil, err

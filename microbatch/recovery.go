@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -26,7 +27,10 @@ type recovered struct {
 // the recorded plans they span, and lists the batches to heal.
 func (j *Job) recover(ctx context.Context, store Store, meta Meta) (recovered, error) {
 	var rec recovered
-	diff, err := diffGraphs(meta.Graph, j.graph.fingerprint)
+	diff, err := diffGraphs(meta.Graph, j.graph.fingerprint, func(op, key, value string) bool {
+		i := slices.IndexFunc(j.graph.stateful, func(st stateful) bool { return st.stateOp() == op })
+		return i >= 0 && j.graph.stateful[i].readsCodecs(key, value)
+	})
 	if err != nil {
 		return rec, fmt.Errorf("recover: %w", err)
 	}
@@ -84,6 +88,11 @@ func (j *Job) recover(ctx context.Context, store Store, meta Meta) (recovered, e
 	for _, st := range j.graph.stateful {
 		if diff.startOver[st.stateOp()] {
 			continue
+		}
+		if was, ok := diff.recode[st.stateOp()]; ok {
+			if err := st.useStoredCodecs(was[0], was[1]); err != nil {
+				return rec, fmt.Errorf("recover: %w: %w", err, ErrPermanent)
+			}
 		}
 		found, err := j.loadState(ctx, store, st, c)
 		if err != nil {

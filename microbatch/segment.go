@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -93,21 +94,61 @@ func appendHeader(b []byte, timed bool, batch, nextSeq uint64, count int) []byte
 }
 
 // appendEntry appends entry i as a set entry.
-func (t *table[K, S]) appendEntry(b []byte, i int) []byte {
+func (t *table[K, S]) appendEntry(b []byte, i int, c codecs[K, S]) []byte {
 	e := &t.entries[i]
 	b = binary.AppendUvarint(b, e.seq())
 	b = append(b, 1)
 	lenAt := len(b)
 	b = append(b, 0) // a one-byte length, widened below if need be
-	b = t.keys.Append(b, e.key)
+	b = c.keys.Append(b, e.key)
 	b = fixLength(b, lenAt)
 	if t.timed {
 		b = binary.AppendVarint(b, t.touched[i])
 	}
 	lenAt = len(b)
 	b = append(b, 0)
-	b = t.vals.Append(b, e.val)
+	b = c.vals.Append(b, e.val)
 	return fixLength(b, lenAt)
+}
+
+// codecs encode a table's keys and states.
+type codecs[K comparable, S any] struct {
+	keys Codec[K]
+	vals Codec[S]
+}
+
+// storedCodecs are the codecs of the parts the Store holds: those a
+// release that chose other codecs wrote them with (useStoredCodecs), until
+// a commit replaced them all, else the table's own.
+func (t *table[K, S]) storedCodecs() codecs[K, S] {
+	if t.storedWith != nil {
+		return *t.storedWith
+	}
+	return codecs[K, S]{t.keys, t.vals}
+}
+
+// readsCodecs reports whether the table can read state stored with the
+// codecs codecName calls key and value.
+func (t *table[K, S]) readsCodecs(key, value string) bool {
+	_, okK := codecNamed[K](key)
+	_, okV := codecNamed[S](value)
+	return okK && okV
+}
+
+// useStoredCodecs makes the table read its stored parts with the codecs
+// named key and value, and write its deltas with them, until its next
+// checkpoint replaces every part in its own codecs. A delta must match the
+// parts it follows: should that commit not happen (a crash after prepare,
+// which recovery completes with the delta alone), the store still holds
+// parts of one codec, which the next restart reads the same way.
+func (t *table[K, S]) useStoredCodecs(key, value string) error {
+	k, okK := codecNamed[K](key)
+	v, okV := codecNamed[S](value)
+	if !okK || !okV {
+		return fmt.Errorf("state %s: no codec %s and %s for %s→%s", t.op, key, value, typeName(reflect.TypeFor[K]()), typeName(reflect.TypeFor[S]()))
+	}
+	t.storedWith = &codecs[K, S]{k, v}
+	return nil
 }
 
 // fixLength writes the length of what follows b[at] as a uvarint at at,
@@ -133,6 +174,7 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	if len(t.dirty) == 0 {
 		return Delta{}, false
 	}
+	stored := t.storedCodecs()
 	buf := make([]byte, 0, max(64, t.encoded))
 	buf = appendHeader(buf, t.timed, batch, t.nextSeq, len(t.dirty))
 	// A slice by segment: a map's update for every changed key cost more
@@ -141,7 +183,7 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	for _, i := range t.dirty {
 		from := len(buf)
 		if e := &t.entries[i]; e.live() {
-			buf = t.appendEntry(buf, int(i))
+			buf = t.appendEntry(buf, int(i), stored)
 		} else {
 			buf = binary.AppendUvarint(buf, e.seq())
 			buf = append(buf, 0)
@@ -264,6 +306,8 @@ func (t *table[K, S]) checkpointed() {
 		st.credit = st.next.credit
 	}
 	if st.next.replace {
+		// Every part is now in the table's own codecs.
+		t.storedWith = nil
 		st.deltas, st.replace, st.credit = nil, false, 0
 		clear(st.segs)
 		st.segs = st.segs[:nseg]
@@ -313,6 +357,7 @@ func (t *table[K, S]) segmentBytes(s int) int {
 }
 
 func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
+	own := codecs[K, S]{t.keys, t.vals}
 	lo, hi := t.segmentRange(s)
 	live := 0
 	for i := lo; i < hi; i++ {
@@ -325,7 +370,7 @@ func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
 	b := appendHeader(make([]byte, 0, 16+live*24), t.timed, batch, t.nextSeq, live)
 	for i := lo; i < hi; i++ {
 		if t.entries[i].live() {
-			b = t.appendEntry(b, i)
+			b = t.appendEntry(b, i, own)
 		}
 	}
 	return b
@@ -530,6 +575,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	// newer delta entries first.
 	decoded := make([][]entry[K, S], maxSeg+1)
 	touched := make([][]int64, maxSeg+1)
+	stored := t.storedCodecs()
 	err := inParallel(maxSeg+1, parallelism, func(s int) error {
 		var err error
 		add := func(count uint64, e rawEntry) {
@@ -543,7 +589,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 				return
 			}
 			var d entry[K, S]
-			if d, err = t.decodeEntry(e); err == nil {
+			if d, err = t.decodeEntry(e, stored); err == nil {
 				decoded[s] = append(decoded[s], d)
 				if t.timed {
 					touched[s] = append(touched[s], e.touched)
@@ -632,12 +678,12 @@ func mergeSegment(base, overlay []rawEntry) []rawEntry {
 }
 
 // decodeEntry decodes a stored entry's key and value.
-func (t *table[K, S]) decodeEntry(e rawEntry) (entry[K, S], error) {
-	k, err := t.keys.Decode(e.key)
+func (t *table[K, S]) decodeEntry(e rawEntry, c codecs[K, S]) (entry[K, S], error) {
+	k, err := c.keys.Decode(e.key)
 	if err != nil {
 		return entry[K, S]{}, fmt.Errorf("state %s: decode key: %w", t.op, err)
 	}
-	v, err := t.vals.Decode(e.val)
+	v, err := c.vals.Decode(e.val)
 	if err != nil {
 		return entry[K, S]{}, fmt.Errorf("state %s: decode value of key %v: %w", t.op, k, err)
 	}

@@ -36,6 +36,11 @@ type stateful interface {
 	setName(name string)
 	// checkCodecs reports a key or state type its codec cannot store whole.
 	checkCodecs() error
+	// readsCodecs reports whether the operator can read state stored with
+	// the codecs codecName calls key and value; useStoredCodecs makes it
+	// read (load) its stored state with them and rewrite it.
+	readsCodecs(key, value string) bool
+	useStoredCodecs(key, value string) error
 	fingerprint() StateFingerprint
 }
 
@@ -68,6 +73,11 @@ type table[K comparable, S any] struct {
 	// keyBytes counts the bytes of string and byte-slice keys, for
 	// StateStats.
 	keyBytes int64
+
+	// storedWith, when not nil, are the codecs the Store's parts of the
+	// table were written with, other than keys and vals: a release that
+	// chose other codecs wrote them (useStoredCodecs).
+	storedWith *codecs[K, S]
 
 	// stored records what the Store holds of the table; shift sizes its
 	// segments (segmentShift; smaller in tests, to get many segments).
@@ -313,7 +323,15 @@ func (t *table[K, S]) stateOp() string { return t.op }
 func (t *table[K, S]) changed() int { return len(t.dirty) }
 
 func (t *table[K, S]) load(l *stateLoader, parallelism int) error {
-	return t.restoreParts(l, parallelism)
+	if err := t.restoreParts(l, parallelism); err != nil {
+		return err
+	}
+	if t.storedWith != nil {
+		// Read with the codecs that wrote it: rewritten whole in the
+		// table's own by its next commit.
+		t.stored.replace = true
+	}
+	return nil
 }
 
 func (t *table[K, S]) committed() {

@@ -17,6 +17,7 @@ import (
 	"github.com/dstream-io/dstream/internal/kafkatest"
 	"github.com/dstream-io/dstream/internal/redistest"
 	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/weblog"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/state"
 )
@@ -48,13 +49,13 @@ func (e *env) totalsOf(ctx context.Context, job string) map[string]int64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
+	totals, err := microbatch.ReadState[weblog.IP, int64](ctx, store, "totals", meta.Committed)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	out := make(map[string]int64, len(totals))
 	for _, kv := range totals {
-		out[kv.Key] = kv.Value
+		out[kv.Key.String()] = kv.Value
 	}
 	return out
 }

@@ -667,13 +667,13 @@ func CheckTotals(ctx context.Context, rdb state.Client, job string, spec Spec, i
 	if _, err := in.count(want, nil, in.starts(), until, 1); err != nil {
 		return c, nil, err
 	}
-	totals, err := microbatch.ReadState[string, int64](ctx, store, "totals", c)
+	totals, err := microbatch.ReadState[weblog.IP, int64](ctx, store, "totals", c)
 	if err != nil {
 		return c, nil, fmt.Errorf("chaos: read the totals: %w", err)
 	}
 	got := map[string]int64{}
 	for _, kv := range totals {
-		got[kv.Key] = kv.Value
+		got[kv.Key.String()] = kv.Value
 	}
 	for id, ip := range in.ips {
 		if want[id] != got[ip] {

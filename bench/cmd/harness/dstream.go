@@ -22,6 +22,7 @@ import (
 	"github.com/dstream-io/dstream/ingest"
 	"github.com/dstream-io/dstream/internal/gcpolicy"
 	"github.com/dstream-io/dstream/internal/topips"
+	"github.com/dstream-io/dstream/internal/weblog"
 	"github.com/dstream-io/dstream/internal/wiring"
 	"github.com/dstream-io/dstream/microbatch"
 	"github.com/dstream-io/dstream/rdd"
@@ -207,13 +208,13 @@ func childDstream(args []string) error {
 		if err != nil {
 			return err
 		}
-		pairs, err := microbatch.ReadState[string, int64](context.Background(), store, "totals", meta.Committed)
+		pairs, err := microbatch.ReadState[weblog.IP, int64](context.Background(), store, "totals", meta.Committed)
 		if err != nil {
 			return err
 		}
 		ok, detail := checkCycleTotals(*cycle, *cycleLines, func(yield func(string, int64) bool) {
 			for _, kv := range pairs {
-				if !yield(kv.Key, kv.Value) {
+				if !yield(kv.Key.String(), kv.Value) {
 					return
 				}
 			}
@@ -239,13 +240,13 @@ func checkpointedTotals(ctx context.Context, store *state.Redis) (map[string]int
 	if err != nil {
 		return nil, err
 	}
-	pairs, err := microbatch.ReadState[string, int64](ctx, store, "totals", meta.Committed)
+	pairs, err := microbatch.ReadState[weblog.IP, int64](ctx, store, "totals", meta.Committed)
 	if err != nil {
 		return nil, err
 	}
 	totals := make(map[string]int64, len(pairs))
 	for _, kv := range pairs {
-		totals[kv.Key] = kv.Value
+		totals[kv.Key.String()] = kv.Value
 	}
 	return totals, nil
 }
