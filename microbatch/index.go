@@ -128,14 +128,60 @@ func (x *index[K]) fill(n int, at keyAt[K]) {
 	x.n = n
 }
 
-func (x *index[K]) grow() {
+func (x *index[K]) grow() { x.growTo(max(16, 2*len(x.slots))) }
+
+// ensure grows the index, once, to hold n keys: each step of growing moves
+// every slot, so a batch adding many keys grows it before adding them.
+func (x *index[K]) ensure(n int) {
+	size := max(16, len(x.slots))
+	for 4*n > 3*size {
+		size *= 2
+	}
+	if size > len(x.slots) {
+		x.growTo(size)
+	}
+}
+
+func (x *index[K]) growTo(size int) {
 	old := x.slots
-	x.slots = make([]uint64, max(16, 2*len(old)))
+	x.slots = make([]uint64, size)
 	for _, s := range old {
 		if s != 0 {
 			x.place(s)
 		}
 	}
+}
+
+// addGroup is add of up to lookupGroup keys, none of them in the index,
+// at positions pos: their free slots are looked up first, all of them, so
+// that the cache misses overlap (as in findGroup).
+func (x *index[K]) addGroup(keys []K, pos []int32) {
+	x.ensure(x.n + len(keys))
+	var (
+		hashes [lookupGroup]uint64
+		free   [lookupGroup]int
+	)
+	mask := len(x.slots) - 1
+	for i, k := range keys {
+		hashes[i] = x.hash(k)
+	}
+	for i := range keys {
+		j := int(hashes[i]) & mask
+		for x.slots[j] != 0 {
+			j = (j + 1) & mask
+		}
+		free[i] = j
+	}
+	for i := range keys {
+		// The slots from the home to free[i] were taken and stay so; if a
+		// key before it took free[i] too, the next free one is its place.
+		j := free[i]
+		for x.slots[j] != 0 {
+			j = (j + 1) & mask
+		}
+		x.slots[j] = slot(hashes[i], pos[i])
+	}
+	x.n += len(keys)
 }
 
 // remove drops k, whose entry is at pos, from the index.

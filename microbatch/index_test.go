@@ -49,6 +49,22 @@ func TestIndexMatchesAMap(t *testing.T) {
 				t.Fatalf("op %d: removed %d keys in a group: len %d, want %d", op, len(group), x.len(), len(model))
 			}
 		}
+		if op%100 == 25 {
+			// addGroup adds distinct absent keys whose runs may overlap.
+			var group []uint64
+			var pos []int32
+			for k := range uint64(300) {
+				if _, ok := model[k]; !ok && rng.IntN(3) == 0 && len(group) < lookupGroup {
+					keys = append(keys, k)
+					group, pos = append(group, k), append(pos, int32(len(keys)-1))
+					model[k] = int32(len(keys) - 1)
+				}
+			}
+			x.addGroup(group, pos)
+			if x.len() != len(model) {
+				t.Fatalf("op %d: added %d keys in a group: len %d, want %d", op, len(group), x.len(), len(model))
+			}
+		}
 		if op%100 == 0 {
 			// findGroup agrees with find, present and absent keys mixed.
 			group := make([]uint64, 1+rng.IntN(lookupGroup))

@@ -72,3 +72,24 @@ func BenchmarkFold(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFoldWords folds a batch of 200k word-sized keys (IPs), as the
+// reference job's per-batch count does: cycling through 10k keys (each
+// seen 20 times) and all distinct (a state of millions of keys).
+func BenchmarkFoldWords(b *testing.B) {
+	for _, distinct := range []int{10_000, 200_000} {
+		in := make([]Pair[uint64, int64], 200_000)
+		for i := range in {
+			in[i] = KV(uint64(i%distinct)*0x9e3779b9+1, int64(1))
+		}
+		b.Run(fmt.Sprintf("keys=%d", distinct), func(b *testing.B) {
+			j := &Job{parallelism: 2}
+			f := newFolder[uint64](func(v int64) int64 { return v }, addInt64)
+			for b.Loop() {
+				if out := f.fold(j, in, nil); len(out) != distinct {
+					b.Fatalf("%d keys, want %d", len(out), distinct)
+				}
+			}
+		})
+	}
+}

@@ -237,6 +237,12 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 // Records), and state outlives records, so keeping that view would keep the
 // key's whole fetched record batch alive for as long as the key has state.
 func (t *table[K, S]) insert(k K, v S, touched int64) {
+	t.index.add(k, t.newEntry(k, v, touched))
+}
+
+// newEntry appends the entry of k, which has no state, and returns its
+// position; the caller adds it to the index.
+func (t *table[K, S]) newEntry(k K, v S, touched int64) int32 {
 	if invariants {
 		if _, ok := t.find(k); ok {
 			panic(fmt.Sprintf("microbatch: %s: key %v inserted while it has state", t.op, k))
@@ -254,12 +260,26 @@ func (t *table[K, S]) insert(k K, v S, touched int64) {
 		t.entries = slices.Grow(t.entries, max(len(t.entries), 1024))
 	}
 	t.entries = append(t.entries, entry[K, S]{key: k, val: v, meta: t.nextSeq | liveFlag})
-	t.index.add(k, i)
 	if t.timed {
 		t.touched = append(t.touched, touched)
 	}
 	t.nextSeq++
 	t.markDirty(i)
+	return i
+}
+
+// insertAll inserts keys, which have no state, with their states vals,
+// lookupGroup at a time (index.addGroup).
+func (t *table[K, S]) insertAll(keys []K, vals []S, touched int64) {
+	t.index.ensure(t.index.len() + len(keys))
+	var pos [lookupGroup]int32
+	for lo := 0; lo < len(keys); lo += lookupGroup {
+		group := keys[lo:min(lo+lookupGroup, len(keys))]
+		for i, k := range group {
+			pos[i] = t.newEntry(k, vals[lo+i], touched)
+		}
+		t.index.addGroup(group, pos[:len(group)])
+	}
 }
 
 func (t *table[K, S]) remove(k K) {
@@ -575,12 +595,17 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 			st.set(int32(i), ns, touched) // i is e's index: no lookup by key
 		}
 		st.removeAll(drop)
+		var (
+			newKeys []K
+			newVals []S
+		)
 		for _, g := range fresh {
 			var zero S
 			if ns, keep := f(t, keyOf(int(g)), values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
-				st.insert(keyOf(int(g)), ns, now) // found without state above
+				newKeys, newVals = append(newKeys, keyOf(int(g))), append(newVals, ns)
 			}
 		}
+		st.insertAll(newKeys, newVals, now) // found without state above
 		if st.derived.readers == 0 {
 			return nil, true // only looked up (by joins): no list of every key
 		}
