@@ -83,8 +83,8 @@ func (ip IP) appendV4(b []byte) []byte {
 	return b
 }
 
-// AppendText appends the address text: IPs are stored in checkpoints as
-// their text, which a later run reads back whatever it interned.
+// AppendText appends the address text (checkpoints of releases before the
+// binary form stored IPs as it; they are still read).
 func (ip IP) AppendText(b []byte) ([]byte, error) {
 	if ip&internedFlag != 0 {
 		return append(b, ip.String()...), nil
@@ -107,10 +107,10 @@ func (ip *IP) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// AppendBinary appends the address in the exchange between the tasks of a
-// sharded job: an IPv4 address as its 4 bytes, any other as 0xff, its text
-// and NULs up to 5 bytes at least (a length other than 4 tells the two
-// apart).
+// AppendBinary appends the address as checkpoints and the exchange between
+// the tasks of a sharded job store it: an IPv4 address as its 4 bytes, any
+// other as 0xff, its text and NULs up to 5 bytes at least (a length other
+// than 4 tells the two apart). Neither depends on what a process interned.
 func (ip IP) AppendBinary(b []byte) ([]byte, error) {
 	if ip&internedFlag == 0 {
 		return append(b, byte(ip>>24), byte(ip>>16), byte(ip>>8), byte(ip)), nil
