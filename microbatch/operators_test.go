@@ -1,9 +1,11 @@
 package microbatch
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -296,4 +298,75 @@ func runningTotal(key string, v Optional[int], st *State[int]) string {
 	}
 	st.Update(st.Get() + v.Value)
 	return s
+}
+
+// TestIndependentStatefulOperatorsRunConcurrently builds two stateful
+// operators over one input and a third over the first's output. In every
+// batch the first's update function waits until the second's has started:
+// computed one after the other they would never meet (the wait gives up
+// after a while and the test fails). The third must see the first's state
+// of the same batch, and with parallelism 1 the outputs are the same.
+func TestIndependentStatefulOperatorsRunConcurrently(t *testing.T) {
+	run := func(parallelism int, meet bool) (firsts, thirds []string, met int) {
+		var (
+			mu     sync.Mutex
+			gates  = map[time.Time]chan struct{}{} // by batch, closed by the second
+			waited = map[time.Time]bool{}
+			closed = map[time.Time]bool{}
+		)
+		gate := func(bt time.Time) chan struct{} {
+			g, ok := gates[bt]
+			if !ok {
+				g = make(chan struct{})
+				gates[bt] = g
+			}
+			return g
+		}
+		j := newTestJob(3, WithParallelism(parallelism))
+		in := pairs(j, "a=1 b=1 a=1", "b=1 c=1", "a=1")
+		first := UpdateStateByKeyAndTime(in, func(bt time.Time, _ string, vs []int, n int, _ bool) (int, bool) {
+			mu.Lock()
+			g, wait := gate(bt), meet && !waited[bt]
+			waited[bt] = true
+			mu.Unlock()
+			if wait {
+				select {
+				case <-g:
+					met++
+				case <-time.After(2 * time.Second):
+				}
+			}
+			return n + len(vs), true
+		}).Named("first")
+		UpdateStateByKeyAndTime(in, func(bt time.Time, _ string, vs []int, n int, _ bool) (int, bool) {
+			mu.Lock()
+			if g := gate(bt); meet && !closed[bt] {
+				closed[bt] = true
+				close(g)
+			}
+			mu.Unlock()
+			return n + len(vs), true
+		}).Named("second").ForeachBatch(func(context.Context, BatchInfo, []Pair[string, int]) error { return nil })
+		third := UpdateStateByKey(first, func(vs []int, n int, _ bool) (int, bool) {
+			for _, v := range vs {
+				n = 10*n + v // the first's totals as of this batch
+			}
+			return n, true
+		}).Named("third")
+		collect(first, &firsts)
+		collect(third, &thirds)
+		runJob(t, j)
+		return firsts, thirds, met
+	}
+	firsts, thirds, met := run(2, true)
+	if met != 3 {
+		t.Fatalf("the first operator saw the second one start in %d of 3 batches: they ran one after the other", met)
+	}
+	wantFirsts, wantThirds, _ := run(1, false)
+	if !slices.Equal(firsts, wantFirsts) || !slices.Equal(thirds, wantThirds) {
+		t.Errorf("in parallel:\n%v\n%v\nsequential:\n%v\n%v", firsts, thirds, wantFirsts, wantThirds)
+	}
+	if want := "3:[('a', 223), ('b', 122), ('c', 11)]"; len(thirds) != 3 || thirds[2] != want {
+		t.Errorf("the dependent operator's last batch is %v, want %s last", thirds, want)
+	}
 }
