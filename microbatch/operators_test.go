@@ -333,7 +333,7 @@ func TestIndependentStatefulOperatorsRunConcurrently(t *testing.T) {
 				select {
 				case <-g:
 					met++
-				case <-time.After(2 * time.Second):
+				case <-time.After(10 * time.Second): // only a failing run waits
 				}
 			}
 			return n + len(vs), true

@@ -365,9 +365,7 @@ func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
 			live++
 		}
 	}
-	// 24 bytes an entry holds a text IPv4 key and a count: growing the
-	// buffer of a 4k-entry segment copies it.
-	b := appendHeader(make([]byte, 0, 16+live*24), t.timed, batch, t.nextSeq, live)
+	b := appendHeader(make([]byte, 0, 16+live*16), t.timed, batch, t.nextSeq, live)
 	for i := lo; i < hi; i++ {
 		if t.entries[i].live() {
 			b = t.appendEntry(b, i, own)

@@ -232,16 +232,16 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 	}
 }
 
-// insert adds k, which has no state. A string key is copied first: keys
-// usually share the memory of the record they were read from (Lines,
-// Records), and state outlives records, so keeping that view would keep the
-// key's whole fetched record batch alive for as long as the key has state.
+// insert adds k, which has no state.
 func (t *table[K, S]) insert(k K, v S, touched int64) {
 	t.index.add(k, t.newEntry(k, v, touched))
 }
 
 // newEntry appends the entry of k, which has no state, and returns its
-// position; the caller adds it to the index.
+// position; the caller adds it to the index. A string key is copied first:
+// keys usually share the memory of the record they were read from (Lines,
+// Records), and state outlives records, so keeping that view would keep the
+// key's whole fetched record batch alive for as long as the key has state.
 func (t *table[K, S]) newEntry(k K, v S, touched int64) int32 {
 	if invariants {
 		if _, ok := t.find(k); ok {
