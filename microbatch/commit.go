@@ -117,6 +117,7 @@ func (j *Job) computeBatch(ctx context.Context, b batchStart, beforeOutputs func
 // stepAll waits for all of them.
 func (j *Job) stepAll(r *batchRun) {
 	if j.parallelism <= 1 {
+		j.awaitSeal()
 		for _, n := range j.graph.nodes {
 			n.step(r)
 		}
@@ -136,6 +137,7 @@ func (j *Job) stepAll(r *batchRun) {
 			n.step(r)
 			continue
 		}
+		j.awaitSeal()
 		if running == nil {
 			running = make(map[int]chan struct{})
 		}
@@ -147,6 +149,43 @@ func (j *Job) stepAll(r *batchRun) {
 		})
 	}
 	wg.Wait()
+}
+
+// sealing is a group being sealed on a goroutine of its own: g once done
+// is closed.
+type sealing struct {
+	g    *batchGroup
+	done chan struct{}
+}
+
+// sealEarly seals batches while the job goes on to the next batch, whose
+// reading, parsing and folding (no operator's state) overlap the encoding;
+// its stateful operators wait for the seal (awaitSeal). With parallelism 1
+// the seal runs at once. The commit of the group, or the job's loop on an
+// error, waits for it.
+func (j *Job) sealEarly(batches []*computed) *sealing {
+	j.awaitSeal() // a batch without stateful operators did not wait for it
+	s := &sealing{done: make(chan struct{})}
+	if j.parallelism <= 1 {
+		s.g = j.seal(batches)
+		close(s.done)
+		return s
+	}
+	j.sealing = s
+	go func() {
+		defer close(s.done)
+		s.g = j.seal(batches)
+	}()
+	return s
+}
+
+// awaitSeal waits for the group sealing, if any: the operators' state is
+// theirs again.
+func (j *Job) awaitSeal() {
+	if j.sealing != nil {
+		<-j.sealing.done
+		j.sealing = nil
+	}
 }
 
 // seal makes batches, computed in order since the last seal, a group: it

@@ -50,6 +50,10 @@ type Job struct {
 	// commit store the graph's fingerprint; base is the reset base.
 	storeGraph bool
 	base       uint64
+	// sealing is the group sealing while the next batch computes; the
+	// job's loop sets it, and waits for it before a stateful operator
+	// changes its state (stepAll).
+	sealing *sealing
 	// lead is how far the job's timeline runs ahead of this host's clock
 	// (ns), read by ClockSkew from any goroutine.
 	lead atomic.Int64

@@ -92,12 +92,13 @@ func (j *Job) loop(ctx context.Context, store Store, meta Meta) error {
 		if len(waiting) == 0 {
 			return nil
 		}
-		g := j.seal(waiting)
+		sealed := j.sealEarly(waiting)
 		waiting = nil
 		if err := settle(); err != nil {
+			j.awaitSeal()
 			return err
 		}
-		committing = j.commitEarly(ctx, store, g)
+		committing = j.commitEarly(ctx, store, sealed)
 		return nil
 	}
 	// finish commits what was computed and waits for it.
@@ -221,13 +222,14 @@ func (c *commit) finished() bool {
 	}
 }
 
-// commitEarly commits g while the job computes the next batch; the job's
-// loop owns the goroutine and waits for it.
-func (j *Job) commitEarly(ctx context.Context, store Store, g *batchGroup) *commit {
+// commitEarly commits a group, once sealed, while the job computes the
+// next batch; the job's loop owns the goroutine and waits for it.
+func (j *Job) commitEarly(ctx context.Context, store Store, s *sealing) *commit {
 	cm := &commit{done: make(chan struct{})}
 	go func() {
 		defer close(cm.done)
-		cm.stats, cm.err = j.commitGroup(ctx, store, g)
+		<-s.done
+		cm.stats, cm.err = j.commitGroup(ctx, store, s.g)
 	}()
 	return cm
 }

@@ -212,8 +212,12 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 	st.next.rewritten, st.next.drop, st.next.replace = nil, 0, false
 	if t.nextSeq > 2*uint64(t.len())+2<<t.shift {
 		// Keys that come and go (a window's) use sequence numbers up;
-		// numbering the live ones afresh keeps the segments dense.
+		// numbering the live ones afresh keeps the segments dense. It
+		// moves entries, which lookups from other goroutines (StateView)
+		// read.
+		t.mu.Lock()
 		t.renumber()
+		t.mu.Unlock()
 		st.replace = true
 	}
 	nseg := segmentsOf(t.nextSeq, t.shift)

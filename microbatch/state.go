@@ -168,9 +168,20 @@ func (t *table[K, S]) find(k K) (int32, bool) { return t.index.find(k, t.keyAt) 
 // be distinct, since f may insert key(i): a later lookup of the same key
 // in its group would not see it.
 func (t *table[K, S]) findEach(n int, key func(i int) K, f func(i int, pos int32)) {
+	t.findEachRemoving(n, key, func(i int, pos int32) bool {
+		f(i, pos)
+		return false
+	})
+}
+
+// findEachRemoving is findEach whose f reports whether to remove key(i)'s
+// entry, which it found at pos (≥ 0). The entries go right after their
+// group's lookups, while the group's slots are still in the cache.
+func (t *table[K, S]) findEachRemoving(n int, key func(i int) K, f func(i int, pos int32) bool) {
 	var (
 		keys [lookupGroup]K
 		pos  [lookupGroup]int32
+		drop [lookupGroup]int32
 	)
 	for lo := 0; lo < n; lo += lookupGroup {
 		m := min(lookupGroup, n-lo)
@@ -178,9 +189,14 @@ func (t *table[K, S]) findEach(n int, key func(i int) K, f func(i int, pos int32
 			keys[i] = key(lo + i)
 		}
 		t.index.findGroup(keys[:m], t.keyAt, pos[:m])
+		d := 0
 		for i := range m {
-			f(lo+i, pos[i])
+			if f(lo+i, pos[i]) {
+				drop[d] = pos[i]
+				d++
+			}
 		}
+		t.removeAll(drop[:d])
 	}
 }
 
