@@ -3,6 +3,7 @@ package microbatch
 import (
 	"fmt"
 	"hash/maphash"
+	"reflect"
 	"sync"
 )
 
@@ -52,10 +53,19 @@ type folder[K comparable, V, C any] struct {
 	// output starts at that capacity.
 	keys      int
 	shardKeys []int
+	// foldRadix's scratch space. When keys, values or combiners may point
+	// to memory (a string key shares its record's), it is cleared after
+	// each fold, so as not to keep a batch's records alive until the next.
+	scratchHoldsMemory bool
+	hashes             []uint64
+	sorted             []radixElem[K, V]
+	counts             []int32
+	radix              []radixWorker[K, C]
 }
 
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {
-	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed()}
+	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed(),
+		scratchHoldsMemory: !plainBytes(reflect.TypeFor[K]()) || !plainBytes(reflect.TypeFor[V]()) || !plainBytes(reflect.TypeFor[C]())}
 }
 
 // alloc returns an empty slice with room for n from buf, or a new one when
@@ -80,6 +90,9 @@ const maxShards = 256
 // fold folds in; buf, if not nil, gives the memory of the output.
 func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	p := min(j.parallelism, maxShards)
+	if f.keys >= radixMin && len(in) >= parallelMin {
+		return f.foldRadix(max(p, 1), in, buf)
+	}
 	if p <= 1 || len(in) < parallelMin {
 		return f.foldSequential(in, buf)
 	}
@@ -168,6 +181,7 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) [
 	for _, m := range merged {
 		n += len(m)
 	}
+	f.keys = n
 	out := alloc(buf, n)
 	heads := make([]int, p)
 	for len(out) < n {

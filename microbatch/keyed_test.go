@@ -43,6 +43,45 @@ func TestFoldParallelIsSequential(t *testing.T) {
 	}
 }
 
+// TestFoldRadixIsSequential checks that the fold by hash buckets gives
+// exactly the sequential fold's result, for any number of workers, with
+// buckets of many more keys than expected (a table that grows) and of a
+// key hot enough to fill a bucket alone.
+func TestFoldRadixIsSequential(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	merge := func(c []int, v int) []int { return append(c, v) }
+	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
+	for _, tc := range []struct {
+		distinct, expected int // keys in the batch, keys the last batch had
+	}{{1, radixMin}, {50, radixMin}, {40000, radixMin}, {40000, 40000}, {300000, radixMin}} {
+		in := make([]Pair[int, int], 2*parallelMin+rng.IntN(parallelMin))
+		for i := range in {
+			in[i] = KV(rng.IntN(tc.distinct), i)
+			if i%3 == 0 {
+				in[i].Key = 7 // hot
+			}
+		}
+		seqGroups := newFolder[int](func(v int) []int { return []int{v} }, merge).foldSequential(in, nil)
+		seqWeird := newFolder[int](func(v int) int { return v }, weird).foldSequential(in, nil)
+		for _, p := range []int{1, 2, 3, 8} {
+			groups := newFolder[int](func(v int) []int { return []int{v} }, merge)
+			groups.keys = tc.expected
+			if got := groups.foldRadix(p, in, nil); !slices.EqualFunc(got, seqGroups, func(a, b Pair[int, []int]) bool {
+				return a.Key == b.Key && slices.Equal(a.Value, b.Value)
+			}) {
+				t.Fatalf("%d keys (expected %d), %d workers: grouped values differ from the sequential fold", tc.distinct, tc.expected, p)
+			}
+			f := newFolder[int](func(v int) int { return v }, weird)
+			for round := range 2 { // the second round reuses the scratch space
+				f.keys = tc.expected
+				if got := f.foldRadix(p, in, nil); !slices.Equal(got, seqWeird) {
+					t.Fatalf("%d keys (expected %d), %d workers, round %d: folded values differ from the sequential fold", tc.distinct, tc.expected, p, round)
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkFold folds 1M elements over 10k skewed or 1M uniform keys.
 func BenchmarkFold(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
@@ -74,10 +113,11 @@ func BenchmarkFold(b *testing.B) {
 }
 
 // BenchmarkFoldWords folds a batch of 200k word-sized keys (IPs), as the
-// reference job's per-batch count does: cycling through 10k keys (each
-// seen 20 times) and all distinct (a state of millions of keys).
+// reference job's per-batch count does: cycling through 1k and 10k keys
+// (each seen 200 and 20 times; from the 10k, after the first batch, by
+// hash buckets: foldRadix) and all distinct (a state of millions of keys).
 func BenchmarkFoldWords(b *testing.B) {
-	for _, distinct := range []int{10_000, 200_000} {
+	for _, distinct := range []int{1000, 10_000, 200_000} {
 		in := make([]Pair[uint64, int64], 200_000)
 		for i := range in {
 			in[i] = KV(uint64(i%distinct)*0x9e3779b9+1, int64(1))
