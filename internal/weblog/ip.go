@@ -2,7 +2,9 @@ package weblog
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,19 +147,36 @@ func (ip IP) Compare(other IP) int {
 		// Dotted quads: the first octet that differs decides, by its
 		// text. An octet's text that is a prefix of the other's is
 		// followed by '.' or the end, both before any digit: shorter first,
-		// as strings.Compare has it.
-		for shift := 24; shift >= 0; shift -= 8 {
-			a, b := uint8(ip>>shift), uint8(other>>shift)
-			if a != b {
-				return strings.Compare(octetText[a], octetText[b])
-			}
-		}
+		// as strings.Compare has it. So the octets' ranks in text order,
+		// read as one number, order the IPs (a ranking of a window of
+		// millions of IPs with equal counts compares every one).
+		return cmp.Compare(textOrder(ip), textOrder(other))
 	}
 	var a, b [48]byte
 	at, _ := ip.AppendText(a[:0])
 	bt, _ := other.AppendText(b[:0])
 	return bytes.Compare(at, bt)
 }
+
+// textOrder is a dotted quad's octets' ranks in text order (octetRank),
+// first octet highest.
+func textOrder(ip IP) uint32 {
+	return uint32(octetRank[uint8(ip>>24)])<<24 | uint32(octetRank[uint8(ip>>16)])<<16 |
+		uint32(octetRank[uint8(ip>>8)])<<8 | uint32(octetRank[uint8(ip)])
+}
+
+// octetRank is every octet's place among the octets' texts in text order.
+var octetRank = func() (r [256]uint8) {
+	octets := make([]int, 256)
+	for i := range octets {
+		octets[i] = i
+	}
+	slices.SortFunc(octets, func(a, b int) int { return strings.Compare(octetText[a], octetText[b]) })
+	for rank, o := range octets {
+		r[o] = uint8(rank)
+	}
+	return r
+}()
 
 // octetText is the decimal text of every octet: checkpoints write every
 // changed key's text, and rankings compare IPs as text.
