@@ -168,20 +168,28 @@ func (t *table[K, S]) find(k K) (int32, bool) { return t.index.find(k, t.keyAt) 
 // be distinct, since f may insert key(i): a later lookup of the same key
 // in its group would not see it.
 func (t *table[K, S]) findEach(n int, key func(i int) K, f func(i int, pos int32)) {
-	t.findEachRemoving(n, key, func(i int, pos int32) bool {
+	t.updateEach(n, key, func(i int, pos int32) bool {
 		f(i, pos)
 		return false
+	}, func(i int) (none S, _ bool) {
+		f(i, -1)
+		return none, false
 	})
 }
 
-// findEachRemoving is findEach whose f reports whether to remove key(i)'s
-// entry, which it found at pos (≥ 0). The entries go right after their
-// group's lookups, while the group's slots are still in the cache.
-func (t *table[K, S]) findEachRemoving(n int, key func(i int) K, f func(i int, pos int32) bool) {
+// updateEach looks the keys up as findEach does, and calls found(i, pos)
+// for each key with state, absent(i) (if not nil) for each without: found
+// reports whether to remove the key's entry, absent whether to insert the
+// key, with which state. Both are done right after their group's lookups,
+// while the group's slots are still in the cache; new keys get entries in
+// the order of i.
+func (t *table[K, S]) updateEach(n int, key func(i int) K, found func(i int, pos int32) bool, absent func(i int) (S, bool)) {
 	var (
-		keys [lookupGroup]K
-		pos  [lookupGroup]int32
-		drop [lookupGroup]int32
+		keys    [lookupGroup]K
+		pos     [lookupGroup]int32
+		drop    [lookupGroup]int32
+		newKeys [lookupGroup]K
+		newPos  [lookupGroup]int32
 	)
 	for lo := 0; lo < n; lo += lookupGroup {
 		m := min(lookupGroup, n-lo)
@@ -189,14 +197,25 @@ func (t *table[K, S]) findEachRemoving(n int, key func(i int) K, f func(i int, p
 			keys[i] = key(lo + i)
 		}
 		t.index.findGroup(keys[:m], t.keyAt, pos[:m])
-		d := 0
+		d, a := 0, 0
 		for i := range m {
-			if f(lo+i, pos[i]) {
-				drop[d] = pos[i]
-				d++
+			switch {
+			case pos[i] >= 0:
+				if found(lo+i, pos[i]) {
+					drop[d] = pos[i]
+					d++
+				}
+			case absent != nil:
+				if v, ok := absent(lo + i); ok {
+					newKeys[a], newPos[a] = keys[i], t.newEntry(keys[i], v, 0)
+					a++
+				}
 			}
 		}
 		t.removeAll(drop[:d])
+		if a > 0 {
+			t.index.addGroup(newKeys[:a], newPos[:a])
+		}
 	}
 }
 

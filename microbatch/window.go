@@ -181,23 +181,12 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
 	sub := newFolder[K](func(v V) V { return v }, f)
 	// A batch's part holds each key once (perBatch reduced it), as
-	// findEach needs. Keys new to the window are inserted together, after
-	// the lookups, lookupGroup at a time (insertAll).
-	var (
-		newKeys []K
-		newVals []V
-	)
+	// updateEach needs.
 	add := func(part []Pair[K, V]) {
-		newKeys, newVals = newKeys[:0], newVals[:0]
-		st.findEach(len(part), func(i int) K { return part[i].Key }, func(i int, pos int32) {
-			if pos >= 0 {
-				st.set(pos, f(st.entries[pos].val, part[i].Value), 0)
-			} else {
-				newKeys, newVals = append(newKeys, part[i].Key), append(newVals, part[i].Value)
-			}
-		})
-		st.insertAll(newKeys, newVals, 0)
-		clear(newKeys) // a string key would keep its record's memory
+		st.updateEach(len(part), func(i int) K { return part[i].Key }, func(i int, pos int32) bool {
+			st.set(pos, f(st.entries[pos].val, part[i].Value), 0)
+			return false
+		}, func(i int) (V, bool) { return part[i].Value, true })
 	}
 	// visit calls each for every live key of the window, then removes the
 	// keys keep rejects.
@@ -254,14 +243,11 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 			// A key that keep rejects now goes at once, while its slot is
 			// in the cache from the lookup; visit, which applies keep to
 			// every key, would otherwise look it up again to remove it.
-			st.findEachRemoving(len(leaving), func(i int) K { return leaving[i].Key }, func(i int, pos int32) bool {
-				if pos < 0 {
-					return false
-				}
+			st.updateEach(len(leaving), func(i int) K { return leaving[i].Key }, func(i int, pos int32) bool {
 				v := invF(st.entries[pos].val, leaving[i].Value)
 				st.set(pos, v, 0)
 				return keep != nil && !keep(Pair[K, V]{leaving[i].Key, v})
-			})
+			}, nil)
 		}
 		out := make([]Pair[K, V], 0, st.len())
 		visit(func(kv Pair[K, V]) { out = append(out, kv) })
