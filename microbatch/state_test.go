@@ -1,0 +1,32 @@
+package microbatch
+
+import "testing"
+
+// TestTableEqualComparesWholeValues checks a table's test for unchanged
+// states (unchanged ones are not written again) on values of every size it
+// compares its own way: equal values are equal, values that differ in any
+// byte are not.
+func TestTableEqualComparesWholeValues(t *testing.T) {
+	type pair32 struct{ A, B int32 }
+	type wide struct{ A, B, C int64 }
+	check(t, int64(1)<<40|7, int64(1)<<40|6, int64(7))
+	check(t, uint32(1)<<24|5, uint32(5), uint32(1)<<24|4)
+	check(t, 2.5, 2.25, -2.5)
+	check(t, pair32{1, 2}, pair32{1, 3}, pair32{0, 2})
+	check(t, wide{1, 2, 3}, wide{1, 2, 4}, wide{0, 2, 3})
+	check(t, uint8(3), uint8(4), uint8(131))
+	check(t, "a", "b", "ab") // not plain bytes: compared as values
+}
+
+func check[S comparable](t *testing.T, v S, others ...S) {
+	t.Helper()
+	tbl := newTable[string, S]("op")
+	if !tbl.equal(v, v) {
+		t.Errorf("%T %v: not equal to itself", v, v)
+	}
+	for _, o := range others {
+		if tbl.equal(v, o) || tbl.equal(o, v) {
+			t.Errorf("%T %v and %v: equal", v, v, o)
+		}
+	}
+}
