@@ -133,10 +133,8 @@ func (f *folder[K, V, C]) combine(in []Pair[K, V], buf func(n int) []Pair[K, C])
 // fold would. A k-way merge on first occurrence restores the sequential
 // order of the keys.
 func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
-	if cap(f.shardOf) < len(in) {
-		f.shardOf = make([]uint8, len(in))
-	}
-	shardOf := f.shardOf[:len(in)]
+	f.shardOf = resize(f.shardOf, len(in))
+	shardOf := f.shardOf
 	var wg sync.WaitGroup
 	for c := range p {
 		lo, hi := len(in)*c/p, len(in)*(c+1)/p

@@ -191,7 +191,8 @@ func (t *table[K, S]) findEach(n int, key func(i int) K, f func(i int, pos int32
 // reports whether to remove the key's entry, absent whether to insert the
 // key, with which state. Both are done right after their group's lookups,
 // while the group's slots are still in the cache; new keys get entries in
-// the order of i.
+// the order of i, without a batch time (a timed table's inserts go through
+// put).
 func (t *table[K, S]) updateEach(n int, key func(i int) K, found func(i int, pos int32) bool, absent func(i int) (S, bool)) {
 	var (
 		keys    [lookupGroup]K

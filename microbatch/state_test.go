@@ -9,16 +9,16 @@ import "testing"
 func TestTableEqualComparesWholeValues(t *testing.T) {
 	type pair32 struct{ A, B int32 }
 	type wide struct{ A, B, C int64 }
-	check(t, int64(1)<<40|7, int64(1)<<40|6, int64(7))
-	check(t, uint32(1)<<24|5, uint32(5), uint32(1)<<24|4)
-	check(t, 2.5, 2.25, -2.5)
-	check(t, pair32{1, 2}, pair32{1, 3}, pair32{0, 2})
-	check(t, wide{1, 2, 3}, wide{1, 2, 4}, wide{0, 2, 3})
-	check(t, uint8(3), uint8(4), uint8(131))
-	check(t, "a", "b", "ab") // not plain bytes: compared as values
+	checkEqualStates(t, int64(1)<<40|7, int64(1)<<40|6, int64(7))
+	checkEqualStates(t, uint32(1)<<24|5, uint32(5), uint32(1)<<24|4)
+	checkEqualStates(t, 2.5, 2.25, -2.5)
+	checkEqualStates(t, pair32{1, 2}, pair32{1, 3}, pair32{0, 2})
+	checkEqualStates(t, wide{1, 2, 3}, wide{1, 2, 4}, wide{0, 2, 3})
+	checkEqualStates(t, uint8(3), uint8(4), uint8(131))
+	checkEqualStates(t, "a", "b", "ab") // not plain bytes: compared as values
 }
 
-func check[S comparable](t *testing.T, v S, others ...S) {
+func checkEqualStates[S comparable](t *testing.T, v S, others ...S) {
 	t.Helper()
 	tbl := newTable[string, S]("op")
 	if !tbl.equal(v, v) {
