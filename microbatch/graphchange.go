@@ -105,6 +105,18 @@ func diffGraphs(stored []byte, now Fingerprint, reads func(op, key, value string
 			} else {
 				d.notes = append(d.notes, fmt.Sprintf("stateful operator %q (%s) added: it starts empty, or from its initial state", is.Name, is.Kind))
 			}
+		case was.Kind != is.Kind && windowKinds[was.Kind] && windowKinds[is.Kind] && was.Key == is.Key && was.Value == is.Value:
+			// Between the incremental and the recomputed form (a release
+			// that chose the other, or a window that got longer or
+			// shorter): the stored state, if any, is the incremental
+			// one's, which neither reads as it is.
+			d.startOver[is.Name] = true
+			how := "reduced from its batches at every slide"
+			if is.Kind != recomputedWindowKind {
+				how = "kept incrementally"
+			}
+			d.notes = append(d.notes, fmt.Sprintf("the window of %q (%d/%d batches, length/slide) is now %s: it is rebuilt from the recorded plans",
+				is.Name, is.Window, is.Slide, how))
 		case was.Kind == is.Kind && was.Key == is.Key && was.Value == is.Value &&
 			(was.KeyCodec != is.KeyCodec || was.ValueCodec != is.ValueCodec) && reads(is.Name, was.KeyCodec, was.ValueCodec):
 			d.recode[is.Name] = [2]string{was.KeyCodec, was.ValueCodec}
@@ -138,6 +150,13 @@ func diffGraphs(stored []byte, now Fingerprint, reads func(op, key, value string
 	d.store = !fingerprintsEqual(old, now)
 	return d, nil
 }
+
+// recomputedWindowKind is the kind of a ReduceByKeyAndWindow that reduces
+// its window from its batches at every slide (recomputedWindow).
+const recomputedWindowKind = "reduceByKeyAndWindow (recomputed)"
+
+// windowKinds are the kinds of the two forms of ReduceByKeyAndWindow.
+var windowKinds = map[string]bool{"reduceByKeyAndWindow": true, recomputedWindowKind: true}
 
 func fingerprintsEqual(a, b Fingerprint) bool {
 	x, _ := json.Marshal(a)

@@ -31,6 +31,10 @@ type Job struct {
 	retryFor    time.Duration
 	remember    time.Duration
 	listeners   []func(BatchStats)
+	// incrementalWindows keeps every ReduceByKeyAndWindow with an inverse
+	// incremental, however short its window: the tests that compare the
+	// two forms, or need the incremental one's checkpoint, set it.
+	incrementalWindows bool
 
 	// The graph as the operators build it; Start compiles it into graph.
 	store    Store

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // snapshot copies a MemoryStore as it is: what a Redis restored from an
@@ -166,6 +168,10 @@ func TestWindowChangeIsRebuilt(t *testing.T) {
 		{"longer window and slide", 3 * s, s, 6 * s, 2 * s, 5, 14},
 		{"shorter window", 6 * s, 2 * s, 2 * s, 2 * s, 6, 14},
 		{"slide only, at an odd batch", 4 * s, 2 * s, 4 * s, s, 7, 14},
+		// Across the forms: a window of more than recomputedSlides slides
+		// is kept incrementally, a shorter one recomputed at every slide.
+		{"longer window, now kept incrementally", 3 * s, s, 6 * s, s, 6, 14},
+		{"shorter window, now recomputed", 6 * s, s, 3 * s, s, 6, 14},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			fresh := newTxnSink()
@@ -178,6 +184,59 @@ func TestWindowChangeIsRebuilt(t *testing.T) {
 				t.Errorf("after the change the output differs from a run with the new window from the start:\n got %v\nwant %v", got, want)
 			}
 		})
+	}
+}
+
+// TestWindowFormChangeIsRebuilt restarts a job whose window keeps its
+// length while its form changes (a release that chose the other form):
+// incremental, then recomputed at every slide, then incremental again.
+// Each restart logs the change and rebuilds the window from the recorded
+// plans, so that every run's output equals a fresh run's; the recomputed
+// form stores nothing, and its first commit drops what the incremental one
+// stored.
+func TestWindowFormChangeIsRebuilt(t *testing.T) {
+	const s = time.Second
+	fresh := newTxnSink()
+	runJob(t, changeJob(NewMemoryStore(), fresh, s, 15, func(j *Job) { changeGraph(j, fresh, 3*s, s) }))
+	store, sink := NewMemoryStore(), newTxnSink()
+	stored := func() int {
+		meta, err := store.Progress(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs, err := ReadState[string, int](context.Background(), store, "counts", meta.Committed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pairs)
+	}
+	var logged strings.Builder
+	for i, run := range []struct {
+		incremental bool
+		until       uint64
+		note        string
+	}{
+		{true, 5, ""},
+		{false, 10, `the window of \"counts\" (3/1 batches, length/slide) is now reduced from its batches at every slide`},
+		{true, 15, `the window of \"counts\" (3/1 batches, length/slide) is now kept incrementally`},
+	} {
+		logged.Reset()
+		j := NewJob(s, WithClock(NewVirtualClock(epoch)), WithBatchLimit(run.until-[]uint64{0, 5, 10}[i]), WithStdout(io.Discard),
+			WithLogger(zerolog.New(&logged)))
+		j.incrementalWindows = run.incremental
+		j.Checkpoint(store)
+		changeGraph(j, sink, 3*s, s)
+		runJob(t, j)
+		if run.note != "" && !strings.Contains(logged.String(), run.note) {
+			t.Errorf("run %d: the log does not say %s:\n%s", i+1, run.note, logged.String())
+		}
+		if n := stored(); run.incremental != (n > 0) {
+			t.Errorf("run %d (incremental %v): %d keys of the window stored", i+1, run.incremental, n)
+		}
+	}
+	got, want := batchesAfter(sink, 0), batchesAfter(fresh, 0)
+	if len(want) != 15 || !maps.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Errorf("the output differs from a fresh run's:\n got %v\nwant %v", got, want)
 	}
 }
 

@@ -26,6 +26,11 @@ func ViewState[K comparable, S any](s *Stream[Pair[K, S]]) (*StateView[K, S], er
 	if !ok {
 		return nil, fmt.Errorf("microbatch: %s keeps no keyed state of this type to view", s.op)
 	}
+	if t.recomputed != nil {
+		// From its next result on (a lookup scans it: a recomputed window
+		// has no index).
+		t.recomputed.viewed.Store(true)
+	}
 	return &StateView[K, S]{t: t}, nil
 }
 
@@ -34,7 +39,11 @@ func ViewState[K comparable, S any](s *Stream[Pair[K, S]]) (*StateView[K, S], er
 func (v *StateView[K, S]) Get(key K) (state S, ok bool, batch uint64) {
 	v.t.mu.RLock()
 	defer v.t.mu.RUnlock()
-	state, ok = v.t.get(key)
+	if w := v.t.recomputed; w != nil {
+		state, ok = w.get(key)
+	} else {
+		state, ok = v.t.get(key)
+	}
 	return state, ok, v.t.batch
 }
 
@@ -42,6 +51,9 @@ func (v *StateView[K, S]) Get(key K) (state S, ok bool, batch uint64) {
 func (v *StateView[K, S]) Len() int {
 	v.t.mu.RLock()
 	defer v.t.mu.RUnlock()
+	if w := v.t.recomputed; w != nil {
+		return w.keys
+	}
 	return v.t.len()
 }
 
@@ -75,6 +87,10 @@ func (j *Job) StateStats() []StateStats {
 func (t *table[K, S]) stats() StateStats {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
+	if w := t.recomputed; w != nil {
+		var p Pair[K, S]
+		return StateStats{Operator: t.op, Keys: w.keys, Bytes: int64(cap(w.last)) * int64(unsafe.Sizeof(p)), Batch: t.batch}
+	}
 	var e entry[K, S]
 	bytes := int64(cap(t.entries))*int64(unsafe.Sizeof(e)) + int64(cap(t.touched))*8 + t.index.bytes() + t.keyBytes
 	return StateStats{Operator: t.op, Keys: t.len(), Bytes: bytes, Batch: t.batch}

@@ -2,15 +2,24 @@ package microbatch
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
 
 // TestViewStateAndStats checks lookups and state statistics of both kinds
-// of keyed state against counts made here.
+// of keyed state against counts made here, with the window in both its
+// forms: incremental (a table) and recomputed at every slide (its result).
 func TestViewStateAndStats(t *testing.T) {
+	for _, incremental := range []bool{false, true} {
+		t.Run(fmt.Sprintf("incremental window %v", incremental), func(t *testing.T) { testViewStateAndStats(t, incremental) })
+	}
+}
+
+func testViewStateAndStats(t *testing.T, incremental bool) {
 	batches := [][]string{{"a", "b", "a"}, {"a", "c"}, {"c"}}
 	j := NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithBatchLimit(uint64(len(batches))))
+	j.incrementalWindows = incremental
 	j.Checkpoint(NewMemoryStore())
 	ones := Map(QueueStream(j, batches), func(s string) Pair[string, int64] { return KV(s, int64(1)) })
 	totals := UpdateStateByKey(ones, func(vs []int64, s int64, _ bool) (int64, bool) {

@@ -24,7 +24,8 @@ var recoveryInput = func() [][]Pair[string, int] {
 }()
 
 // recoveryGraph builds a job with every kind of state: incremental windows
-// (checkpointed), recomputed windows (rebuilt from plans), a window of a
+// (checkpointed), windows with an inverse short enough to be recomputed at
+// every slide, recomputed windows (rebuilt from plans), a window of a
 // window, updateStateByKey over a window, mapWithState with a timeout, and a
 // join of stateful with windowed streams. Every output is printed and
 // written to sink; with computed set, outputs are only written (so batches
@@ -39,7 +40,9 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 		})
 	}
 	keys := Map(in, func(p Pair[string, int]) string { return p.Key })
-	incremental := ReduceByKeyAndWindow(in, add, sub, 3*s, s, func(p Pair[string, int]) bool { return p.Value > 0 })
+	positive := func(p Pair[string, int]) bool { return p.Value > 0 }
+	incremental := ReduceByKeyAndWindow(in, add, sub, (recomputedSlides+1)*s, s, positive)
+	short := ReduceByKeyAndWindow(in, add, sub, 3*s, s, positive)
 	recomputed := ReduceByKeyAndWindow(in, add, nil, 4*s, 2*s, nil)
 	distinct := CountByValueAndWindow(keys, 2*s, 2*s)
 	nested := in.Window(2*s, 2*s).Window(4*s, 2*s).Count()
@@ -63,6 +66,7 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 		Write(s, sink, out(name))
 	}
 	emit("incremental", incremental.Pprint, reprs(incremental))
+	emit("short", short.Pprint, reprs(short))
 	emit("recomputed", recomputed.Pprint, reprs(recomputed))
 	emit("distinct", distinct.Pprint, reprs(distinct))
 	emit("nested", nested.Pprint, reprs(nested))

@@ -87,6 +87,10 @@ type table[K comparable, S any] struct {
 	// tests).
 	maxDeltas int
 
+	// recomputed is set for a window reduced from its batches at every
+	// slide (recomputedWindow), which keeps no entries: what views see.
+	recomputed *recomputedView[K, S]
+
 	// mu is held by the job while the operator computes a batch or its
 	// state is restored or compacted, and by StateView's lookups; batch is
 	// the batch the state reflects.
@@ -435,6 +439,9 @@ func (t *table[K, S]) clearState() {
 	t.index.reset(false)
 	t.entries, t.touched, t.dirty, t.dead, t.nextSeq, t.keyBytes = nil, nil, nil, 0, 0, 0
 	t.stored = storedState{}
+	if t.recomputed != nil {
+		t.recomputed.listed(nil)
+	}
 }
 
 // statefulStream is a Stream whose operator owns a table.
@@ -474,6 +481,12 @@ func (s *statefulStream[K, S, T]) fingerprint() StateFingerprint {
 	}
 	if s.windowLength > 0 {
 		fp.Window, fp.Slide = s.windowLength, s.Stream.slide
+	}
+	if s.recomputed != nil {
+		// Its own kind: it stores no state, so a release that would read
+		// its (empty) stored state as the incremental window's refuses
+		// instead; this one rebuilds either from the recorded plans.
+		fp.Kind = recomputedWindowKind
 	}
 	return fp
 }

@@ -2,6 +2,7 @@ package microbatch
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -163,6 +164,13 @@ func ReduceByWindow[T any](s *Stream[T], f, invF func(a, b T) T, length, slide t
 // incrementally: values of batches entering the window are added with f,
 // those of batches leaving it removed with invF. Keys stay with their
 // reduced value (0 for counts) unless keep (nil keeps all) rejects them.
+//
+// With an inverse and a keep, a window of at most recomputedSlides slides
+// is reduced from its batches at every slide instead, which costs less
+// (docs/windows.md). The values are the same whenever invF undoes f and
+// keep rejects the keys whose values all left the window: Spark's contract
+// for both. Only the order in which keys are listed differs: the order of
+// their first occurrence in the window's batches.
 func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF func(a, b V) V, length, slide time.Duration, keep func(Pair[K, V]) bool) *Stream[Pair[K, V]] {
 	perBatch := ReduceByKey(s, f)
 	// The inverse only saves work. Over a stateful operator's output the
@@ -175,8 +183,11 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 		return w
 	}
 	lengthB, slideB := s.job.windowed("reduceByKeyAndWindow", perBatch, length, slide)
-	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
 	st := newStateful[K, V, Pair[K, V]](s.job, "reduceByKeyAndWindow", slideB, perBatch)
+	if keep != nil && lengthB <= recomputedSlides*slideB && !s.job.incrementalWindows {
+		return recomputedWindow(st, perBatch, f, keep, lengthB, slideB)
+	}
+	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
 	// It runs during rebuilds to refill its buffer, never to update its state.
 	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
 	sub := newFolder[K](func(v V) V { return v }, f)
@@ -254,6 +265,92 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 		return out, true
 	}
 	return st.Stream
+}
+
+// recomputedSlides is the longest window, in slides, that
+// ReduceByKeyAndWindow reduces from its batches at every slide rather than
+// incrementally. Each slide the incremental update looks up, in a table of
+// the whole window, every key of the batches that entered and left it, and
+// checkpoints every change; recomputing folds the window's batches, by
+// buckets of hashes that stay in the CPU's caches (foldRadix), and stores
+// nothing. With millions of keys a lookup and its checkpoint cost several
+// times a folded pair, so recomputing is cheaper up to windows of several
+// slides; with few keys both are cheap. Longer windows are kept
+// incrementally: recomputing costs their length at every slide.
+const recomputedSlides = 4
+
+// recomputedWindow makes st, a ReduceByKeyAndWindow of a window of at most
+// recomputedSlides slides, reduce each window from its batches: perBatch's
+// outputs, which it buffers, and which a restart reads again from their
+// recorded plans, as for any window. It stores no state; its table stays
+// empty, and its last result is what StateView sees. Keys are listed in
+// the order of their first occurrence in the window's batches, so a
+// window's output depends on its batches only, never on the job's history
+// or a restart.
+func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]], perBatch *Stream[Pair[K, V]], f func(a, b V) V,
+	keep func(Pair[K, V]) bool, lengthB, slideB uint64) *Stream[Pair[K, V]] {
+	buf := &windowBuffer[Pair[K, V]]{span: lengthB}
+	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB, lengthB
+	st.recomputed = &recomputedView[K, V]{}
+	whole := newFolder[K](func(v V) V { return v }, f)
+	var pairs []Pair[K, V]
+	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
+		if perBatch.has {
+			buf.push(r.id, perBatch.out)
+		}
+		if r.rebuild || r.id%slideB != 0 {
+			return nil, false
+		}
+		pairs = pairs[:0]
+		for _, part := range buf.between(r.id-min(r.id, lengthB), r.id) {
+			pairs = append(pairs, part...)
+		}
+		out := whole.fold(r.job, pairs, nil)
+		if whole.scratchHoldsMemory {
+			clear(pairs) // keys that share records' memory
+		}
+		kept := out[:0]
+		for _, kv := range out {
+			if keep(kv) {
+				kept = append(kept, kv)
+			}
+		}
+		clear(out[len(kept):])
+		st.recomputed.listed(kept)
+		return kept, true
+	}
+	return st.Stream
+}
+
+// recomputedView is what a recomputed window (which keeps no entries)
+// shows StateView: its last result. That result is its consumers', which
+// may change it, so the view keeps a copy, made only once a view exists.
+type recomputedView[K comparable, S any] struct {
+	viewed atomic.Bool
+	keys   int
+	last   []Pair[K, S]
+}
+
+func (v *recomputedView[K, S]) listed(out []Pair[K, S]) {
+	v.keys = len(out)
+	if !v.viewed.Load() {
+		return
+	}
+	old := v.last
+	v.last = append(old[:0], out...)
+	if len(old) > len(v.last) {
+		clear(old[len(v.last):]) // nothing of an old batch stays alive
+	}
+}
+
+func (v *recomputedView[K, S]) get(key K) (S, bool) {
+	for _, kv := range v.last {
+		if kv.Key == key {
+			return kv.Value, true
+		}
+	}
+	var zero S
+	return zero, false
 }
 
 // CountByValueAndWindow counts each distinct element over each window,

@@ -28,11 +28,14 @@ func record[T any](s *Stream[T], out *[]emitted[T]) {
 // on random input: a window at batch e (a multiple of the slide) holds the
 // batches in (e − length, e]. The incremental forms (with an inverse) must
 // give the same values as recomputing every window, apart from the keys they
-// keep at zero.
+// keep at zero. With a filter, windows of up to recomputedSlides slides are
+// reduced from their batches (listing keys in the order of their first
+// occurrence in the window), longer ones incrementally; both forms are
+// checked at every shape.
 func TestWindowsAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, shape := range []struct{ length, slide uint64 }{
-		{1, 1}, {3, 1}, {3, 3}, {4, 2}, {6, 2}, {6, 3}, {2, 3}, {1, 4}, {5, 5}, {7, 3},
+		{1, 1}, {3, 1}, {3, 3}, {4, 2}, {6, 2}, {6, 3}, {2, 3}, {1, 4}, {5, 5}, {7, 3}, {5, 1}, {9, 2},
 	} {
 		for round := range 4 {
 			const batches = 14
@@ -41,12 +44,22 @@ func TestWindowsAgainstModel(t *testing.T) {
 				length, slide := time.Duration(shape.length)*time.Second, time.Duration(shape.slide)*time.Second
 				j := newTestJob(batches)
 				s := QueueStream(j, input)
-				var window, plain, inverse, filtered []emitted[Pair[string, int]]
+				var window, plain, inverse, filtered, filteredIncremental []emitted[Pair[string, int]]
 				var reduced, reducedInv []emitted[int]
 				record(s.Window(length, slide), &window)
 				record(ReduceByKeyAndWindow(s, add, nil, length, slide, nil), &plain)
 				record(ReduceByKeyAndWindow(s, add, sub, length, slide, nil), &inverse)
-				record(ReduceByKeyAndWindow(s, add, sub, length, slide, func(p Pair[string, int]) bool { return p.Value != 0 }), &filtered)
+				nonZero := func(p Pair[string, int]) bool { return p.Value != 0 }
+				auto := ReduceByKeyAndWindow(s, add, sub, length, slide, nonZero)
+				record(auto, &filtered)
+				j.incrementalWindows = true
+				incremental := ReduceByKeyAndWindow(s, add, sub, length, slide, nonZero)
+				record(incremental, &filteredIncremental)
+				j.incrementalWindows = false
+				recomputed := shape.length <= recomputedSlides*shape.slide
+				if form := func(w *Stream[Pair[string, int]]) bool { return w.state.(*table[string, int]).recomputed != nil }; form(auto) != recomputed || form(incremental) {
+					t.Fatalf("recomputed forms: %v and %v, want %v and false", form(auto), form(incremental), recomputed)
+				}
 				values := Map(s, func(p Pair[string, int]) int { return p.Value })
 				record(ReduceByWindow(values, add, nil, length, slide), &reduced)
 				record(ReduceByWindow(values, add, sub, length, slide), &reducedInv)
@@ -56,7 +69,7 @@ func TestWindowsAgainstModel(t *testing.T) {
 				for e := shape.slide; e <= batches; e += shape.slide {
 					emissions = append(emissions, e)
 				}
-				for _, got := range [][]uint64{ids(window), ids(plain), ids(inverse), ids(filtered), ids(reduced), ids(reducedInv)} {
+				for _, got := range [][]uint64{ids(window), ids(plain), ids(inverse), ids(filtered), ids(filteredIncremental), ids(reduced), ids(reducedInv)} {
 					if !slices.Equal(got, emissions) {
 						t.Fatalf("emitted at batches %v, want %v", got, emissions)
 					}
@@ -96,8 +109,13 @@ func TestWindowsAgainstModel(t *testing.T) {
 					if got := asMap(t, inverse[i].batch); !maps.Equal(got, want) {
 						t.Errorf("reduceByKeyAndWindow with inverse at %d = %v, want %v", e, got, want)
 					}
-					if got := asMap(t, filtered[i].batch); !maps.Equal(got, asMap(t, sums)) {
-						t.Errorf("reduceByKeyAndWindow with inverse and filter at %d = %v, want %v", e, got, sums)
+					if got := asMap(t, filteredIncremental[i].batch); !maps.Equal(got, asMap(t, sums)) {
+						t.Errorf("reduceByKeyAndWindow with inverse and filter, incremental, at %d = %v, want %v", e, got, sums)
+					}
+					// Values are 1–3: no sum is zero, and the recomputed
+					// form lists the window's keys as the plain one does.
+					if got := filtered[i].batch; recomputed && !slices.Equal(got, sums) || !recomputed && !maps.Equal(asMap(t, got), asMap(t, sums)) {
+						t.Errorf("reduceByKeyAndWindow with inverse and filter (recomputed: %v) at %d = %v, want %v", recomputed, e, got, sums)
 					}
 					var wantReduced []int
 					if len(w) > 0 {
