@@ -115,14 +115,17 @@ func BenchmarkFold(b *testing.B) {
 // BenchmarkFoldWords folds a batch of 200k word-sized keys (IPs), as the
 // reference job's per-batch count does: cycling through 1k and 10k keys
 // (each seen 200 and 20 times; from the 10k, after the first batch, by
-// hash buckets: foldRadix) and all distinct (a state of millions of keys).
+// hash buckets: foldRadix) and all distinct (a state of millions of keys);
+// and the 600k distinct keys of a window of three such batches, which a
+// recomputed window folds at every slide.
 func BenchmarkFoldWords(b *testing.B) {
-	for _, distinct := range []int{1000, 10_000, 200_000} {
-		in := make([]Pair[uint64, int64], 200_000)
+	for _, c := range []struct{ pairs, distinct int }{{200_000, 1000}, {200_000, 10_000}, {200_000, 200_000}, {600_000, 600_000}} {
+		in := make([]Pair[uint64, int64], c.pairs)
+		distinct := c.distinct
 		for i := range in {
 			in[i] = KV(uint64(i%distinct)*0x9e3779b9+1, int64(1))
 		}
-		b.Run(fmt.Sprintf("keys=%d", distinct), func(b *testing.B) {
+		b.Run(fmt.Sprintf("pairs=%d/keys=%d", c.pairs, distinct), func(b *testing.B) {
 			j := &Job{parallelism: 2}
 			f := newFolder[uint64](func(v int64) int64 { return v }, addInt64)
 			for b.Loop() {
