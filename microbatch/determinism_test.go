@@ -2,7 +2,9 @@ package microbatch
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -100,4 +102,82 @@ func TestOutputDoesNotDependOnParallelism(t *testing.T) {
 	if len(order) < 1000 {
 		t.Errorf("only %d distinct keys: too few to exercise the shards", len(order))
 	}
+}
+
+// TestStateWalkDoesNotDependOnParallelism runs updateStateByKey over more
+// keys than parallelMin, so that its walk over every key runs in chunks on
+// several goroutines: keys that get values change, some are dropped by the
+// function, the others stay as they are. The printed state and the bytes
+// the Store holds (segments and every batch's delta) must be those of the
+// sequential walk: the changed entries are marked, and the dropped ones
+// removed, in the order a single walk meets them.
+func TestStateWalkDoesNotDependOnParallelism(t *testing.T) {
+	const keys = 3 * parallelMin
+	var batches [][]int
+	for b := range 4 {
+		var batch []int
+		for k := b * keys / 4; k < b*keys/4+keys/2; k++ {
+			batch = append(batch, k, k+b) // k+b: some keys twice
+		}
+		batches = append(batches, batch)
+	}
+	type run struct {
+		printed string
+		store   map[string][]byte
+	}
+	var runs []run
+	for _, p := range []int{1, 4} {
+		var buf bytes.Buffer
+		store := NewMemoryStore()
+		prepared := &preparedDeltas{Store: store, deltas: map[string][]byte{}}
+		j := NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithBatchLimit(uint64(len(batches))),
+			WithParallelism(p), WithStdout(&buf), WithCommitGroup(1))
+		j.Checkpoint(prepared)
+		ones := Map(QueueStream(j, batches), func(k int) Pair[int, int] { return KV(k, 1) })
+		UpdateStateByKeyAndTime(ones, func(bt time.Time, k int, vs []int, total int, _ bool) (int, bool) {
+			for _, v := range vs {
+				total += v
+			}
+			// Dropped: every 13th key once the second batch is done.
+			return total, k%13 != 0 || bt.Unix() < epoch.Unix()+2
+		}).Pprint(1 << 20)
+		runJob(t, j)
+		parts := map[string][]byte{}
+		store.mu.Lock()
+		for op, st := range store.mu.state {
+			for i, b := range st.segments {
+				parts[fmt.Sprintf("%s s%d", op, i)] = b
+			}
+			for i, b := range st.deltas {
+				parts[fmt.Sprintf("%s d%d", op, i)] = b
+			}
+		}
+		store.mu.Unlock()
+		maps.Copy(parts, prepared.deltas)
+		runs = append(runs, run{buf.String(), parts})
+	}
+	if runs[0].printed != runs[1].printed {
+		t.Fatalf("parallelism 1 and 4 print different state:\n%s", lineDiff(runs[1].printed, runs[0].printed))
+	}
+	if len(runs[0].store) == 0 || !maps.EqualFunc(runs[0].store, runs[1].store, bytes.Equal) {
+		t.Errorf("parallelism 1 and 4 store different state: %d and %d parts", len(runs[0].store), len(runs[1].store))
+	}
+	// Key 13 came twice in batch 1 and was dropped from batch 2 on; 14 stays.
+	if !strings.Contains(runs[0].printed, "(13, 2)\n") || strings.Count(runs[0].printed, "(13, ") != 1 || strings.Count(runs[0].printed, "(14, ") != len(batches) {
+		t.Errorf("key 13 should be printed once, with 2, and key 14 in every batch")
+	}
+}
+
+// preparedDeltas keeps a copy of every delta prepared in its Store: the
+// Store itself drops them once segments are rewritten.
+type preparedDeltas struct {
+	Store
+	deltas map[string][]byte
+}
+
+func (p *preparedDeltas) Prepare(ctx context.Context, batch uint64, deltas []Delta) error {
+	for _, d := range deltas {
+		p.deltas[fmt.Sprintf("%s prepared %d", d.Op, d.Batch)] = bytes.Clone(d.Data)
+	}
+	return p.Store.Prepare(ctx, batch, deltas)
 }

@@ -269,6 +269,15 @@ func (t *table[K, S]) put(k K, v S, touched int64) {
 
 // set sets the state of entry i.
 func (t *table[K, S]) set(i int32, v S, touched int64) {
+	if t.update(i, v, touched) {
+		t.markDirty(i)
+	}
+}
+
+// update sets the state of entry i and reports whether it changed, without
+// marking it dirty: it touches entry i only, so goroutines may update
+// distinct entries at once.
+func (t *table[K, S]) update(i int32, v S, touched int64) bool {
 	e := &t.entries[i]
 	changed := !t.equal(e.val, v)
 	e.val = v
@@ -276,9 +285,12 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 		t.touched[i] = touched
 		changed = true
 	}
-	if changed {
-		t.markDirty(i)
-	}
+	return changed
+}
+
+// walked is what one chunk of a walk over a table's entries changed.
+type walked struct {
+	changed, drop []int32
 }
 
 // insert adds k, which has no state.
@@ -519,6 +531,8 @@ func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent
 // UpdateFunc computes a key's new state from the values the key received in
 // a batch (none on batches without values) and its state (exists is false
 // for a key seen for the first time). Returning keep=false removes the key.
+// It is called for different keys concurrently (as Spark's tasks call it),
+// so it must not change variables it shares without synchronising.
 type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, keep bool)
 
 // KeyedUpdateFunc is UpdateFunc with the batch time and the key, Spark's
@@ -588,6 +602,8 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		// only keys with values. The walk zeroes what it read: kept from
 		// batch to batch, it is never cleared whole (40 MB at 10M keys).
 		groupAt []int32
+		// walks are the chunks' changes of the walk over all keys.
+		walks []walked
 	)
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
@@ -641,26 +657,48 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 				fresh = append(fresh, int32(g))
 			}
 		})
-		var drop []int32
-		for i := range st.entries {
-			e := &st.entries[i]
-			if !e.live() {
-				continue
-			}
-			var vs []V
-			touched := int64(0)
-			if g := groupAt[i] - 1; g >= 0 {
-				vs, touched = values[start[g]:start[g+1]:start[g+1]], now
-				groupAt[i] = 0
-			}
-			ns, keep := f(t, e.key, vs, e.val, true)
-			if !keep {
-				drop = append(drop, int32(i))
-				continue
-			}
-			st.set(int32(i), ns, touched) // i is e's index: no lookup by key
+		// The walk calls f for every key: with millions of keys, in chunks
+		// on all cores (Spark's tasks call it concurrently too). A chunk
+		// lists the entries it changed and those f dropped; they are
+		// marked and removed after, chunk by chunk, so in the order a
+		// sequential walk would (the checkpoint's bytes do not depend on
+		// the parallelism).
+		chunks := r.job.chunkCount(len(st.entries))
+		if len(walks) < chunks {
+			walks = make([]walked, chunks)
 		}
-		st.removeAll(drop)
+		r.job.parallelChunks(len(st.entries), func(c, lo, hi int) {
+			w := &walks[c]
+			w.changed, w.drop = w.changed[:0], w.drop[:0]
+			for i := lo; i < hi; i++ {
+				e := &st.entries[i]
+				if !e.live() {
+					continue
+				}
+				var vs []V
+				touched := int64(0)
+				if g := groupAt[i] - 1; g >= 0 {
+					vs, touched = values[start[g]:start[g+1]:start[g+1]], now
+					groupAt[i] = 0
+				}
+				ns, keep := f(t, e.key, vs, e.val, true)
+				if !keep {
+					w.drop = append(w.drop, int32(i))
+					continue
+				}
+				if st.update(int32(i), ns, touched) { // i is e's index: no lookup by key
+					w.changed = append(w.changed, int32(i))
+				}
+			}
+		})
+		for _, w := range walks[:chunks] {
+			for _, i := range w.changed {
+				st.markDirty(i)
+			}
+		}
+		for _, w := range walks[:chunks] {
+			st.removeAll(w.drop)
+		}
 		var (
 			newKeys []K
 			newVals []S
