@@ -353,8 +353,10 @@ func (v *recomputedView[K, S]) get(key K) (S, bool) {
 	return zero, false
 }
 
-// CountByValueAndWindow counts each distinct element over each window,
-// incrementally; elements whose count drops to zero are removed.
+// CountByValueAndWindow counts each distinct element over each window, as
+// ReduceByKeyAndWindow with an inverse does (incrementally, or from the
+// window's batches for a window of a few slides); elements whose count
+// drops to zero are removed.
 func CountByValueAndWindow[T comparable](s *Stream[T], length, slide time.Duration) *Stream[Pair[T, int64]] {
 	ones := Map(s, func(v T) Pair[T, int64] { return Pair[T, int64]{v, 1} })
 	return ReduceByKeyAndWindow(ones, addInt64, subInt64, length, slide,
