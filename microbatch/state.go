@@ -288,11 +288,6 @@ func (t *table[K, S]) update(i int32, v S, touched int64) bool {
 	return changed
 }
 
-// walked is what one chunk of a walk over a table's entries changed.
-type walked struct {
-	changed, drop []int32
-}
-
 // insert adds k, which has no state.
 func (t *table[K, S]) insert(k K, v S, touched int64) {
 	t.index.add(k, t.newEntry(k, v, touched))
@@ -526,6 +521,12 @@ func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent
 	j.nodes = append(j.nodes, s.Stream)
 	j.stateful = append(j.stateful, s)
 	return s
+}
+
+// walked is what one chunk of updateStateByKey's walk over all its entries
+// changed, and what its function dropped.
+type walked struct {
+	changed, drop []int32
 }
 
 // UpdateFunc computes a key's new state from the values the key received in
