@@ -58,9 +58,9 @@ type folder[K comparable, V, C any] struct {
 	// each fold, so as not to keep a batch's records alive until the next.
 	scratchHoldsMemory bool
 	hashes             []uint64
-	sorted             []radixElem[K, V]
+	sorted             radixPart[K, V]
 	counts             []int32
-	radix              []radixWorker[K, C]
+	radix              []radixWorker[K, V, C]
 }
 
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {

@@ -82,6 +82,56 @@ func TestFoldRadixIsSequential(t *testing.T) {
 	}
 }
 
+// TestFoldPartsIsSequential checks that folding batches sorted by bucket
+// one by one (as a recomputed window's batches are, each as it enters)
+// gives exactly the sequential fold of the batches one after the other:
+// parts sorted with different numbers of bits (folded at the coarsest), an
+// empty part, keys in several parts and repeated within one, any number of
+// workers.
+func TestFoldPartsIsSequential(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
+	for _, tc := range []struct {
+		sizes, widths []int
+		distinct      int
+	}{
+		{[]int{3 * parallelMin, 2 * parallelMin, 4 * parallelMin}, []int{6, 6, 6}, 100_000},
+		{[]int{3 * parallelMin, 0, 4 * parallelMin, parallelMin}, []int{7, 3, 1, 5}, 50_000},
+		{[]int{100, 200, 50}, []int{1, 2, 1}, 120},
+		{[]int{2 * parallelMin}, []int{9}, 3},
+	} {
+		var all []Pair[int, int]
+		var ins [][]Pair[int, int]
+		for _, n := range tc.sizes {
+			in := make([]Pair[int, int], n)
+			for i := range in {
+				in[i] = KV(rng.IntN(tc.distinct), len(all)+i)
+			}
+			ins = append(ins, in)
+			all = append(all, in...)
+		}
+		want := newFolder[int](func(v int) int { return v }, weird).foldSequential(all, nil)
+		for _, p := range []int{1, 2, 3} {
+			f := newFolder[int](func(v int) int { return v }, weird)
+			parts := make([]*radixPart[int, int], len(ins))
+			for round := range 2 { // the second round reuses the scratch space
+				for k, in := range ins {
+					if parts[k] == nil {
+						parts[k] = &radixPart[int, int]{}
+					}
+					f.sort(p, in, tc.widths[k], parts[k])
+				}
+				if got := f.foldParts(p, parts, nil); !slices.Equal(got, want) {
+					t.Fatalf("parts of %v sorted by %v bits, %d workers, round %d: the fold differs from the sequential fold", tc.sizes, tc.widths, p, round)
+				}
+				if f.keys != len(want) {
+					t.Fatalf("keys folded: %d, want %d", f.keys, len(want))
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkFold folds 1M elements over 10k skewed or 1M uniform keys.
 func BenchmarkFold(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))

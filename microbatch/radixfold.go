@@ -21,34 +21,80 @@ const (
 	radixBucketKeys = 1 << 10
 )
 
-// radixWorker is the scratch space of one worker of foldRadix, reused from
+// radixBits is how many top bits of a hash number the buckets of a fold
+// into about keys keys.
+func radixBits(keys int) int {
+	return max(1, bits.Len(uint(keys/radixBucketKeys)))
+}
+
+// radixPart is a batch sorted by bucket: the elements of bucket b, in batch
+// order, are elems[starts[b]:starts[b+1]], where a bucket holds the keys
+// whose hashes share their top bits bits. Buckets nest: bucket b of a
+// coarser sort, with fewer bits, is the run of this sort's buckets that
+// start with b's bits, so parts sorted with different bits fold together at
+// the coarsest of them.
+type radixPart[K comparable, V any] struct {
+	elems  []radixElem[K, V]
+	starts []int32
+	bits   int
+}
+
+// radixElem is an element of a batch in its bucket: sorted so, the fold
+// of a bucket reads its elements in sequence.
+type radixElem[K comparable, V any] struct {
+	kv Pair[K, V]
+	h  uint64
+	i  int32 // its index in the batch
+}
+
+// bucket returns the range of part's elements in bucket b of a sort by the
+// top width bits (at most part.bits).
+func (part *radixPart[K, V]) bucket(b, width int) []radixElem[K, V] {
+	d := part.bits - width
+	return part.elems[part.starts[b<<d]:part.starts[(b+1)<<d]]
+}
+
+// radixWorker is the scratch space of one worker of foldParts, reused from
 // batch to batch.
-type radixWorker[K comparable, C any] struct {
+type radixWorker[K comparable, V, C any] struct {
 	// slots is the table of the bucket being folded: the low 32 bits of a
 	// key's hash and its entry's index+1 in ents (0: empty).
 	slots []uint64
 	ents  []shardEntry[K, C]
-	// firsts marks, by batch index, the first occurrence of every key the
-	// worker folded.
+	// firsts marks, by index in the parts folded together, the first
+	// occurrence of every key the worker folded.
 	firsts []uint64
+	runs   [][]radixElem[K, V]
 }
 
-// foldRadix folds in with p workers: each hashes a contiguous chunk and
-// counts its elements by bucket; a prefix sum over (bucket, chunk) places
-// every element in its bucket in batch order; then each worker folds a
-// range of buckets, one at a time, in batch order. The keys come out in the
-// order of their first occurrence, like the other folds': a key's output
-// position is the number of first occurrences before its own, counted on a
-// bitmap of them.
+// foldRadix folds in, with p workers, after sorting it by bucket.
 func (f *folder[K, V, C]) foldRadix(p int, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
+	f.sort(p, in, radixBits(f.keys), &f.sorted)
+	out := f.foldParts(p, []*radixPart[K, V]{&f.sorted}, buf)
+	if f.scratchHoldsMemory {
+		clear(f.sorted.elems)
+	}
+	return out
+}
+
+// sort sorts in into part by the top width bits of its keys' hashes, with p
+// workers: each hashes a contiguous chunk and counts its elements by
+// bucket; a prefix sum over (bucket, chunk) places every element in its
+// bucket in batch order.
+func (f *folder[K, V, C]) sort(p int, in []Pair[K, V], width int, part *radixPart[K, V]) {
 	n := len(in)
-	shift := 64 - max(1, bits.Len(uint(f.keys/radixBucketKeys)))
-	buckets := 1 << (64 - shift)
+	if n < parallelMin {
+		p = 1
+	}
+	shift := 64 - width
+	buckets := 1 << width
+	part.bits = width
+	part.elems = resize(part.elems, n)
+	part.starts = resize(part.starts, buckets+1)
 	f.hashes = resize(f.hashes, n)
-	f.sorted = resize(f.sorted, n)
 	f.counts = resize(f.counts, p*buckets)
 	clear(f.counts)
-	hashes, sorted, counts := f.hashes, f.sorted, f.counts
+	hashes, sorted, counts := f.hashes, part.elems, f.counts
 	chunk := func(c int) (lo, hi int) { return n * c / p, n * (c + 1) / p }
 	var wg sync.WaitGroup
 	for c := range p {
@@ -65,16 +111,15 @@ func (f *folder[K, V, C]) foldRadix(p int, in []Pair[K, V], buf func(n int) []Pa
 	wg.Wait()
 	// counts becomes where each chunk's elements of each bucket go: bucket
 	// by bucket, and within a bucket chunk by chunk, which is batch order.
-	bucketStart := make([]int32, buckets+1)
 	next := int32(0)
 	for b := range buckets {
-		bucketStart[b] = next
+		part.starts[b] = next
 		for c := range p {
 			k := c*buckets + b
 			counts[k], next = next, next+counts[k]
 		}
 	}
-	bucketStart[buckets] = next
+	part.starts[buckets] = next
 	for c := range p {
 		wg.Go(func() {
 			lo, hi := chunk(c)
@@ -87,22 +132,60 @@ func (f *folder[K, V, C]) foldRadix(p int, in []Pair[K, V], buf func(n int) []Pa
 		})
 	}
 	wg.Wait()
-	if len(f.radix) != p {
-		f.radix = make([]radixWorker[K, C], p)
+}
+
+// foldParts folds parts, in order, as one batch of their elements one
+// after the other, with p workers: each folds a range of buckets, one at a
+// time, every part's run of a bucket in order. The keys come out in the
+// order of their first occurrence, like the other folds': a key's output
+// position is the number of first occurrences before its own, counted on a
+// bitmap of them.
+func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
+	n, width := 0, 64
+	for _, part := range parts {
+		n += len(part.elems)
+		width = min(width, part.bits)
 	}
-	words := (n + 63) / 64
-	// Worker w folds the buckets [from[w], from[w+1]), about n/p elements.
+	if n == 0 {
+		f.keys = 0
+		return alloc(buf, 0)
+	}
+	if n < parallelMin {
+		p = 1
+	}
+	buckets := 1 << width
+	// ends[b] is the elements of the buckets before b+1, to split the
+	// buckets between workers: worker w folds the buckets [from[w],
+	// from[w+1]), about n/p elements.
+	f.counts = resize(f.counts, buckets)
+	ends := f.counts
+	total := int32(0)
+	for b := range buckets {
+		for _, part := range parts {
+			total += int32(len(part.bucket(b, width)))
+		}
+		ends[b] = total
+	}
 	from := make([]int, p+1)
 	for w, b := 1, 0; w < p; w++ {
-		for b < buckets && int(bucketStart[b]) < n*w/p {
+		for b < buckets && int(ends[b]) <= n*w/p {
 			b++
 		}
 		from[w] = b
 	}
 	from[p] = buckets
+	offsets := make([]int32, len(parts))
+	for k := 1; k < len(parts); k++ {
+		offsets[k] = offsets[k-1] + int32(len(parts[k-1].elems))
+	}
+	if len(f.radix) != p {
+		f.radix = make([]radixWorker[K, V, C], p)
+	}
+	words := (n + 63) / 64
+	var wg sync.WaitGroup
 	for w := range p {
 		wg.Go(func() {
-			f.foldBuckets(&f.radix[w], sorted, bucketStart[from[w]:from[w+1]+1], words)
+			f.foldBuckets(&f.radix[w], parts, offsets, width, from[w], from[w+1], words)
 		})
 	}
 	wg.Wait()
@@ -114,12 +197,12 @@ func (f *folder[K, V, C]) foldRadix(p int, in []Pair[K, V], buf func(n int) []Pa
 		}
 	}
 	rank := make([]int32, words)
-	total := int32(0)
+	keys := int32(0)
 	for k, m := range marks {
-		rank[k] = total
-		total += int32(bits.OnesCount64(m))
+		rank[k] = keys
+		keys += int32(bits.OnesCount64(m))
 	}
-	out := alloc(buf, int(total))[:total]
+	out := alloc(buf, int(keys))[:keys]
 	for w := range p {
 		wg.Go(func() {
 			for _, e := range f.radix[w].ents {
@@ -131,64 +214,66 @@ func (f *folder[K, V, C]) foldRadix(p int, in []Pair[K, V], buf func(n int) []Pa
 	}
 	wg.Wait()
 	if f.scratchHoldsMemory {
-		clear(sorted)
 		for w := range f.radix {
 			clear(f.radix[w].ents)
+			clear(f.radix[w].runs)
 		}
 	}
-	f.keys = int(total)
+	f.keys = int(keys)
 	return out
 }
 
-// radixElem is an element of a batch in its bucket: sorted so, the fold
-// of a bucket reads its elements in sequence.
-type radixElem[K comparable, V any] struct {
-	kv Pair[K, V]
-	h  uint64
-	i  int32 // its index in the batch
-}
-
-// foldBuckets folds the buckets sorted[starts[0]:starts[1]],
-// sorted[starts[1]:starts[2]] …, into w.ents, marking first occurrences in
-// w.firsts.
-func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, C], sorted []radixElem[K, V], starts []int32, words int) {
+// foldBuckets folds the buckets [from, to) of parts, sorted by width bits,
+// into w.ents, marking first occurrences in w.firsts: part k's elements
+// are numbered from offsets[k].
+func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, V, C], parts []*radixPart[K, V], offsets []int32, width, from, to, words int) {
 	w.ents = w.ents[:0]
 	w.firsts = resize(w.firsts, words)
 	clear(w.firsts)
-	for b := 0; b+1 < len(starts); b++ {
-		elems := sorted[starts[b]:starts[b+1]]
-		if len(elems) == 0 {
+	for b := from; b < to; b++ {
+		w.runs = w.runs[:0]
+		elems := 0
+		for _, part := range parts {
+			run := part.bucket(b, width)
+			w.runs = append(w.runs, run)
+			elems += len(run)
+		}
+		if elems == 0 {
 			continue
 		}
 		// At most half full, for as many keys as elements, up to twice a
 		// bucket's expected keys; grown if the bucket holds more.
-		size := 1 << bits.Len(uint(2*min(len(elems), 2*radixBucketKeys)-1))
+		size := 1 << bits.Len(uint(2*min(elems, 2*radixBucketKeys)-1))
 		w.slots = resize(w.slots, size)
 		clear(w.slots)
 		base, mask := len(w.ents), size-1
-		for k := range elems {
-			el := &elems[k]
-			h := el.h & 0xffff_ffff
-			j := int(h) & mask
-			for {
-				s := w.slots[j]
-				if s == 0 {
-					w.slots[j] = h<<32 | uint64(len(w.ents)-base+1)
-					w.ents = append(w.ents, shardEntry[K, C]{el.kv.Key, f.create(el.kv.Value), int(el.i)})
-					w.firsts[el.i>>6] |= 1 << (el.i & 63)
-					if 2*(len(w.ents)-base) > size {
-						size, mask = 2*size, 2*size-1
-						w.slots = f.rehash(w.slots, size, w.ents[base:])
-					}
-					break
-				}
-				if s>>32 == h {
-					if e := &w.ents[base+int(uint32(s))-1]; e.key == el.kv.Key {
-						e.val = f.merge(e.val, el.kv.Value)
+		for k, run := range w.runs {
+			offset := offsets[k]
+			for e := range run {
+				el := &run[e]
+				h := el.h & 0xffff_ffff
+				j := int(h) & mask
+				for {
+					s := w.slots[j]
+					if s == 0 {
+						first := offset + el.i
+						w.slots[j] = h<<32 | uint64(len(w.ents)-base+1)
+						w.ents = append(w.ents, shardEntry[K, C]{el.kv.Key, f.create(el.kv.Value), int(first)})
+						w.firsts[first>>6] |= 1 << (first & 63)
+						if 2*(len(w.ents)-base) > size {
+							size, mask = 2*size, 2*size-1
+							w.slots = f.rehash(w.slots, size, w.ents[base:])
+						}
 						break
 					}
+					if s>>32 == h {
+						if e := &w.ents[base+int(uint32(s))-1]; e.key == el.kv.Key {
+							e.val = f.merge(e.val, el.kv.Value)
+							break
+						}
+					}
+					j = (j + 1) & mask
 				}
-				j = (j + 1) & mask
 			}
 		}
 	}

@@ -281,34 +281,62 @@ const recomputedSlides = 4
 
 // recomputedWindow makes st, a ReduceByKeyAndWindow of a window of at most
 // recomputedSlides slides, reduce each window from its batches: perBatch's
-// outputs, which it buffers, and which a restart reads again from their
-// recorded plans, as for any window. It stores no state; its table stays
-// empty, and its last result is what StateView sees. Keys are listed in
-// the order of their first occurrence in the window's batches, so a
-// window's output depends on its batches only, never on the job's history
-// or a restart.
+// outputs, which a restart reads again from their recorded plans, as for
+// any window. Each batch is sorted by hash bucket once, as it enters the
+// window (a copy, so perBatch's memory is not kept); every slide then folds
+// the window's batches bucket by bucket (foldParts) without sorting them
+// again. It stores no state; its table stays empty, and its last result is
+// what StateView sees. Keys are listed in the order of their first
+// occurrence in the window's batches, so a window's output depends on its
+// batches only, never on the job's history or a restart.
 func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]], perBatch *Stream[Pair[K, V]], f func(a, b V) V,
 	keep func(Pair[K, V]) bool, lengthB, slideB uint64) *Stream[Pair[K, V]] {
-	buf := &windowBuffer[Pair[K, V]]{span: lengthB}
-	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB, lengthB
+	st.windowSpan, st.windowLength = lengthB, lengthB
 	st.recomputed = &recomputedView[K, V]{}
 	whole := newFolder[K](func(v V) V { return v }, f)
-	var pairs []Pair[K, V]
+	batchesPerWindow := int(lengthB / perBatch.slide)
+	type sorted struct {
+		id   uint64
+		part *radixPart[K, V]
+	}
+	var window []sorted // oldest first
+	var spare, parts []*radixPart[K, V]
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
+		workers := max(1, min(r.job.parallelism, maxShards))
 		if perBatch.has {
-			buf.push(r.id, perBatch.out)
+			kept := window[:0]
+			for _, b := range window {
+				if b.id+lengthB > r.id {
+					kept = append(kept, b)
+					continue
+				}
+				if whole.scratchHoldsMemory {
+					clear(b.part.elems) // keys that share records' memory
+				}
+				spare = append(spare, b.part)
+			}
+			clear(window[len(kept):])
+			window = kept
+			part := &radixPart[K, V]{}
+			if len(spare) > 0 {
+				part, spare = spare[len(spare)-1], spare[:len(spare)-1]
+			}
+			// Buckets for the whole window's keys: the last window's, or
+			// as if its batches were this one's size and all distinct.
+			in := perBatch.out
+			whole.sort(workers, in, radixBits(max(whole.keys, len(in)*batchesPerWindow)), part)
+			window = append(window, sorted{r.id, part})
 		}
 		if r.rebuild || r.id%slideB != 0 {
 			return nil, false
 		}
-		pairs = pairs[:0]
-		for _, part := range buf.between(r.id-min(r.id, lengthB), r.id) {
-			pairs = append(pairs, part...)
+		parts = parts[:0]
+		for _, b := range window {
+			if b.id+lengthB > r.id && b.id <= r.id {
+				parts = append(parts, b.part)
+			}
 		}
-		out := whole.fold(r.job, pairs, nil)
-		if whole.scratchHoldsMemory {
-			clear(pairs) // keys that share records' memory
-		}
+		out := whole.foldParts(workers, parts, nil)
 		kept := out[:0]
 		for _, kv := range out {
 			if keep(kv) {
