@@ -186,3 +186,27 @@ func BenchmarkFoldWords(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFoldWindow folds a recomputed window of three batches of 200k
+// distinct word-sized keys (the reference job's at 1M cycling IPs), each
+// sorted by bucket once as it entered: the work of one slide.
+func BenchmarkFoldWindow(b *testing.B) {
+	const batch, batches = 200_000, 3
+	f := newFolder[uint64](func(v int64) int64 { return v }, addInt64)
+	parts := make([]*radixPart[uint64, int64], batches)
+	for k := range parts {
+		in := make([]Pair[uint64, int64], batch)
+		for i := range in {
+			in[i] = KV(uint64(k*batch+i)*0x9e3779b9+1, int64(1))
+		}
+		parts[k] = &radixPart[uint64, int64]{}
+		f.sort(2, in, radixBits(batch*batches), parts[k])
+	}
+	var out []Pair[uint64, int64]
+	for b.Loop() {
+		out = f.foldParts(2, parts, func(n int) []Pair[uint64, int64] { return resize(out, n)[:0] })
+		if len(out) != batch*batches {
+			b.Fatalf("%d keys, want %d", len(out), batch*batches)
+		}
+	}
+}

@@ -291,7 +291,7 @@ const recomputedSlides = 4
 // batches only, never on the job's history or a restart.
 func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]], perBatch *Stream[Pair[K, V]], f func(a, b V) V,
 	keep func(Pair[K, V]) bool, lengthB, slideB uint64) *Stream[Pair[K, V]] {
-	st.windowSpan, st.windowLength = lengthB, lengthB
+	st.output, st.windowSpan, st.windowLength = outReused, lengthB, lengthB
 	st.recomputed = &recomputedView[K, V]{}
 	whole := newFolder[K](func(v V) V { return v }, f)
 	batchesPerWindow := int(lengthB / perBatch.slide)
@@ -336,14 +336,19 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 				parts = append(parts, b.part)
 			}
 		}
-		out := whole.foldParts(workers, parts, nil)
-		kept := out[:0]
-		for _, kv := range out {
+		out := whole.foldParts(workers, parts, st.buffer)
+		// Kept keys move only once one was dropped before them.
+		n := 0
+		for i, kv := range out {
 			if keep(kv) {
-				kept = append(kept, kv)
+				if n != i {
+					out[n] = kv
+				}
+				n++
 			}
 		}
-		clear(out[len(kept):])
+		clear(out[n:])
+		kept := out[:n]
 		st.recomputed.listed(kept)
 		return kept, true
 	}
