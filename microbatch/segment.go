@@ -101,14 +101,24 @@ func (t *table[K, S]) appendEntry(b []byte, i int, c codecs[K, S]) []byte {
 	lenAt := len(b)
 	b = append(b, 0) // a one-byte length, widened below if need be
 	b = c.keys.Append(b, e.key)
-	b = fixLength(b, lenAt)
+	// fixLength's common case, inline: every entry of a checkpoint has two
+	// lengths, almost always of one byte.
+	if n := len(b) - lenAt - 1; n < 0x80 {
+		b[lenAt] = byte(n)
+	} else {
+		b = widenLength(b, lenAt)
+	}
 	if t.timed {
 		b = binary.AppendVarint(b, t.touched[i])
 	}
 	lenAt = len(b)
 	b = append(b, 0)
 	b = c.vals.Append(b, e.val)
-	return fixLength(b, lenAt)
+	if n := len(b) - lenAt - 1; n < 0x80 {
+		b[lenAt] = byte(n)
+		return b
+	}
+	return widenLength(b, lenAt)
 }
 
 // codecs encode a table's keys and states.
@@ -154,11 +164,16 @@ func (t *table[K, S]) useStoredCodecs(key, value string) error {
 // fixLength writes the length of what follows b[at] as a uvarint at at,
 // where one byte was reserved, moving the bytes when it needs more.
 func fixLength(b []byte, at int) []byte {
-	n := len(b) - at - 1
-	if n < 0x80 {
+	if n := len(b) - at - 1; n < 0x80 {
 		b[at] = byte(n)
 		return b
 	}
+	return widenLength(b, at)
+}
+
+// widenLength is fixLength for lengths of two bytes or more.
+func widenLength(b []byte, at int) []byte {
+	n := len(b) - at - 1
 	var tmp [binary.MaxVarintLen64]byte
 	w := binary.PutUvarint(tmp[:], uint64(n))
 	b = slices.Insert(b, at+1, tmp[1:w]...)

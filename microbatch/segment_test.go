@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -42,7 +43,15 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 			var order []string // keys in the order they got state
 			for batch := uint64(1); batch <= 40; batch++ {
 				for range test.churn {
-					k := fmt.Sprintf("k%d", rng.IntN(test.keys))
+					// Some keys need a length of two or three bytes.
+					n := rng.IntN(test.keys)
+					k := fmt.Sprintf("k%d", n)
+					switch {
+					case n%97 == 0:
+						k += strings.Repeat("x", 20000)
+					case n%5 == 0:
+						k += strings.Repeat("y", 200)
+					}
 					if _, ok := model[k]; ok && rng.IntN(4) == 0 {
 						tbl.remove(k)
 						delete(model, k)

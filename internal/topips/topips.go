@@ -217,9 +217,16 @@ func ranking[V any](batch []microbatch.Pair[weblog.IP, V], n int, count func(mic
 		return a.Key.Compare(b.Key) < 0
 	}
 	best := make([]microbatch.Pair[weblog.IP, V], 0, n+1)
+	// Once n are ranked, the last one's count and IP are what an IP must
+	// beat; most of a window does not, and is rejected on its count alone,
+	// or (ties, as in a window where every IP was seen once) its text.
+	var floorCount int64
+	var floorIP weblog.IP
 	for _, kv := range batch {
-		if len(best) == n && !better(kv, best[n-1]) {
-			continue
+		if len(best) == n {
+			if c := count(kv); c < floorCount || c == floorCount && kv.Key.Compare(floorIP) >= 0 {
+				continue
+			}
 		}
 		i := len(best)
 		for i > 0 && better(kv, best[i-1]) {
@@ -228,6 +235,9 @@ func ranking[V any](batch []microbatch.Pair[weblog.IP, V], n int, count func(mic
 		best = slices.Insert(best, i, kv)
 		if len(best) > n {
 			best = best[:n]
+		}
+		if len(best) == n {
+			floorCount, floorIP = count(best[n-1]), best[n-1].Key
 		}
 	}
 	return best
