@@ -612,6 +612,8 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		groupAt []int32
 		// walks are the chunks' changes of the walk over all keys.
 		walks []walked
+		// fresh are the groups of a batch's keys without state.
+		fresh []int32
 	)
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
@@ -657,7 +659,7 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		if len(groupAt) < len(st.entries) {
 			groupAt = slices.Grow(groupAt, len(st.entries)-len(groupAt))[:len(st.entries)]
 		}
-		var fresh []int32 // the groups of keys without state
+		fresh = fresh[:0]
 		st.findEach(groups, keyOf, func(g int, i int32) {
 			if i >= 0 {
 				groupAt[i] = int32(g) + 1
@@ -716,10 +718,7 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		for _, w := range walks[:chunks] {
 			st.removeAll(w.drop)
 		}
-		var (
-			newKeys []K
-			newVals []S
-		)
+		newKeys, newVals := make([]K, 0, len(fresh)), make([]S, 0, len(fresh))
 		for _, g := range fresh {
 			var zero S
 			if ns, keep := f(t, keyOf(int(g)), values[start[g]:start[g+1]:start[g+1]], zero, false); keep {

@@ -63,6 +63,24 @@ func (s *cyclingSource) Read(_ context.Context, ranges []microbatch.Range, emit 
 // 10k one is the CPU side of #14's state-at-scale ratio.
 func BenchmarkStateScale(b *testing.B) {
 	const batchLines = 200_000
+	b.Run("fill/keys=1000000", func(b *testing.B) {
+		// From no state to 1M keys: 5 batches of 200k new keys each.
+		src := newCyclingSource(1_000_000, batchLines)
+		var cpu time.Duration
+		for b.Loop() {
+			j := microbatch.NewJob(10*time.Second,
+				microbatch.WithClock(microbatch.NewVirtualClock(time.Unix(0, 0))),
+				microbatch.WithBatchLimit(5))
+			j.Checkpoint(microbatch.NewMemoryStore())
+			topips.Build(j, src, microbatch.NewMemorySink(), topips.Config{Window: 30 * time.Second, Slide: 10 * time.Second, TopN: 3})
+			cpu0 := cputime.Process()
+			if err := j.Run(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			cpu += cputime.Process() - cpu0
+		}
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*5*batchLines), "cpu-ns/line")
+	})
 	for _, keys := range []int{10_000, 1_000_000} {
 		b.Run("keys="+strconv.Itoa(keys), func(b *testing.B) {
 			src := newCyclingSource(keys, batchLines)
