@@ -90,6 +90,9 @@ const maxShards = 256
 // fold folds in; buf, if not nil, gives the memory of the output.
 func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	p := min(j.parallelism, maxShards)
+	if f.keys == 0 && len(in) >= parallelMin {
+		f.keys = f.sampleKeys(in)
+	}
 	if f.keys >= radixMin && len(in) >= parallelMin {
 		return f.foldRadix(max(p, 1), in, buf)
 	}
@@ -97,6 +100,24 @@ func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V], buf func(n int) []Pair[K
 		return f.foldSequential(in, buf)
 	}
 	return f.foldParallel(p, in, buf)
+}
+
+// sampleKeys guesses the distinct keys of in, a batch folded without a
+// previous batch to go by (the job's first), from its first radixMin
+// elements: as many as they hold when they repeat keys much (few keys, all
+// seen), else that many scaled to the batch. A first batch of 200k
+// distinct keys folded by maps took 90 ms, by buckets 20; a batch of few
+// keys stays on maps.
+func (f *folder[K, V, C]) sampleKeys(in []Pair[K, V]) int {
+	sample := in[:min(len(in), radixMin)]
+	seen := make(map[K]struct{}, len(sample))
+	for _, kv := range sample {
+		seen[kv.Key] = struct{}{}
+	}
+	if 2*len(seen) < len(sample) {
+		return len(seen)
+	}
+	return len(seen) * len(in) / len(sample)
 }
 
 func (f *folder[K, V, C]) foldSequential(in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {

@@ -132,6 +132,31 @@ func TestFoldPartsIsSequential(t *testing.T) {
 	}
 }
 
+// TestFirstFoldGuessesItsKeys checks that a folder's first batch, with no
+// previous one to size its keys by, is folded by buckets when its keys are
+// many (all distinct) and by maps when they are few, and right either way.
+func TestFirstFoldGuessesItsKeys(t *testing.T) {
+	for _, tc := range []struct {
+		distinct  int
+		byBuckets bool
+	}{{200_000, true}, {1000, false}} {
+		in := make([]Pair[int, int], 200_000)
+		for i := range in {
+			in[i] = KV(i%tc.distinct, i)
+		}
+		want := newFolder[int](func(v int) int { return v }, addInt).foldSequential(in, nil)
+		f := newFolder[int](func(v int) int { return v }, addInt)
+		if got := f.fold(&Job{parallelism: 2}, in, nil); !slices.Equal(got, want) {
+			t.Fatalf("%d keys: the first fold differs from the sequential fold", tc.distinct)
+		}
+		if byBuckets := f.radix != nil; byBuckets != tc.byBuckets {
+			t.Errorf("%d distinct keys: folded by buckets %v, want %v", tc.distinct, byBuckets, tc.byBuckets)
+		}
+	}
+}
+
+func addInt(a, b int) int { return a + b }
+
 // BenchmarkFold folds 1M elements over 10k skewed or 1M uniform keys.
 func BenchmarkFold(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
