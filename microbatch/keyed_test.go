@@ -111,21 +111,34 @@ func TestFoldPartsIsSequential(t *testing.T) {
 			all = append(all, in...)
 		}
 		want := newFolder[int](func(v int) int { return v }, weird).foldSequential(all, nil)
-		for _, p := range []int{1, 2, 3} {
-			f := newFolder[int](func(v int) int { return v }, weird)
-			parts := make([]*radixPart[int, int], len(ins))
-			for round := range 2 { // the second round reuses the scratch space
-				for k, in := range ins {
-					if parts[k] == nil {
-						parts[k] = &radixPart[int, int]{}
-					}
-					f.sort(p, in, tc.widths[k], parts[k])
+		// The same batches in the other order: other first occurrences.
+		var reversed []Pair[int, int]
+		for k := len(ins) - 1; k >= 0; k-- {
+			reversed = append(reversed, ins[k]...)
+		}
+		wantReversed := newFolder[int](func(v int) int { return v }, weird).foldSequential(reversed, nil)
+		// One folder for every number of workers, fewer after more: the
+		// workers a fold does not use keep an earlier fold's scratch.
+		f := newFolder[int](func(v int) int { return v }, weird)
+		parts := make([]*radixPart[int, int], len(ins))
+		for k := range parts {
+			parts[k] = &radixPart[int, int]{}
+		}
+		for _, p := range []int{3, 1, 2} {
+			for k, in := range ins {
+				f.sort(p, in, tc.widths[k], parts[k])
+			}
+			backward := slices.Clone(parts)
+			slices.Reverse(backward)
+			for _, c := range []struct {
+				parts []*radixPart[int, int]
+				want  []Pair[int, int]
+			}{{parts, want}, {backward, wantReversed}, {parts, want}} {
+				if got := f.foldParts(p, c.parts, nil); !slices.Equal(got, c.want) {
+					t.Fatalf("parts of %v sorted by %v bits, %d workers: the fold differs from the sequential fold", tc.sizes, tc.widths, p)
 				}
-				if got := f.foldParts(p, parts, nil); !slices.Equal(got, want) {
-					t.Fatalf("parts of %v sorted by %v bits, %d workers, round %d: the fold differs from the sequential fold", tc.sizes, tc.widths, p, round)
-				}
-				if f.keys != len(want) {
-					t.Fatalf("keys folded: %d, want %d", f.keys, len(want))
+				if f.keys != len(c.want) {
+					t.Fatalf("keys folded: %d, want %d", f.keys, len(c.want))
 				}
 			}
 		}

@@ -178,8 +178,10 @@ func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n 
 	for k := 1; k < len(parts); k++ {
 		offsets[k] = offsets[k-1] + int32(len(parts[k-1].elems))
 	}
-	if len(f.radix) != p {
-		f.radix = make([]radixWorker[K, V, C], p)
+	// Workers' scratch space only grows: a fold of a small window runs on
+	// one worker, and the next, larger one finds every worker's still.
+	if len(f.radix) < p {
+		f.radix = append(f.radix, make([]radixWorker[K, V, C], p-len(f.radix))...)
 	}
 	words := (n + 63) / 64
 	var wg sync.WaitGroup
