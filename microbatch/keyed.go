@@ -87,14 +87,17 @@ type shardEntry[K comparable, C any] struct {
 // maxShards bounds the shards of a parallel fold (a shard number is a byte).
 const maxShards = 256
 
+// foldWorkers is how many goroutines a fold of j runs on.
+func (j *Job) foldWorkers() int { return max(1, min(j.parallelism, maxShards)) }
+
 // fold folds in; buf, if not nil, gives the memory of the output.
 func (f *folder[K, V, C]) fold(j *Job, in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
-	p := min(j.parallelism, maxShards)
+	p := j.foldWorkers()
 	if f.keys == 0 && len(in) >= parallelMin {
 		f.keys = f.sampleKeys(in)
 	}
 	if f.keys >= radixMin && len(in) >= parallelMin {
-		return f.foldRadix(max(p, 1), in, buf)
+		return f.foldRadix(p, in, buf)
 	}
 	if p <= 1 || len(in) < parallelMin {
 		return f.foldSequential(in, buf)

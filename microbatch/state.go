@@ -57,8 +57,8 @@ type table[K comparable, S any] struct {
 	keys  Codec[K]
 	vals  Codec[S]
 	equal func(a, b S) bool
-	// wordState: S is 8 plain bytes, which equal compares as one word
-	// (the walk of updateStateByKey compares them inline).
+	// wordState: S is 8 plain bytes, which update compares as one word
+	// instead of calling equal.
 	wordState bool
 	index     index[K]
 	keyAt     keyAt[K]
@@ -131,10 +131,8 @@ func newTable[K comparable, S any](op string) *table[K, S] {
 		size := typ.Size()
 		switch size {
 		case 8:
-			// Counts and totals: one comparison, not a call to compare
-			// memory (10M keys walked a batch).
 			t.equal = func(a, b S) bool { return *(*uint64)(unsafe.Pointer(&a)) == *(*uint64)(unsafe.Pointer(&b)) }
-			t.wordState = true
+			t.wordState = true // update compares them inline
 		case 4:
 			t.equal = func(a, b S) bool { return *(*uint32)(unsafe.Pointer(&a)) == *(*uint32)(unsafe.Pointer(&b)) }
 		default:
@@ -283,7 +281,14 @@ func (t *table[K, S]) set(i int32, v S, touched int64) {
 // distinct entries at once.
 func (t *table[K, S]) update(i int32, v S, touched int64) bool {
 	e := &t.entries[i]
-	changed := !t.equal(e.val, v)
+	var changed bool
+	if t.wordState {
+		// Counts and totals: one comparison, not a call (10M keys walked
+		// a batch).
+		changed = *(*uint64)(unsafe.Pointer(&e.val)) != *(*uint64)(unsafe.Pointer(&v))
+	} else {
+		changed = !t.equal(e.val, v)
+	}
 	e.val = v
 	if t.timed && touched != 0 && touched != t.touched[i] {
 		t.touched[i] = touched
@@ -701,9 +706,6 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 				if !keep {
 					w.drop = append(w.drop, int32(i))
 					continue
-				}
-				if touched == 0 && st.wordState && *(*uint64)(unsafe.Pointer(&ns)) == *(*uint64)(unsafe.Pointer(&e.val)) {
-					continue // most keys, without values: nothing to write
 				}
 				if st.update(int32(i), ns, touched) { // i is e's index: no lookup by key
 					w.changed = append(w.changed, int32(i))

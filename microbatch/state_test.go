@@ -29,4 +29,15 @@ func checkEqualStates[S comparable](t *testing.T, v S, others ...S) {
 			t.Errorf("%T %v and %v: equal", v, v, o)
 		}
 	}
+	// update, which compares word-sized states inline, agrees.
+	tbl.insert("k", v, 0)
+	i, _ := tbl.find("k")
+	if tbl.update(i, v, 0) {
+		t.Errorf("%T %v: updating it to itself changed it", v, v)
+	}
+	for _, o := range others {
+		if !tbl.update(i, o, 0) || !tbl.update(i, v, 0) {
+			t.Errorf("%T %v and %v: updating one to the other changed nothing", v, v, o)
+		}
+	}
 }

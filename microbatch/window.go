@@ -16,7 +16,8 @@ func (j *Job) batches(op, what string, d, unit time.Duration) uint64 {
 	return uint64(d / j.interval)
 }
 
-// windowBuffer keeps a stream's batches of the last span batch intervals.
+// windowBuffer keeps what a windowed operator holds of each of the batches
+// of the last span batch intervals: their outputs, or a copy of its own.
 type windowBuffer[T any] struct {
 	span    uint64
 	entries []windowEntry[T]
@@ -24,21 +25,26 @@ type windowBuffer[T any] struct {
 
 type windowEntry[T any] struct {
 	id  uint64
-	out []T
+	out T
 }
 
-func (w *windowBuffer[T]) push(id uint64, out []T) {
+// push adds batch id's value and returns those of the batches that left
+// the span, for their memory to be reused.
+func (w *windowBuffer[T]) push(id uint64, out T) (left []T) {
 	drop := 0
 	for drop < len(w.entries) && w.entries[drop].id+w.span <= id {
+		left = append(left, w.entries[drop].out)
 		drop++
 	}
 	w.entries = append(w.entries[:0], w.entries[drop:]...)
+	clear(w.entries[len(w.entries) : len(w.entries)+drop])
 	w.entries = append(w.entries, windowEntry[T]{id, out})
+	return left
 }
 
 // between returns the batches with lo < id ≤ hi.
-func (w *windowBuffer[T]) between(lo, hi uint64) [][]T {
-	var out [][]T
+func (w *windowBuffer[T]) between(lo, hi uint64) []T {
+	var out []T
 	for _, e := range w.entries {
 		if e.id > lo && e.id <= hi {
 			out = append(out, e.out)
@@ -69,7 +75,7 @@ func (s *Stream[T]) Window(length, slide time.Duration) *Stream[T] {
 	if dependsOnState(s) {
 		return checkpointedWindow(s, lengthB, slideB)
 	}
-	buf := &windowBuffer[T]{span: lengthB}
+	buf := &windowBuffer[[]T]{span: lengthB}
 	w := newStream[T](s.job, "window", slideB, s)
 	w.output, w.keepsInputs, w.windowSpan, w.windowLength = outReused, true, lengthB, lengthB
 	w.compute = func(r *batchRun) ([]T, bool) {
@@ -187,7 +193,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	if keep != nil && lengthB <= recomputedSlides*slideB && !s.job.incrementalWindows {
 		return recomputedWindow(st, perBatch, f, keep, lengthB, slideB)
 	}
-	buf := &windowBuffer[Pair[K, V]]{span: lengthB + slideB}
+	buf := &windowBuffer[[]Pair[K, V]]{span: lengthB + slideB}
 	// It runs during rebuilds to refill its buffer, never to update its state.
 	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
 	sub := newFolder[K](func(v V) V { return v }, f)
@@ -295,28 +301,11 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 	st.recomputed = &recomputedView[K, V]{}
 	whole := newFolder[K](func(v V) V { return v }, f)
 	batchesPerWindow := int(lengthB / perBatch.slide)
-	type sorted struct {
-		id   uint64
-		part *radixPart[K, V]
-	}
-	var window []sorted // oldest first
-	var spare, parts []*radixPart[K, V]
+	buf := &windowBuffer[*radixPart[K, V]]{span: lengthB}
+	var spare []*radixPart[K, V] // copies of batches that left the window
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
-		workers := max(1, min(r.job.parallelism, maxShards))
+		workers := r.job.foldWorkers()
 		if perBatch.has {
-			kept := window[:0]
-			for _, b := range window {
-				if b.id+lengthB > r.id {
-					kept = append(kept, b)
-					continue
-				}
-				if whole.scratchHoldsMemory {
-					clear(b.part.elems) // keys that share records' memory
-				}
-				spare = append(spare, b.part)
-			}
-			clear(window[len(kept):])
-			window = kept
 			part := &radixPart[K, V]{}
 			if len(spare) > 0 {
 				part, spare = spare[len(spare)-1], spare[:len(spare)-1]
@@ -325,18 +314,17 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 			// as if its batches were this one's size and all distinct.
 			in := perBatch.out
 			whole.sort(workers, in, radixBits(max(whole.keys, len(in)*batchesPerWindow)), part)
-			window = append(window, sorted{r.id, part})
+			for _, left := range buf.push(r.id, part) {
+				if whole.scratchHoldsMemory {
+					clear(left.elems) // keys that share records' memory
+				}
+				spare = append(spare, left)
+			}
 		}
 		if r.rebuild || r.id%slideB != 0 {
 			return nil, false
 		}
-		parts = parts[:0]
-		for _, b := range window {
-			if b.id+lengthB > r.id && b.id <= r.id {
-				parts = append(parts, b.part)
-			}
-		}
-		out := whole.foldParts(workers, parts, st.buffer)
+		out := whole.foldParts(workers, buf.between(r.id-min(r.id, lengthB), r.id), st.buffer)
 		// Kept keys move only once one was dropped before them.
 		n := 0
 		for i, kv := range out {
