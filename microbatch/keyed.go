@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"reflect"
 	"sync"
+	"unsafe"
 )
 
 // parallelMin is the batch size from which keyed operations and Map split
@@ -61,11 +62,62 @@ type folder[K comparable, V, C any] struct {
 	sorted             radixPart[K, V]
 	counts             []int32
 	radix              []radixWorker[K, V, C]
+	refined            []radixElem[K, V] // refine's, reused
+	// bucketOrder makes foldParts list keys bucket by bucket, each
+	// bucket's in the order of their first occurrence, instead of all in
+	// that order: no key is then stored at a random position. The hash is
+	// then wordHash, a fixed function of the key, so that the order is the
+	// same in every process (orderByBucket).
+	bucketOrder bool
 }
 
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {
 	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed(),
 		scratchHoldsMemory: !plainBytes(reflect.TypeFor[K]()) || !plainBytes(reflect.TypeFor[V]()) || !plainBytes(reflect.TypeFor[C]())}
+}
+
+// orderByBucket makes f's foldParts list keys in bucket order, if K is an
+// integer (the keys a fixed hash of their value serves; others keep the
+// order of first occurrence), and reports whether it did.
+func (f *folder[K, V, C]) orderByBucket() bool {
+	switch reflect.TypeFor[K]().Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		f.bucketOrder = true
+	}
+	return f.bucketOrder
+}
+
+// hash is k's hash in f's radix folds: maphash's, seeded per folder, or in
+// bucket order wordHash, which every process computes alike.
+func (f *folder[K, V, C]) hash(k K) uint64 {
+	if f.bucketOrder {
+		return wordHash(k)
+	}
+	return maphash.Comparable(f.seed, k)
+}
+
+// wordHash hashes an integer key by its value (splitmix64's finalizer: a
+// bijection whose top bits, the buckets', depend on every bit of the key).
+// It is fixed, as Spark's hash partitioning is by hashCode: keys an attacker
+// chooses to share a bucket make that bucket's table large, not the fold
+// quadratic (a bijection: distinct keys never share a whole hash).
+func wordHash[K comparable](k K) uint64 {
+	var x uint64
+	switch unsafe.Sizeof(k) {
+	case 1:
+		x = uint64(*(*uint8)(unsafe.Pointer(&k)))
+	case 2:
+		x = uint64(*(*uint16)(unsafe.Pointer(&k)))
+	case 4:
+		x = uint64(*(*uint32)(unsafe.Pointer(&k)))
+	default:
+		x = *(*uint64)(unsafe.Pointer(&k))
+	}
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // alloc returns an empty slice with room for n from buf, or a new one when

@@ -1,6 +1,7 @@
 package microbatch
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -145,6 +146,63 @@ func TestFoldPartsIsSequential(t *testing.T) {
 	}
 }
 
+// TestFoldPartsInBucketOrder checks a recomputed window's fold of integer
+// keys: the sequential fold's keys and values, listed bucket by bucket
+// (the top bits of wordHash, at the finest of the parts' sorts), each
+// bucket's in the order of their first occurrence; whatever the workers,
+// the bits each part was sorted by, or the folder (a restarted process
+// has another), since the order must survive a restart.
+func TestFoldPartsInBucketOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
+	byBucket := func(f *folder[int, int, int]) {
+		if !f.orderByBucket() {
+			t.Fatal("int keys are not folded in bucket order")
+		}
+	}
+	for _, tc := range []struct {
+		sizes, widths []int
+		distinct      int
+	}{
+		{[]int{3 * parallelMin, 2 * parallelMin, 4 * parallelMin}, []int{6, 6, 6}, 100_000},
+		{[]int{3 * parallelMin, 0, 4 * parallelMin, parallelMin}, []int{7, 3, 1, 5}, 50_000},
+		{[]int{100, 200, 50}, []int{1, 2, 1}, 120},
+		{[]int{2 * parallelMin}, []int{9}, 3},
+	} {
+		var all []Pair[int, int]
+		var ins [][]Pair[int, int]
+		for _, n := range tc.sizes {
+			in := make([]Pair[int, int], n)
+			for i := range in {
+				in[i] = KV(rng.IntN(tc.distinct)-tc.distinct/2, len(all)+i) // negative keys too
+			}
+			ins = append(ins, in)
+			all = append(all, in...)
+		}
+		width := slices.Max(tc.widths)
+		want := newFolder[int](func(v int) int { return v }, weird).foldSequential(all, nil)
+		slices.SortStableFunc(want, func(a, b Pair[int, int]) int {
+			return cmp.Compare(wordHash(a.Key)>>(64-width), wordHash(b.Key)>>(64-width))
+		})
+		sorter := newFolder[int](func(v int) int { return v }, weird)
+		byBucket(sorter)
+		f := newFolder[int](func(v int) int { return v }, weird)
+		byBucket(f)
+		for _, p := range []int{3, 1, 2} {
+			parts := make([]*radixPart[int, int], len(ins))
+			for k, in := range ins {
+				parts[k] = &radixPart[int, int]{}
+				sorter.sort(p, in, tc.widths[k], parts[k])
+			}
+			for range 2 { // the second fold finds every part refined
+				if got := f.foldParts(p, parts, nil); !slices.Equal(got, want) {
+					t.Fatalf("parts of %v sorted by %v bits, %d workers: not the sequential fold in bucket order", tc.sizes, tc.widths, p)
+				}
+			}
+		}
+	}
+}
+
 // TestFirstFoldGuessesItsKeys checks that a folder's first batch, with no
 // previous one to size its keys by, is folded by buckets when its keys are
 // many (all distinct) and by maps when they are few, and right either way.
@@ -227,24 +285,33 @@ func BenchmarkFoldWords(b *testing.B) {
 
 // BenchmarkFoldWindow folds a recomputed window of three batches of 200k
 // distinct word-sized keys (the reference job's at 1M cycling IPs), each
-// sorted by bucket once as it entered: the work of one slide.
+// sorted by bucket once as it entered: the work of one slide, listing the
+// keys in the order of their first occurrence and in bucket order (the
+// recomputed window's for integer keys).
 func BenchmarkFoldWindow(b *testing.B) {
 	const batch, batches = 200_000, 3
-	f := newFolder[uint64](func(v int64) int64 { return v }, addInt64)
-	parts := make([]*radixPart[uint64, int64], batches)
-	for k := range parts {
-		in := make([]Pair[uint64, int64], batch)
-		for i := range in {
-			in[i] = KV(uint64(k*batch+i)*0x9e3779b9+1, int64(1))
-		}
-		parts[k] = &radixPart[uint64, int64]{}
-		f.sort(2, in, radixBits(batch*batches), parts[k])
-	}
-	var out []Pair[uint64, int64]
-	for b.Loop() {
-		out = f.foldParts(2, parts, func(n int) []Pair[uint64, int64] { return resize(out, n)[:0] })
-		if len(out) != batch*batches {
-			b.Fatalf("%d keys, want %d", len(out), batch*batches)
-		}
+	for _, order := range []string{"first", "bucket"} {
+		b.Run("order="+order, func(b *testing.B) {
+			f := newFolder[uint64](func(v int64) int64 { return v }, addInt64)
+			if order == "bucket" {
+				f.orderByBucket()
+			}
+			parts := make([]*radixPart[uint64, int64], batches)
+			for k := range parts {
+				in := make([]Pair[uint64, int64], batch)
+				for i := range in {
+					in[i] = KV(uint64(k*batch+i)*0x9e3779b9+1, int64(1))
+				}
+				parts[k] = &radixPart[uint64, int64]{}
+				f.sort(2, in, radixBits(batch*batches), parts[k])
+			}
+			var out []Pair[uint64, int64]
+			for b.Loop() {
+				out = f.foldParts(2, parts, func(n int) []Pair[uint64, int64] { return resize(out, n)[:0] })
+				if len(out) != batch*batches {
+					b.Fatalf("%d keys, want %d", len(out), batch*batches)
+				}
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package microbatch
 
 import (
-	"hash/maphash"
 	"math/bits"
 	"sync"
 )
@@ -102,7 +101,7 @@ func (f *folder[K, V, C]) sort(p int, in []Pair[K, V], width int, part *radixPar
 			lo, hi := chunk(c)
 			mine := counts[c*buckets : (c+1)*buckets]
 			for i := lo; i < hi; i++ {
-				h := maphash.Comparable(f.seed, in[i].Key)
+				h := f.hash(in[i].Key)
 				hashes[i] = h
 				mine[h>>shift]++
 			}
@@ -134,21 +133,53 @@ func (f *folder[K, V, C]) sort(p int, in []Pair[K, V], width int, part *radixPar
 	wg.Wait()
 }
 
+// refine sorts part again by width bits, more than it was sorted by. A
+// bucket of part is a run of the finer buckets, so each finer bucket's
+// elements, taken from it in order, stay in batch order.
+func (f *folder[K, V, C]) refine(part *radixPart[K, V], width int) {
+	shift, buckets := 64-width, 1<<width
+	f.counts = resize(f.counts, buckets+1)
+	clear(f.counts)
+	for _, e := range part.elems {
+		f.counts[e.h>>shift+1]++
+	}
+	for b := range buckets {
+		f.counts[b+1] += f.counts[b]
+	}
+	part.starts = append(part.starts[:0], f.counts...)
+	f.refined = resize(f.refined, len(part.elems))
+	for _, e := range part.elems {
+		f.refined[f.counts[e.h>>shift]] = e
+		f.counts[e.h>>shift]++
+	}
+	part.elems, f.refined = f.refined, part.elems
+	if f.scratchHoldsMemory {
+		clear(f.refined) // its elements are part's now
+	}
+	part.bits = width
+}
+
 // foldParts folds parts, in order, as one batch of their elements one
 // after the other, with p workers: each folds a range of buckets, one at a
 // time, every part's run of a bucket in order. The keys come out in the
-// order of their first occurrence, like the other folds': a key's output
-// position is the number of first occurrences before its own, counted on a
-// bitmap of them.
+// order of their first occurrence, like the other folds' (placeByFirst),
+// or in bucket order if f.bucketOrder (placeByBucket).
 func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
-	n, width := 0, 64
+	n, width := 0, 0
 	for _, part := range parts {
 		n += len(part.elems)
-		width = min(width, part.bits)
+		width = max(width, part.bits)
 	}
 	if n == 0 {
 		f.keys = 0
 		return alloc(buf, 0)
+	}
+	// Parts sorted by fewer bits (smaller batches) are sorted again by the
+	// finest parts' bits, so that every bucket's table stays small.
+	for _, part := range parts {
+		if part.bits < width {
+			f.refine(part, width)
+		}
 	}
 	if n < parallelMin {
 		p = 1
@@ -191,6 +222,49 @@ func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n 
 		})
 	}
 	wg.Wait()
+	var out []Pair[K, C]
+	if f.bucketOrder {
+		out = f.placeByBucket(p, buf)
+	} else {
+		out = f.placeByFirst(p, words, buf)
+	}
+	if f.scratchHoldsMemory {
+		for w := range f.radix {
+			clear(f.radix[w].ents)
+			clear(f.radix[w].runs)
+		}
+	}
+	f.keys = len(out)
+	return out
+}
+
+// placeByBucket lists the keys the p workers folded in bucket order: each
+// worker's in turn, as they folded ranges of buckets in order.
+func (f *folder[K, V, C]) placeByBucket(p int, buf func(n int) []Pair[K, C]) []Pair[K, C] {
+	keys := 0
+	for w := range p {
+		keys += len(f.radix[w].ents)
+	}
+	out := alloc(buf, keys)[:keys]
+	var wg sync.WaitGroup
+	at := 0
+	for w := range p {
+		mine := out[at : at+len(f.radix[w].ents)]
+		at += len(mine)
+		wg.Go(func() {
+			for i, e := range f.radix[w].ents {
+				mine[i] = Pair[K, C]{e.key, e.val}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// placeByFirst lists the keys the p workers folded in the order of their
+// first occurrence: a key's position is the number of first occurrences
+// marked before its own.
+func (f *folder[K, V, C]) placeByFirst(p, words int, buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	// rank[k] is the first occurrences in words before k.
 	marks := f.radix[0].firsts
 	for w := 1; w < p; w++ {
@@ -205,6 +279,7 @@ func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n 
 		keys += int32(bits.OnesCount64(m))
 	}
 	out := alloc(buf, int(keys))[:keys]
+	var wg sync.WaitGroup
 	for w := range p {
 		wg.Go(func() {
 			for _, e := range f.radix[w].ents {
@@ -215,13 +290,6 @@ func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n 
 		})
 	}
 	wg.Wait()
-	if f.scratchHoldsMemory {
-		for w := range f.radix {
-			clear(f.radix[w].ents)
-			clear(f.radix[w].runs)
-		}
-	}
-	f.keys = int(keys)
 	return out
 }
 
@@ -230,8 +298,10 @@ func (f *folder[K, V, C]) foldParts(p int, parts []*radixPart[K, V], buf func(n 
 // are numbered from offsets[k].
 func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, V, C], parts []*radixPart[K, V], offsets []int32, width, from, to, words int) {
 	w.ents = w.ents[:0]
-	w.firsts = resize(w.firsts, words)
-	clear(w.firsts)
+	if !f.bucketOrder {
+		w.firsts = resize(w.firsts, words)
+		clear(w.firsts)
+	}
 	for b := from; b < to; b++ {
 		w.runs = w.runs[:0]
 		elems := 0
@@ -261,7 +331,9 @@ func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, V, C], parts []*radixPar
 						first := offset + el.i
 						w.slots[j] = h<<32 | uint64(len(w.ents)-base+1)
 						w.ents = append(w.ents, shardEntry[K, C]{el.kv.Key, f.create(el.kv.Value), int(first)})
-						w.firsts[first>>6] |= 1 << (first & 63)
+						if !f.bucketOrder {
+							w.firsts[first>>6] |= 1 << (first & 63)
+						}
 						if 2*(len(w.ents)-base) > size {
 							size, mask = 2*size, 2*size-1
 							w.slots = f.rehash(w.slots, size, w.ents[base:])
@@ -287,7 +359,7 @@ func (f *folder[K, V, C]) rehash(slots []uint64, size int, ents []shardEntry[K, 
 	clear(slots)
 	mask := size - 1
 	for e := range ents {
-		h := maphash.Comparable(f.seed, ents[e].key) & 0xffff_ffff
+		h := f.hash(ents[e].key) & 0xffff_ffff
 		j := int(h) & mask
 		for slots[j] != 0 {
 			j = (j + 1) & mask

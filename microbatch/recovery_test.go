@@ -44,6 +44,10 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	incremental := ReduceByKeyAndWindow(in, add, sub, (recomputedSlides+1)*s, s, positive)
 	short := ReduceByKeyAndWindow(in, add, sub, 3*s, s, positive)
 	recomputed := ReduceByKeyAndWindow(in, add, nil, 4*s, 2*s, nil)
+	// Integer keys: a short window lists them in bucket order, which a
+	// restarted process must compute alike.
+	codes := Map(in, func(p Pair[string, int]) Pair[int, int] { return KV(keyCode(p.Key), p.Value) })
+	shortCodes := ReduceByKeyAndWindow(codes, add, sub, 3*s, s, func(p Pair[int, int]) bool { return p.Value > 0 })
 	distinct := CountByValueAndWindow(keys, 2*s, 2*s)
 	nested := in.Window(2*s, 2*s).Window(4*s, 2*s).Count()
 	running := UpdateStateByKey(ReduceByKey(in.Window(2*s, s), add), sumUpdate)
@@ -68,6 +72,7 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	emit("incremental", incremental.Pprint, reprs(incremental))
 	emit("short", short.Pprint, reprs(short))
 	emit("recomputed", recomputed.Pprint, reprs(recomputed))
+	emit("shortCodes", shortCodes.Pprint, reprs(shortCodes))
 	emit("distinct", distinct.Pprint, reprs(distinct))
 	emit("nested", nested.Pprint, reprs(nested))
 	emit("running", running.Pprint, reprs(running))
@@ -76,6 +81,15 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	emit("groups", groups.Pprint, reprs(groups))
 	emit("windowedState", windowedState.Pprint, reprs(windowedState))
 	emit("timedOut", timedOut.Pprint, reprs(timedOut))
+}
+
+// keyCode is an integer for a key, a different one for most keys.
+func keyCode(k string) int {
+	n := 0
+	for _, c := range []byte(k) {
+		n = n*31 + int(c)
+	}
+	return n
 }
 
 // reprs maps every element to its repr.
