@@ -69,6 +69,9 @@ type folder[K comparable, V, C any] struct {
 	// then wordHash, a fixed function of the key, so that the order is the
 	// same in every process (orderByBucket).
 	bucketOrder bool
+	// keep, if set, is a filter foldParts applies to the keys it folded:
+	// a recomputed window's.
+	keep func(Pair[K, C]) bool
 }
 
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {

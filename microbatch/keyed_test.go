@@ -92,6 +92,7 @@ func TestFoldRadixIsSequential(t *testing.T) {
 func TestFoldPartsIsSequential(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 6))
 	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
+	odd := func(kv Pair[int, int]) bool { return kv.Value%2 == 1 }
 	for _, tc := range []struct {
 		sizes, widths []int
 		distinct      int
@@ -141,6 +142,13 @@ func TestFoldPartsIsSequential(t *testing.T) {
 				if f.keys != len(c.want) {
 					t.Fatalf("keys folded: %d, want %d", f.keys, len(c.want))
 				}
+				// Filtered as folded: the sequential fold's kept keys.
+				f.keep = odd
+				got := f.foldParts(p, c.parts, nil)
+				f.keep = nil
+				if kept := slices.DeleteFunc(slices.Clone(c.want), func(kv Pair[int, int]) bool { return !odd(kv) }); !slices.Equal(got, kept) {
+					t.Fatalf("parts of %v sorted by %v bits, %d workers, filtered: %d keys, want the sequential fold's %d kept", tc.sizes, tc.widths, p, len(got), len(kept))
+				}
 			}
 		}
 	}
@@ -155,6 +163,7 @@ func TestFoldPartsIsSequential(t *testing.T) {
 func TestFoldPartsInBucketOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
+	odd := func(kv Pair[int, int]) bool { return kv.Value%2 == 1 }
 	byBucket := func(f *folder[int, int, int]) {
 		if !f.orderByBucket() {
 			t.Fatal("int keys are not folded in bucket order")
@@ -198,6 +207,12 @@ func TestFoldPartsInBucketOrder(t *testing.T) {
 				if got := f.foldParts(p, parts, nil); !slices.Equal(got, want) {
 					t.Fatalf("parts of %v sorted by %v bits, %d workers: not the sequential fold in bucket order", tc.sizes, tc.widths, p)
 				}
+			}
+			f.keep = odd
+			got := f.foldParts(p, parts, nil)
+			f.keep = nil
+			if kept := slices.DeleteFunc(slices.Clone(want), func(kv Pair[int, int]) bool { return !odd(kv) }); !slices.Equal(got, kept) {
+				t.Fatalf("parts of %v sorted by %v bits, %d workers, filtered: %d keys, want the %d kept", tc.sizes, tc.widths, p, len(got), len(kept))
 			}
 		}
 	}

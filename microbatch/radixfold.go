@@ -350,7 +350,27 @@ func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, V, C], parts []*radixPar
 				}
 			}
 		}
+		if f.keep != nil {
+			f.dropRejected(w, base)
+		}
 	}
+}
+
+// dropRejected removes from w.ents[base:], a bucket just folded, the keys
+// f.keep rejects, unmarking their first occurrences: filtered while the
+// bucket is in the cache, not in a pass over the whole output.
+func (f *folder[K, V, C]) dropRejected(w *radixWorker[K, V, C], base int) {
+	kept := base
+	for _, e := range w.ents[base:] {
+		if f.keep(Pair[K, C]{e.key, e.val}) {
+			w.ents[kept] = e
+			kept++
+		} else if !f.bucketOrder {
+			w.firsts[e.first>>6] &^= 1 << (e.first & 63)
+		}
+	}
+	clear(w.ents[kept:])
+	w.ents = w.ents[:kept]
 }
 
 // rehash makes slots a table of size for ents.

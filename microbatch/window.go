@@ -306,6 +306,7 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 	// batches alone (wordHash, widths from the batches' sizes), so the
 	// order is the same after a restart (docs/windows.md).
 	whole.orderByBucket()
+	whole.keep = keep // each bucket filtered as it is folded
 	batchesPerWindow := int(lengthB / perBatch.slide)
 	buf := &windowBuffer[*radixPart[K, V]]{span: lengthB}
 	var spare []*radixPart[K, V] // copies of batches that left the window
@@ -331,19 +332,7 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 		if r.rebuild || r.id%slideB != 0 {
 			return nil, false
 		}
-		out := whole.foldParts(workers, buf.between(r.id-min(r.id, lengthB), r.id), st.buffer)
-		// Kept keys move only once one was dropped before them.
-		n := 0
-		for i, kv := range out {
-			if keep(kv) {
-				if n != i {
-					out[n] = kv
-				}
-				n++
-			}
-		}
-		clear(out[n:])
-		kept := out[:n]
+		kept := whole.foldParts(workers, buf.between(r.id-min(r.id, lengthB), r.id), st.buffer)
 		st.recomputed.listed(kept)
 		return kept, true
 	}
