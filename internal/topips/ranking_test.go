@@ -2,6 +2,7 @@ package topips
 
 import (
 	"cmp"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -20,8 +21,19 @@ func TestRankingMatchesAFullSort(t *testing.T) {
 	prefixes := []string{"10.0.0.", "9.1.1.", "2001:db8::", "192.168.0."}
 	for round := range 200 {
 		var batch []microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]
-		for i := range rng.IntN(50) {
-			ip, err := weblog.ParseIP(prefixes[i%len(prefixes)] + strconv.Itoa(i))
+		size := rng.IntN(50)
+		if round%100 == 0 {
+			size = 2*rankChunk + rng.IntN(rankChunk) // ranked in chunks
+		}
+		for i := range size {
+			text := prefixes[i%len(prefixes)] + strconv.Itoa(i)
+			if size > 50 { // distinct IPs, v4 and v6
+				text = fmt.Sprintf("%d.%d.%d.%d", 9+i%2, i>>16, i>>8&0xff, i&0xff)
+				if i%5 == 0 {
+					text = fmt.Sprintf("2001:db8::%x:%x", i>>16, i&0xffff)
+				}
+			}
+			ip, err := weblog.ParseIP(text)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -29,12 +41,16 @@ func TestRankingMatchesAFullSort(t *testing.T) {
 		}
 		rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		n := 1 + rng.IntN(5)
+		texts := make(map[weblog.IP]string, len(batch))
+		for _, kv := range batch {
+			texts[kv.Key] = kv.Key.String()
+		}
 		want := slices.Clone(batch)
 		slices.SortFunc(want, func(a, b microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) int {
 			if c := cmp.Compare(b.Value.Key, a.Value.Key); c != 0 {
 				return c
 			}
-			return strings.Compare(a.Key.String(), b.Key.String())
+			return strings.Compare(texts[a.Key], texts[b.Key])
 		})
 		want = want[:min(n, len(want))]
 		if got := ranking(batch, n, func(kv microbatch.Pair[weblog.IP, microbatch.Pair[int64, int64]]) int64 { return kv.Value.Key }); !slices.Equal(got, want) {
