@@ -284,12 +284,16 @@ func (t *table[K, S]) update(i int32, v S, touched int64) bool {
 	var changed bool
 	if t.wordState {
 		// Counts and totals: one comparison, not a call (10M keys walked
-		// a batch).
+		// a batch), and no write when equal: the walk then leaves the
+		// cache lines of idle keys clean.
 		changed = *(*uint64)(unsafe.Pointer(&e.val)) != *(*uint64)(unsafe.Pointer(&v))
+		if changed {
+			e.val = v
+		}
 	} else {
 		changed = !t.equal(e.val, v)
+		e.val = v
 	}
-	e.val = v
 	if t.timed && touched != 0 && touched != t.touched[i] {
 		t.touched[i] = touched
 		changed = true
