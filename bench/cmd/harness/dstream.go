@@ -163,9 +163,12 @@ func childDstream(args []string) error {
 		}
 		defer func() { trace.Stop(); f.Close() }()
 	}
+	var before, after syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	start := time.Now()
 	err = j.Run(ctx)
 	elapsed := time.Since(start)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	if *cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -194,6 +197,10 @@ func childDstream(args []string) error {
 
 	mu.Lock()
 	report.Seconds = elapsed.Seconds()
+	seconds := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	report.UserSeconds = seconds(after.Utime) - seconds(before.Utime)
+	report.SysSeconds = seconds(after.Stime) - seconds(before.Stime)
+	report.MinorFaults = after.Minflt - before.Minflt
 	report.HeapInuse = ms.HeapInuse
 	report.PeakRSS = peak
 	report.Timings = tm.summary(elapsed)

@@ -37,6 +37,12 @@ type childReport struct {
 	// PeakRSS is the process's resident high-water mark at the end of the
 	// run, before the harness's checks read anything back (dstream).
 	PeakRSS int64 `json:"peak_rss,omitempty"`
+	// UserSeconds and SysSeconds are the CPU time the process spent during
+	// the run, in itself and in the kernel (page faults: the first touch
+	// of each 4 KiB of new memory), MinorFaults its page faults (dstream).
+	UserSeconds float64 `json:"user_seconds,omitempty"`
+	SysSeconds  float64 `json:"sys_seconds,omitempty"`
+	MinorFaults int64   `json:"minor_faults,omitempty"`
 	// StateKeys is the keys of every stateful operator at the end.
 	StateKeys []int `json:"state_keys,omitempty"`
 	// StartUnixNano is when the process began, FirstCommitUnixNano when

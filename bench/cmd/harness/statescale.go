@@ -109,9 +109,9 @@ func (b *bench) runState(ctx context.Context) error {
 		b.figure("state_"+k+"_restart_ms_to_first_batch", ms(pt.restart.firstCommit()), "ms")
 		b.figure("state_"+k+"_restart_peak_rss_mb", float64(pt.restart.report.PeakRSS)/(1<<20), "MiB")
 		calls := pt.restart.report.Calls
-		b.notes = append(b.notes, fmt.Sprintf("%s: %s lines/s over %d batches of %d lines; batch processing p50 %.0f ms; wall time in I/O calls: %s",
+		b.notes = append(b.notes, fmt.Sprintf("%s: %s lines/s over %d batches of %d lines; batch processing p50 %.0f ms; the job's CPU %.2f s in itself, %.2f s in the kernel (%d page faults) over %.2f s; wall time in I/O calls: %s",
 			name, human3(float64(r.report.Lines)/r.report.Seconds), r.report.Batches, d.perPart*int64(d.parts),
-			percentiles(r.report.ProcessingMS).p50, r.report.Timings))
+			percentiles(r.report.ProcessingMS).p50, r.report.UserSeconds, r.report.SysSeconds, r.report.MinorFaults, r.report.Seconds, r.report.Timings))
 		b.notes = append(b.notes, fmt.Sprintf("%s in Redis: %.1f MiB of used_memory for %d keys (%.1f B a key); the job's state values: %d segments of %.1f MiB, %d deltas of %.1f MiB (%.1f B a key together)",
 			name, float64(pt.redisBytes)/(1<<20), keys, float64(pt.redisBytes)/float64(keys), pt.segCount, float64(pt.segments)/(1<<20),
 			pt.delCount, float64(pt.deltas)/(1<<20), float64(pt.segments+pt.deltas)/float64(keys)))
