@@ -83,6 +83,34 @@ func TestFoldRadixIsSequential(t *testing.T) {
 	}
 }
 
+// foldPartsCases are batches folded together: of several sizes, one empty,
+// sorted by different bits, with many keys or few.
+var foldPartsCases = []foldPartsCase{
+	{[]int{3 * parallelMin, 2 * parallelMin, 4 * parallelMin}, []int{6, 6, 6}, 100_000},
+	{[]int{3 * parallelMin, 0, 4 * parallelMin, parallelMin}, []int{7, 3, 1, 5}, 50_000},
+	{[]int{100, 200, 50}, []int{1, 2, 1}, 120},
+	{[]int{2 * parallelMin}, []int{9}, 3},
+}
+
+type foldPartsCase struct {
+	sizes, widths []int // of each batch, and the bits it is sorted by
+	distinct      int   // keys, from the first one
+}
+
+// batches makes the case's batches of random keys from first on; each
+// value is its element's index in all, the batches one after the other.
+func (tc foldPartsCase) batches(rng *rand.Rand, first int) (ins [][]Pair[int, int], all []Pair[int, int]) {
+	for _, n := range tc.sizes {
+		in := make([]Pair[int, int], n)
+		for i := range in {
+			in[i] = KV(first+rng.IntN(tc.distinct), len(all)+i)
+		}
+		ins = append(ins, in)
+		all = append(all, in...)
+	}
+	return ins, all
+}
+
 // TestFoldPartsIsSequential checks that folding batches sorted by bucket
 // one by one (as a recomputed window's batches are, each as it enters)
 // gives exactly the sequential fold of the batches one after the other:
@@ -93,25 +121,8 @@ func TestFoldPartsIsSequential(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 6))
 	weird := func(c, v int) int { return (c*31 + v) % 1000003 }
 	odd := func(kv Pair[int, int]) bool { return kv.Value%2 == 1 }
-	for _, tc := range []struct {
-		sizes, widths []int
-		distinct      int
-	}{
-		{[]int{3 * parallelMin, 2 * parallelMin, 4 * parallelMin}, []int{6, 6, 6}, 100_000},
-		{[]int{3 * parallelMin, 0, 4 * parallelMin, parallelMin}, []int{7, 3, 1, 5}, 50_000},
-		{[]int{100, 200, 50}, []int{1, 2, 1}, 120},
-		{[]int{2 * parallelMin}, []int{9}, 3},
-	} {
-		var all []Pair[int, int]
-		var ins [][]Pair[int, int]
-		for _, n := range tc.sizes {
-			in := make([]Pair[int, int], n)
-			for i := range in {
-				in[i] = KV(rng.IntN(tc.distinct), len(all)+i)
-			}
-			ins = append(ins, in)
-			all = append(all, in...)
-		}
+	for _, tc := range foldPartsCases {
+		ins, all := tc.batches(rng, 0)
 		want := newFolder[int](func(v int) int { return v }, weird).foldSequential(all, nil)
 		// The same batches in the other order: other first occurrences.
 		var reversed []Pair[int, int]
@@ -169,25 +180,8 @@ func TestFoldPartsInBucketOrder(t *testing.T) {
 			t.Fatal("int keys are not folded in bucket order")
 		}
 	}
-	for _, tc := range []struct {
-		sizes, widths []int
-		distinct      int
-	}{
-		{[]int{3 * parallelMin, 2 * parallelMin, 4 * parallelMin}, []int{6, 6, 6}, 100_000},
-		{[]int{3 * parallelMin, 0, 4 * parallelMin, parallelMin}, []int{7, 3, 1, 5}, 50_000},
-		{[]int{100, 200, 50}, []int{1, 2, 1}, 120},
-		{[]int{2 * parallelMin}, []int{9}, 3},
-	} {
-		var all []Pair[int, int]
-		var ins [][]Pair[int, int]
-		for _, n := range tc.sizes {
-			in := make([]Pair[int, int], n)
-			for i := range in {
-				in[i] = KV(rng.IntN(tc.distinct)-tc.distinct/2, len(all)+i) // negative keys too
-			}
-			ins = append(ins, in)
-			all = append(all, in...)
-		}
+	for _, tc := range foldPartsCases {
+		ins, all := tc.batches(rng, -tc.distinct/2) // negative keys too
 		width := slices.Max(tc.widths)
 		want := newFolder[int](func(v int) int { return v }, weird).foldSequential(all, nil)
 		slices.SortStableFunc(want, func(a, b Pair[int, int]) int {
