@@ -26,11 +26,6 @@ func ViewState[K comparable, S any](s *Stream[Pair[K, S]]) (*StateView[K, S], er
 	if !ok {
 		return nil, fmt.Errorf("microbatch: %s keeps no keyed state of this type to view", s.op)
 	}
-	if t.recomputed != nil {
-		// From its next result on (a lookup scans it: a recomputed window
-		// has no index).
-		t.recomputed.viewed.Store(true)
-	}
 	return &StateView[K, S]{t: t}, nil
 }
 
@@ -88,8 +83,7 @@ func (t *table[K, S]) stats() StateStats {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if w := t.recomputed; w != nil {
-		var p Pair[K, S]
-		return StateStats{Operator: t.op, Keys: w.keys, Bytes: int64(cap(w.last)) * int64(unsafe.Sizeof(p)), Batch: t.batch}
+		return StateStats{Operator: t.op, Keys: w.keys, Bytes: w.bytes(), Batch: t.batch}
 	}
 	var e entry[K, S]
 	bytes := int64(cap(t.entries))*int64(unsafe.Sizeof(e)) + int64(cap(t.touched))*8 + t.index.bytes() + t.keyBytes

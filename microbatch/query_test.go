@@ -3,6 +3,9 @@ package microbatch
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -74,3 +77,96 @@ func testViewStateAndStats(t *testing.T, incremental bool) {
 type discardWriter struct{}
 
 func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestRecomputedViewShowsTheLastResult looks up a recomputed window that
+// slides every 2 batches while the job runs, against the window computed
+// here: between slides the view shows the last slide's result although
+// the window's batches moved on; keys whose values cancel out are not
+// found (the filter); integer and string keys (bucket order and first
+// occurrence) alike.
+func TestRecomputedViewShowsTheLastResult(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	batches := make([][]Pair[int, int64], 14)
+	for b := range batches {
+		for range rng.IntN(40) {
+			batches[b] = append(batches[b], KV(rng.IntN(12)*1000003, int64(rng.IntN(3)-1)))
+		}
+	}
+	// want is the window's value of every key as of batch id's result:
+	// the last slide's (ids 2, 4, …), over the 4 batches up to it.
+	want := func(id uint64) map[int]int64 {
+		slide := id - id%2
+		sums, seen := map[int]int64{}, map[int]bool{}
+		for b := max(slide, 4) - 4; b < slide; b++ {
+			for _, kv := range batches[b] {
+				sums[kv.Key] += kv.Value
+				seen[kv.Key] = true
+			}
+		}
+		for k := range seen {
+			if sums[k] <= 0 {
+				delete(sums, k) // the filter's
+			}
+		}
+		return sums
+	}
+	positive := func(p Pair[int, int64]) bool { return p.Value > 0 }
+	positiveText := func(p Pair[string, int64]) bool { return p.Value > 0 }
+	var check func()
+	j := NewJob(time.Second, WithClock(NewVirtualClock(epoch)), WithBatchLimit(uint64(len(batches))),
+		WithListener(func(BatchStats) { check() }))
+	j.Checkpoint(NewMemoryStore())
+	in := QueueStream(j, batches)
+	ints := ReduceByKeyAndWindow(in, addInt64, subInt64, 4*time.Second, 2*time.Second, positive)
+	texts := ReduceByKeyAndWindow(Map(in, func(p Pair[int, int64]) Pair[string, int64] { return KV(strconv.Itoa(p.Key), p.Value) }),
+		addInt64, subInt64, 4*time.Second, 2*time.Second, positiveText)
+	ints.Count().Pprint(1)
+	texts.Count().Pprint(1)
+	j.stdout = discardWriter{}
+	iv, err := ViewState(ints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tv, err := ViewState(texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check = func() {
+		for k := range 12 {
+			key := k * 1000003
+			got, ok, id := iv.Get(key)
+			gotText, okText, idText := tv.Get(strconv.Itoa(key))
+			w, wok := want(id)[key]
+			if got != w || ok != wok {
+				t.Errorf("batch %d, key %d: %d, %v; want %d, %v", id, key, got, ok, w, wok)
+			}
+			if w, wok := want(idText)[key]; gotText != w || okText != wok {
+				t.Errorf("batch %d, key %q: %d, %v; want %d, %v", idText, strconv.Itoa(key), gotText, okText, w, wok)
+			}
+		}
+	}
+	// Lookups while the job runs (the race detector watches them), and
+	// after every batch.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				check()
+			}
+		}
+	})
+	err = j.Run(context.Background())
+	close(done)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check()
+	if n := iv.Len(); n != len(want(uint64(len(batches)))) {
+		t.Errorf("Len = %d, want %d", n, len(want(uint64(len(batches)))))
+	}
+}

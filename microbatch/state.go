@@ -460,7 +460,7 @@ func (t *table[K, S]) clearState() {
 	t.entries, t.touched, t.dirty, t.dead, t.nextSeq, t.keyBytes = nil, nil, nil, 0, 0, 0
 	t.stored = storedState{}
 	if t.recomputed != nil {
-		t.recomputed.listed(nil)
+		t.recomputed.show(nil, 0)
 	}
 }
 

@@ -2,8 +2,9 @@ package microbatch
 
 import (
 	"fmt"
-	"sync/atomic"
+	"slices"
 	"time"
+	"unsafe"
 )
 
 // batches converts a duration to whole batch intervals, recording a build
@@ -298,8 +299,8 @@ const recomputedSlides = 4
 func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]], perBatch *Stream[Pair[K, V]], f func(a, b V) V,
 	keep func(Pair[K, V]) bool, lengthB, slideB uint64) *Stream[Pair[K, V]] {
 	st.output, st.windowSpan, st.windowLength = outReused, lengthB, lengthB
-	st.recomputed = &recomputedView[K, V]{}
 	whole := newFolder[K](func(v V) V { return v }, f)
+	st.recomputed = &recomputedView[K, V]{fold: whole}
 	// Integer keys (the reference job's IPs) are listed in bucket order:
 	// a window of a million keys then folds in half the time (no key goes
 	// to a random position). The buckets are a function of the window's
@@ -323,6 +324,9 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 			in := perBatch.out
 			whole.sort(workers, in, radixBits(len(in)*batchesPerWindow), part)
 			for _, left := range buf.push(r.id, part) {
+				if slices.Contains(st.recomputed.parts, left) {
+					continue // the last result's, which views read until the next
+				}
 				if whole.scratchHoldsMemory {
 					clear(left.elems) // keys that share records' memory
 				}
@@ -332,42 +336,63 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 		if r.rebuild || r.id%slideB != 0 {
 			return nil, false
 		}
-		kept := whole.foldParts(workers, buf.between(r.id-min(r.id, lengthB), r.id), st.buffer)
-		st.recomputed.listed(kept)
+		parts := buf.between(r.id-min(r.id, lengthB), r.id)
+		kept := whole.foldParts(workers, parts, st.buffer)
+		st.recomputed.show(parts, len(kept))
 		return kept, true
 	}
 	return st.Stream
 }
 
 // recomputedView is what a recomputed window (which keeps no entries)
-// shows StateView: its last result. That result is its consumers', which
-// may change it, so the view keeps a copy, made only once a view exists.
+// shows StateView: its last result, looked up in the sorted batches it was
+// folded from, which the window keeps until its next result. A lookup reads
+// the key's bucket in each (a few thousand elements at 600k keys, where
+// copying every result for lookups cost a 10 MB copy a slide).
 type recomputedView[K comparable, S any] struct {
-	viewed atomic.Bool
-	keys   int
-	last   []Pair[K, S]
+	fold  *folder[K, S, S]
+	keys  int
+	parts []*radixPart[K, S]
 }
 
-func (v *recomputedView[K, S]) listed(out []Pair[K, S]) {
-	v.keys = len(out)
-	if !v.viewed.Load() {
-		return
-	}
-	old := v.last
-	v.last = append(old[:0], out...)
-	if len(old) > len(v.last) {
-		clear(old[len(v.last):]) // nothing of an old batch stays alive
-	}
+// show makes the result folded from parts, of keys keys, the one views see.
+func (v *recomputedView[K, S]) show(parts []*radixPart[K, S], keys int) {
+	v.parts, v.keys = parts, keys
 }
 
+// get folds key's values in the last result's batches, in order, as the
+// window's fold did, and applies its filter.
 func (v *recomputedView[K, S]) get(key K) (S, bool) {
-	for _, kv := range v.last {
-		if kv.Key == key {
-			return kv.Value, true
+	var c S
+	found := false
+	h := v.fold.hash(key)
+	for _, part := range v.parts {
+		for _, e := range part.bucket(int(h>>(64-part.bits)), part.bits) {
+			if e.kv.Key != key {
+				continue
+			}
+			if found {
+				c = v.fold.merge(c, e.kv.Value)
+			} else {
+				c, found = v.fold.create(e.kv.Value), true
+			}
 		}
 	}
-	var zero S
-	return zero, false
+	if !found || v.fold.keep != nil && !v.fold.keep(Pair[K, S]{key, c}) {
+		var zero S
+		return zero, false
+	}
+	return c, true
+}
+
+// bytes is the memory of the last result's batches.
+func (v *recomputedView[K, S]) bytes() int64 {
+	var e radixElem[K, S]
+	n := int64(0)
+	for _, part := range v.parts {
+		n += int64(cap(part.elems))*int64(unsafe.Sizeof(e)) + int64(cap(part.starts))*4
+	}
+	return n
 }
 
 // CountByValueAndWindow counts each distinct element over each window, as
