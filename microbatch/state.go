@@ -621,8 +621,6 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		groupAt []int32
 		// walks are the chunks' changes of the walk over all keys.
 		walks []walked
-		// fresh are the groups of a batch's keys without state.
-		fresh []int32
 	)
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
@@ -668,25 +666,30 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		if len(groupAt) < len(st.entries) {
 			groupAt = slices.Grow(groupAt, len(st.entries)-len(groupAt))[:len(st.entries)]
 		}
-		fresh = fresh[:0]
-		st.findEach(groups, keyOf, func(g int, i int32) {
-			if i >= 0 {
-				groupAt[i] = int32(g) + 1
-			} else {
-				fresh = append(fresh, int32(g))
-			}
+		// Keys without state are given theirs right after their group's
+		// lookups (updateEach), while their index slots are in the cache:
+		// a table filling with 200k new keys a batch inserted them in a
+		// pass of their own, a cache miss each. They get entries past
+		// the walk's, in the order of their groups.
+		had := len(st.entries)
+		st.updateEach(groups, keyOf, func(g int, i int32) bool {
+			groupAt[i] = int32(g) + 1
+			return false
+		}, func(g int) (S, bool) {
+			var zero S
+			return f(t, keyOf(g), values[start[g]:start[g+1]:start[g+1]], zero, false)
 		})
-		// The walk calls f for every key: with millions of keys, in chunks
-		// on all cores (Spark's tasks call it concurrently too). A chunk
-		// lists the entries it changed and those f dropped; they are
-		// marked and removed after, chunk by chunk, so in the order a
-		// sequential walk would (the checkpoint's bytes do not depend on
-		// the parallelism).
-		chunks := r.job.chunkCount(len(st.entries))
+		// The walk calls f for every key that had state: with millions of
+		// keys, in chunks on all cores (Spark's tasks call it concurrently
+		// too). A chunk lists the entries it changed and those f dropped;
+		// they are marked and removed after, chunk by chunk, so in the
+		// order a sequential walk would (the checkpoint's bytes do not
+		// depend on the parallelism).
+		chunks := r.job.chunkCount(had)
 		if len(walks) < chunks {
 			walks = make([]walked, chunks)
 		}
-		r.job.parallelChunks(len(st.entries), func(c, lo, hi int) {
+		r.job.parallelChunks(had, func(c, lo, hi int) {
 			w := &walks[c]
 			w.changed, w.drop = w.changed[:0], w.drop[:0]
 			for i := lo; i < hi; i++ {
@@ -724,14 +727,6 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		for _, w := range walks[:chunks] {
 			st.removeAll(w.drop)
 		}
-		newKeys, newVals := make([]K, 0, len(fresh)), make([]S, 0, len(fresh))
-		for _, g := range fresh {
-			var zero S
-			if ns, keep := f(t, keyOf(int(g)), values[start[g]:start[g+1]:start[g+1]], zero, false); keep {
-				newKeys, newVals = append(newKeys, keyOf(int(g))), append(newVals, ns)
-			}
-		}
-		st.insertAll(newKeys, newVals, now) // found without state above
 		if st.derived.readers == 0 {
 			return nil, true // only looked up (by joins): no list of every key
 		}
