@@ -114,7 +114,7 @@ func (tc foldPartsCase) batches(rng *rand.Rand, first int) (ins [][]Pair[int, in
 // TestFoldPartsIsSequential checks that folding batches sorted by bucket
 // one by one (as a recomputed window's batches are, each as it enters)
 // gives exactly the sequential fold of the batches one after the other:
-// parts sorted with different numbers of bits (folded at the coarsest), an
+// parts sorted with different numbers of bits (refined to the finest), an
 // empty part, keys in several parts and repeated within one, any number of
 // workers.
 func TestFoldPartsIsSequential(t *testing.T) {

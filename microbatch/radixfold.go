@@ -30,8 +30,8 @@ func radixBits(keys int) int {
 // order, are elems[starts[b]:starts[b+1]], where a bucket holds the keys
 // whose hashes share their top bits bits. Buckets nest: bucket b of a
 // coarser sort, with fewer bits, is the run of this sort's buckets that
-// start with b's bits, so parts sorted with different bits fold together at
-// the coarsest of them.
+// start with b's bits, so a part sorted with fewer bits than the others is
+// sorted again by theirs in one pass (refine) before they fold together.
 type radixPart[K comparable, V any] struct {
 	elems  []radixElem[K, V]
 	starts []int32
