@@ -79,25 +79,25 @@ type discardWriter struct{}
 func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 // TestRecomputedViewShowsTheLastResult looks up a recomputed window that
-// slides every 2 batches while the job runs, against the window computed
+// slides every 3 batches while the job runs, against the window computed
 // here: between slides the view shows the last slide's result although
 // the window's batches moved on; keys whose values cancel out are not
 // found (the filter); integer and string keys (bucket order and first
 // occurrence) alike.
 func TestRecomputedViewShowsTheLastResult(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	batches := make([][]Pair[int, int64], 14)
+	batches := make([][]Pair[int, int64], 20)
 	for b := range batches {
 		for range rng.IntN(40) {
 			batches[b] = append(batches[b], KV(rng.IntN(12)*1000003, int64(rng.IntN(3)-1)))
 		}
 	}
 	// want is the window's value of every key as of batch id's result:
-	// the last slide's (ids 2, 4, …), over the 4 batches up to it.
+	// the last slide's (ids 3, 6, …), over the 6 batches up to it.
 	want := func(id uint64) map[int]int64 {
-		slide := id - id%2
+		slide := id - id%3
 		sums, seen := map[int]int64{}, map[int]bool{}
-		for b := max(slide, 4) - 4; b < slide; b++ {
+		for b := max(slide, 6) - 6; b < slide; b++ {
 			for _, kv := range batches[b] {
 				sums[kv.Key] += kv.Value
 				seen[kv.Key] = true
@@ -117,9 +117,9 @@ func TestRecomputedViewShowsTheLastResult(t *testing.T) {
 		WithListener(func(BatchStats) { check() }))
 	j.Checkpoint(NewMemoryStore())
 	in := QueueStream(j, batches)
-	ints := ReduceByKeyAndWindow(in, addInt64, subInt64, 4*time.Second, 2*time.Second, positive)
+	ints := ReduceByKeyAndWindow(in, addInt64, subInt64, 6*time.Second, 3*time.Second, positive)
 	texts := ReduceByKeyAndWindow(Map(in, func(p Pair[int, int64]) Pair[string, int64] { return KV(strconv.Itoa(p.Key), p.Value) }),
-		addInt64, subInt64, 4*time.Second, 2*time.Second, positiveText)
+		addInt64, subInt64, 6*time.Second, 3*time.Second, positiveText)
 	ints.Count().Pprint(1)
 	texts.Count().Pprint(1)
 	j.stdout = discardWriter{}

@@ -314,9 +314,16 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 	st.compute = func(r *batchRun) ([]Pair[K, V], bool) {
 		workers := r.job.foldWorkers()
 		if perBatch.has {
+			// A batch's copy that left the window is reused, unless the
+			// last result, which views read until the next, still holds it
+			// (a window that slides every few batches).
 			part := &radixPart[K, V]{}
-			if len(spare) > 0 {
-				part, spare = spare[len(spare)-1], spare[:len(spare)-1]
+			for k := len(spare) - 1; k >= 0; k-- {
+				if !slices.Contains(st.recomputed.parts, spare[k]) {
+					part = spare[k]
+					spare = slices.Delete(spare, k, k+1)
+					break
+				}
 			}
 			// Buckets for the whole window's keys, as if its batches were
 			// this one's size and all distinct: from the batch alone, so
@@ -324,10 +331,7 @@ func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]],
 			in := perBatch.out
 			whole.sort(workers, in, radixBits(len(in)*batchesPerWindow), part)
 			for _, left := range buf.push(r.id, part) {
-				if slices.Contains(st.recomputed.parts, left) {
-					continue // the last result's, which views read until the next
-				}
-				if whole.scratchHoldsMemory {
+				if whole.scratchHoldsMemory && !slices.Contains(st.recomputed.parts, left) {
 					clear(left.elems) // keys that share records' memory
 				}
 				spare = append(spare, left)
