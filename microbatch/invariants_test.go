@@ -4,7 +4,10 @@ package microbatch
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +42,26 @@ func TestInvariantsCatchAWrongReuseDeclaration(t *testing.T) {
 	}
 	if got := run(true); slices.EqualFunc(got, want, slices.Equal) {
 		t.Fatalf("a wrong reuse declaration went unnoticed: windows %v", got)
+	}
+}
+
+// TestInvariantsCatchAWrongSkipIdleKeys declares SkipIdleKeys for a function
+// that ages every key, with values or not: under the invariants build the
+// operator still calls it for idle keys and panics at the broken promise
+// (in a child process, since the panic ends it).
+func TestInvariantsCatchAWrongSkipIdleKeys(t *testing.T) {
+	if os.Getenv("DSTREAM_WRONG_SKIP_IDLE") == "1" {
+		j := newTestJob(2)
+		aging := func(_ []int, age int, _ bool) (int, bool) { return age + 1, true }
+		var out []string
+		collect(UpdateStateByKey(pairs(j, "a=1", ""), aging, SkipIdleKeys[string, int]()), &out)
+		runJob(t, j)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestInvariantsCatchAWrongSkipIdleKeys$")
+	cmd.Env = append(os.Environ(), "DSTREAM_WRONG_SKIP_IDLE=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "SkipIdleKeys declared, but the update function changed the state of key a") {
+		t.Fatalf("a wrong SkipIdleKeys went unnoticed (err %v):\n%s", err, out)
 	}
 }

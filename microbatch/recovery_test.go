@@ -26,10 +26,11 @@ var recoveryInput = func() [][]Pair[string, int] {
 // recoveryGraph builds a job with every kind of state: incremental windows
 // (checkpointed), windows with an inverse short enough to be recomputed at
 // every slide, recomputed windows (rebuilt from plans), a window of a
-// window, updateStateByKey over a window, mapWithState with a timeout, and a
-// join of stateful with windowed streams. Every output is printed and
-// written to sink; with computed set, outputs are only written (so batches
-// may commit in groups), and computed is called as a batch computes.
+// window, updateStateByKey over a window and skipping idle keys,
+// mapWithState with a timeout, and a join of stateful with windowed
+// streams. Every output is printed and written to sink; with computed set,
+// outputs are only written (so batches may commit in groups), and computed
+// is called as a batch computes.
 func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	const s = time.Second
 	in := QueueStream(j, recoveryInput)
@@ -51,6 +52,9 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	distinct := CountByValueAndWindow(keys, 2*s, 2*s)
 	nested := in.Window(2*s, 2*s).Window(4*s, 2*s).Count()
 	running := UpdateStateByKey(ReduceByKey(in.Window(2*s, s), add), sumUpdate)
+	// Only keys with values are updated: the changed ones must reach the
+	// checkpoint all the same.
+	capped := UpdateStateByKey(in, cappedTotal, SkipIdleKeys[string, int]())
 	totals := MapWithState(in, 3*s, runningTotal)
 	joined := LeftOuterJoin(incremental, running)
 	groups := GroupByKeyAndWindow(in, 3*s, 3*s)
@@ -76,6 +80,7 @@ func recoveryGraph(j *Job, sink Sink, computed func(batchTime time.Time)) {
 	emit("distinct", distinct.Pprint, reprs(distinct))
 	emit("nested", nested.Pprint, reprs(nested))
 	emit("running", running.Pprint, reprs(running))
+	emit("capped", capped.Pprint, reprs(capped))
 	emit("totals", totals.Pprint, totals)
 	emit("joined", joined.Pprint, reprs(joined))
 	emit("groups", groups.Pprint, reprs(groups))

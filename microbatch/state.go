@@ -557,7 +557,8 @@ type KeyedUpdateFunc[K, V, S any] func(t time.Time, key K, values []V, state S, 
 type StateOption[K comparable, S any] func(*stateOptions[K, S])
 
 type stateOptions[K comparable, S any] struct {
-	initial []Pair[K, S]
+	initial  []Pair[K, S]
+	skipIdle bool
 }
 
 // InitialState gives a stateful operator state before its first batch, as
@@ -568,8 +569,21 @@ func InitialState[K comparable, S any](pairs []Pair[K, S]) StateOption[K, S] {
 	return func(o *stateOptions[K, S]) { o.initial = pairs }
 }
 
-// applyOptions sets st's initial state from opts.
-func applyOptions[K comparable, S, T any](st *statefulStream[K, S, T], opts []StateOption[K, S]) {
+// SkipIdleKeys declares that an UpdateStateByKey function leaves a key
+// without values as it is: f(nil, s, true) returns (s, true), as a running
+// total or count does. The operator then calls f only for the keys with
+// values in a batch, where Spark calls it for every key with state: with
+// millions of keys and a fraction of them in each batch, that walk over all
+// of them is most of what the state costs a batch. A key is removed only by
+// a call with values returning keep=false. Builds with the invariants tag
+// still call f for every key and panic if it changes an idle key's state.
+// Other stateful operators ignore it.
+func SkipIdleKeys[K comparable, S any]() StateOption[K, S] {
+	return func(o *stateOptions[K, S]) { o.skipIdle = true }
+}
+
+// applyOptions sets st's initial state from opts, and returns them.
+func applyOptions[K comparable, S, T any](st *statefulStream[K, S, T], opts []StateOption[K, S]) stateOptions[K, S] {
 	var o stateOptions[K, S]
 	for _, opt := range opts {
 		opt(&o)
@@ -582,12 +596,14 @@ func applyOptions[K comparable, S, T any](st *statefulStream[K, S, T], opts []St
 			}
 		}
 	}
+	return o
 }
 
 // UpdateStateByKey carries a state per key across the whole stream. On every
 // batch f runs for every key that has state, even without new values, and
-// for every key that received values; the stream holds the (key, state) of
-// all keys kept. Its state is checkpointed through the job's Store.
+// for every key that received values (with SkipIdleKeys, only the latter);
+// the stream holds the (key, state) of all keys kept. Its state is
+// checkpointed through the job's Store.
 func UpdateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f UpdateFunc[V, S], opts ...StateOption[K, S]) *Stream[Pair[K, S]] {
 	return updateStateByKey(s, func(_ time.Time, _ K, values []V, state S, exists bool) (S, bool) {
 		return f(values, state, exists)
@@ -605,7 +621,11 @@ func UpdateStateByKeyAndTime[K comparable, V, S any](s *Stream[Pair[K, V]], f Ke
 // calls instead of f, one indirect call fewer a key.
 func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpdateFunc[K, V, S], plain UpdateFunc[V, S], opts []StateOption[K, S]) *Stream[Pair[K, S]] {
 	st := newStateful[K, S, Pair[K, S]](s.job, "updateStateByKey", s.slide, s)
-	applyOptions(st, opts)
+	// In an invariants build the walk runs anyway, to check the promise.
+	declaredIdle := applyOptions(st, opts).skipIdle
+	skipIdle := declaredIdle && !invariants
+	// States that cannot be compared cannot be checked.
+	checkIdle := declaredIdle && reflect.TypeFor[S]().Comparable()
 	st.output = outReused
 	st.view = st.table
 	// The values of a batch are grouped by key without a slice per key: a
@@ -622,6 +642,14 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		// walks are the chunks' changes of the walk over all keys.
 		walks []walked
 	)
+	listAll := func() ([]Pair[K, S], bool) {
+		if st.derived.readers == 0 {
+			return nil, true // only looked up (by joins): no list of every key
+		}
+		out := st.buffer(st.len())
+		st.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })
+		return out, true
+	}
 	st.compute = func(r *batchRun) ([]Pair[K, S], bool) {
 		if !s.has || r.rebuild {
 			return nil, false
@@ -663,22 +691,45 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 			keyOf = func(g int) K { return keys[g].Key }
 		}
 		groups := len(start) - 1
-		if len(groupAt) < len(st.entries) {
-			groupAt = slices.Grow(groupAt, len(st.entries)-len(groupAt))[:len(st.entries)]
+		call := func(key K, vs []V, state S, exists bool) (S, bool) {
+			if plain != nil {
+				return plain(vs, state, exists)
+			}
+			return f(t, key, vs, state, exists)
 		}
 		// Keys without state are given theirs right after their group's
 		// lookups (updateEach), while their index slots are in the cache:
 		// a table filling with 200k new keys a batch inserted them in a
 		// pass of their own, a cache miss each. They get entries past
 		// the walk's, in the order of their groups.
+		absent := func(g int) (S, bool) {
+			var zero S
+			return f(t, keyOf(g), values[start[g]:start[g+1]:start[g+1]], zero, false)
+		}
+		if skipIdle {
+			// Only the keys with values: each is updated right after its
+			// lookup. Changed entries are marked in the order of their
+			// groups, which a restart folds alike.
+			st.updateEach(groups, keyOf, func(g int, i int32) bool {
+				ns, keep := call(keyOf(g), values[start[g]:start[g+1]:start[g+1]], st.entries[i].val, true)
+				if !keep {
+					return true
+				}
+				if st.update(i, ns, now) {
+					st.markDirty(i)
+				}
+				return false
+			}, absent)
+			return listAll()
+		}
+		if len(groupAt) < len(st.entries) {
+			groupAt = slices.Grow(groupAt, len(st.entries)-len(groupAt))[:len(st.entries)]
+		}
 		had := len(st.entries)
 		st.updateEach(groups, keyOf, func(g int, i int32) bool {
 			groupAt[i] = int32(g) + 1
 			return false
-		}, func(g int) (S, bool) {
-			var zero S
-			return f(t, keyOf(g), values[start[g]:start[g+1]:start[g+1]], zero, false)
-		})
+		}, absent)
 		// The walk calls f for every key that had state: with millions of
 		// keys, in chunks on all cores (Spark's tasks call it concurrently
 		// too). A chunk lists the entries it changed and those f dropped;
@@ -703,12 +754,9 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 					vs, touched = values[start[g]:start[g+1]:start[g+1]], now
 					groupAt[i] = 0
 				}
-				var ns S
-				var keep bool
-				if plain != nil {
-					ns, keep = plain(vs, e.val, true)
-				} else {
-					ns, keep = f(t, e.key, vs, e.val, true)
+				ns, keep := call(e.key, vs, e.val, true)
+				if checkIdle && vs == nil && (!keep || !st.equal(ns, e.val)) {
+					panic(fmt.Sprintf("microbatch: %s: SkipIdleKeys declared, but the update function changed the state of key %v, which had no values", st.op, e.key))
 				}
 				if !keep {
 					w.drop = append(w.drop, int32(i))
@@ -727,12 +775,7 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		for _, w := range walks[:chunks] {
 			st.removeAll(w.drop)
 		}
-		if st.derived.readers == 0 {
-			return nil, true // only looked up (by joins): no list of every key
-		}
-		out := st.buffer(st.len())
-		st.each(func(k K, v S, _ int64) { out = append(out, Pair[K, S]{k, v}) })
-		return out, true
+		return listAll()
 	}
 	return st.Stream
 }

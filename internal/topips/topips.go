@@ -165,12 +165,14 @@ func Build(j *microbatch.Job, src microbatch.Source, sink microbatch.Sink, cfg C
 	counts := microbatch.ReduceByKey(microbatch.ExchangeByKey(batchCounts, "counts"), add)
 	windowCounts := microbatch.ReduceByKeyAndWindow(counts, add, sub, cfg.Window, cfg.Slide,
 		func(p microbatch.Pair[weblog.IP, int64]) bool { return p.Value > 0 }).Named("window-counts")
+	// A total without new counts stays as it is: the operator need not
+	// call the function for the millions of IPs idle in a batch.
 	totals := microbatch.UpdateStateByKey(counts, func(values []int64, total int64, _ bool) (int64, bool) {
 		for _, v := range values {
 			total += v
 		}
 		return total, true
-	}).Named("totals")
+	}, microbatch.SkipIdleKeys[weblog.IP, int64]()).Named("totals")
 	// Each shard ranks its IPs by window count, then looks up the totals of
 	// the N it ranked (ranking does not depend on the totals, and joining
 	// first would look up every IP of the window: millions, with a large
