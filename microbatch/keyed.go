@@ -44,7 +44,11 @@ func (j *Job) parallelChunks(n int, f func(c, lo, hi int)) {
 type folder[K comparable, V, C any] struct {
 	create func(V) C
 	merge  func(C, V) C
-	seed   maphash.Seed
+	// identity: create returns its value (a reduce's folder, where V is
+	// C), so a key's first value is its combiner without a call: folds
+	// of a million keys make a million of them.
+	identity bool
+	seed     maphash.Seed
 	// The scratch space is reused from batch to batch, so that
 	// steady-state batches do not grow maps from scratch.
 	scratch map[K]int32
@@ -77,6 +81,21 @@ type folder[K comparable, V, C any] struct {
 func newFolder[K comparable, V, C any](create func(V) C, merge func(C, V) C) *folder[K, V, C] {
 	return &folder[K, V, C]{create: create, merge: merge, seed: maphash.MakeSeed(),
 		scratchHoldsMemory: !plainBytes(reflect.TypeFor[K]()) || !plainBytes(reflect.TypeFor[V]()) || !plainBytes(reflect.TypeFor[C]())}
+}
+
+// newReducer returns the folder of a reduce by f.
+func newReducer[K comparable, V any](f func(a, b V) V) *folder[K, V, V] {
+	fd := newFolder[K](func(v V) V { return v }, f)
+	fd.identity = true
+	return fd
+}
+
+// first is the combiner of a key's first value.
+func (f *folder[K, V, C]) first(v V) C {
+	if f.identity {
+		return *(*C)(unsafe.Pointer(&v)) // V is C
+	}
+	return f.create(v)
 }
 
 // orderByBucket makes f's foldParts list keys in bucket order, if K is an
@@ -192,7 +211,7 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V], buf func(n int) []Pair
 			continue
 		}
 		idx[kv.Key] = int32(len(out))
-		out = append(out, Pair[K, C]{kv.Key, f.create(kv.Value)})
+		out = append(out, Pair[K, C]{kv.Key, f.first(kv.Value)})
 	}
 	return out
 }
@@ -201,7 +220,7 @@ func (f *folder[K, V, C]) foldSequential(in []Pair[K, V], buf func(n int) []Pair
 func (f *folder[K, V, C]) combine(in []Pair[K, V], buf func(n int) []Pair[K, C]) []Pair[K, C] {
 	out := alloc(buf, len(in))
 	for _, kv := range in {
-		out = append(out, Pair[K, C]{kv.Key, f.create(kv.Value)})
+		out = append(out, Pair[K, C]{kv.Key, f.first(kv.Value)})
 	}
 	return out
 }
@@ -248,7 +267,7 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) [
 					continue
 				}
 				idx[kv.Key] = int32(len(out))
-				out = append(out, shardEntry[K, C]{kv.Key, f.create(kv.Value), i})
+				out = append(out, shardEntry[K, C]{kv.Key, f.first(kv.Value), i})
 			}
 			merged[s] = out
 		})
@@ -278,7 +297,7 @@ func (f *folder[K, V, C]) foldParallel(p int, in []Pair[K, V], buf func(n int) [
 // ReduceByKey combines the values of each key of a batch with the associative
 // function f. Keys appear in the order of their first occurrence.
 func ReduceByKey[K comparable, V any](s *Stream[Pair[K, V]], f func(a, b V) V) *Stream[Pair[K, V]] {
-	return byKey(s, "reduceByKey", newFolder[K](func(v V) V { return v }, f))
+	return byKey(s, "reduceByKey", newReducer[K](f))
 }
 
 // CombineByKey folds the values of each key of a batch into a combiner:

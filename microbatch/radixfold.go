@@ -330,7 +330,7 @@ func (f *folder[K, V, C]) foldBuckets(w *radixWorker[K, V, C], parts []*radixPar
 					if s == 0 {
 						first := offset + el.i
 						w.slots[j] = h<<32 | uint64(len(w.ents)-base+1)
-						w.ents = append(w.ents, shardEntry[K, C]{el.kv.Key, f.create(el.kv.Value), int(first)})
+						w.ents = append(w.ents, shardEntry[K, C]{el.kv.Key, f.first(el.kv.Value), int(first)})
 						if !f.bucketOrder {
 							w.firsts[first>>6] |= 1 << (first & 63)
 						}

@@ -197,7 +197,7 @@ func ReduceByKeyAndWindow[K comparable, V any](s *Stream[Pair[K, V]], f, invF fu
 	buf := &windowBuffer[[]Pair[K, V]]{span: lengthB + slideB}
 	// It runs during rebuilds to refill its buffer, never to update its state.
 	st.keepsInputs, st.windowSpan, st.windowLength = true, lengthB+slideB, lengthB
-	sub := newFolder[K](func(v V) V { return v }, f)
+	sub := newReducer[K](f)
 	// A batch's part holds each key once (perBatch reduced it), as
 	// updateEach needs.
 	add := func(part []Pair[K, V]) {
@@ -299,7 +299,7 @@ const recomputedSlides = 4
 func recomputedWindow[K comparable, V any](st *statefulStream[K, V, Pair[K, V]], perBatch *Stream[Pair[K, V]], f func(a, b V) V,
 	keep func(Pair[K, V]) bool, lengthB, slideB uint64) *Stream[Pair[K, V]] {
 	st.output, st.windowSpan, st.windowLength = outReused, lengthB, lengthB
-	whole := newFolder[K](func(v V) V { return v }, f)
+	whole := newReducer[K](f)
 	st.recomputed = &recomputedView[K, V]{fold: whole}
 	// Integer keys (the reference job's IPs) are listed in bucket order:
 	// a window of a million keys then folds in half the time (no key goes
@@ -378,7 +378,7 @@ func (v *recomputedView[K, S]) get(key K) (S, bool) {
 			if found {
 				c = v.fold.merge(c, e.kv.Value)
 			} else {
-				c, found = v.fold.create(e.kv.Value), true
+				c, found = v.fold.first(e.kv.Value), true
 			}
 		}
 	}
