@@ -546,7 +546,9 @@ type walked struct {
 // a batch (none on batches without values) and its state (exists is false
 // for a key seen for the first time). Returning keep=false removes the key.
 // It is called for different keys concurrently (as Spark's tasks call it),
-// so it must not change variables it shares without synchronising.
+// so it must not change variables it shares without synchronising. A state
+// may keep values; anything else must copy them, as their memory may be the
+// next batch's.
 type UpdateFunc[V, S any] func(values []V, state S, exists bool) (newState S, keep bool)
 
 // KeyedUpdateFunc is UpdateFunc with the batch time and the key, Spark's
@@ -641,6 +643,11 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		groupAt []int32
 		// walks are the chunks' changes of the walk over all keys.
 		walks []walked
+		// A batch's grouping, reused; its values too if a state cannot
+		// hold them (it has no pointers, nor have they).
+		startBuf, fillBuf []int32
+		valuesBuf         []V
+		reuseValues       = plainBytes(reflect.TypeFor[S]()) && plainBytes(reflect.TypeFor[V]())
 	)
 	listAll := func() ([]Pair[K, S], bool) {
 		if st.derived.readers == 0 {
@@ -656,16 +663,25 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 		}
 		t := r.plan.Time
 		now := t.UnixNano()
-		// Group g's values are values[start[g]:start[g+1]]; fresh per
-		// batch, since f may keep them in the state.
+		// Group g's values are values[start[g]:start[g+1]]. They are
+		// fresh each batch if f could keep them in a state.
 		var (
 			start  []int32
 			values []V
 			keyOf  func(g int) K
 		)
+		newValues := func(n int) []V {
+			if !reuseValues {
+				return make([]V, n)
+			}
+			valuesBuf = resize(valuesBuf, n)
+			return valuesBuf
+		}
 		if s.distinct {
 			// One value a key (a reduced stream): group g is pair g.
-			start, values = make([]int32, len(s.out)+1), make([]V, len(s.out))
+			startBuf = resize(startBuf, len(s.out)+1)
+			start, values = startBuf, newValues(len(s.out))
+			start[0] = 0
 			for g, kv := range s.out {
 				start[g+1], values[g] = int32(g+1), kv.Value
 			}
@@ -676,13 +692,16 @@ func updateStateByKey[K comparable, V, S any](s *Stream[Pair[K, V]], f KeyedUpda
 				groupOf = make(map[K]int32, len(keys))
 			}
 			defer clear(groupOf)
-			start = make([]int32, len(keys)+1)
+			startBuf = resize(startBuf, len(keys)+1)
+			start = startBuf
+			start[0] = 0
 			for g, kc := range keys {
 				groupOf[kc.Key] = int32(g)
 				start[g+1] = start[g] + kc.Value
 			}
-			values = make([]V, len(s.out))
-			fill := slices.Clone(start[:len(keys)])
+			values = newValues(len(s.out))
+			fillBuf = append(fillBuf[:0], start[:len(keys)]...)
+			fill := fillBuf
 			for _, kv := range s.out {
 				g := groupOf[kv.Key]
 				values[fill[g]] = kv.Value
