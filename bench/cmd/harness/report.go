@@ -496,7 +496,9 @@ produced (the dstream-offsets header of the output names the input offsets of th
 distinct addresses, both with the same countries table (an input, not state); bytes per key =
 difference of the Go heap in use after a final GC (job and state still reachable) divided by the
 difference in distinct keys, and the same with peak RSS. The heap profile of each run is written
-next to its CPU profile (state-N-job.heap.pprof in the run's scratch directory).
+next to its CPU profile (state-N-job.heap.pprof in the run's scratch directory). The 10k and 1M runs
+alternate BENCH_STATE_ROUNDS times (5) and the best of each gives the ratio; the median of the
+round-by-round ratios is reported beside it.
 
 **engine** — ` + "`go test -bench . ./microbatch/ ./internal/weblog/`" + ` (also ` + "`make bench-engine`" + `).
 `
