@@ -86,6 +86,34 @@ func ExampleUpdateStateByKey() {
 	// 3 [{a 2} {b 2}]
 }
 
+// A running total leaves a key without new values as it is: SkipIdleKeys
+// says so, and the function is called only for the keys in each batch
+// (here, once for "a" and twice for "b"), not for every key on every batch;
+// the totals are the same.
+func ExampleSkipIdleKeys() {
+	job := exampleJob(3)
+	job.Checkpoint(microbatch.NewMemoryStore())
+	words := microbatch.QueueStream(job, [][]string{{"a", "b", "a"}, {"b"}, {}})
+	ones := microbatch.Map(words, func(w string) microbatch.Pair[string, int] { return microbatch.KV(w, 1) })
+	totals := microbatch.UpdateStateByKey(ones, func(values []int, total int, _ bool) (int, bool) {
+		for _, v := range values {
+			total += v
+		}
+		return total, true
+	}, microbatch.SkipIdleKeys[string, int]())
+	totals.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []microbatch.Pair[string, int]) error {
+		fmt.Println(b.ID, batch)
+		return nil
+	})
+	if err := job.Run(context.Background()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// 1 [{a 2} {b 1}]
+	// 2 [{a 2} {b 2}]
+	// 3 [{a 2} {b 2}]
+}
+
 // Parsing with a dead-letter branch: TryMap keeps what parses and hands the
 // rest, with the reason, to a second stream, in one pass.
 func ExampleTryMap() {
