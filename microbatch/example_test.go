@@ -88,30 +88,37 @@ func ExampleUpdateStateByKey() {
 
 // A running total leaves a key without new values as it is: SkipIdleKeys
 // says so, and the function is called only for the keys in each batch
-// (here, once for "a" and twice for "b"), not for every key on every batch;
-// the totals are the same.
+// (here, once for 404 and twice for 200), not for every key on every batch;
+// the totals are the same. As in the reference job, each batch is counted
+// first, so a key gets one count a batch.
 func ExampleSkipIdleKeys() {
 	job := exampleJob(3)
 	job.Checkpoint(microbatch.NewMemoryStore())
-	words := microbatch.QueueStream(job, [][]string{{"a", "b", "a"}, {"b"}, {}})
-	ones := microbatch.Map(words, func(w string) microbatch.Pair[string, int] { return microbatch.KV(w, 1) })
-	totals := microbatch.UpdateStateByKey(ones, func(values []int, total int, _ bool) (int, bool) {
-		for _, v := range values {
-			total += v
+	statuses := microbatch.QueueStream(job, [][]int{{200, 404, 200}, {200}, {}})
+	counts := microbatch.CountByValue(statuses)
+	add := func(counts []int64, total int64, _ bool) (int64, bool) {
+		for _, c := range counts { // one count, or none for an idle key
+			total += c
 		}
 		return total, true
-	}, microbatch.SkipIdleKeys[string, int]())
-	totals.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []microbatch.Pair[string, int]) error {
-		fmt.Println(b.ID, batch)
+	}
+	totals := microbatch.UpdateStateByKey(counts, add, microbatch.SkipIdleKeys[int, int64]())
+	totals.ForeachBatch(func(_ context.Context, b microbatch.BatchInfo, batch []microbatch.Pair[int, int64]) error {
+		for _, kv := range batch {
+			fmt.Printf("batch %d: status %d seen %d times\n", b.ID, kv.Key, kv.Value)
+		}
 		return nil
 	})
 	if err := job.Run(context.Background()); err != nil {
 		fmt.Println(err)
 	}
 	// Output:
-	// 1 [{a 2} {b 1}]
-	// 2 [{a 2} {b 2}]
-	// 3 [{a 2} {b 2}]
+	// batch 1: status 200 seen 2 times
+	// batch 1: status 404 seen 1 times
+	// batch 2: status 200 seen 3 times
+	// batch 2: status 404 seen 1 times
+	// batch 3: status 200 seen 3 times
+	// batch 3: status 404 seen 1 times
 }
 
 // Parsing with a dead-letter branch: TryMap keeps what parses and hands the
