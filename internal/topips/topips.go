@@ -247,12 +247,29 @@ func rankSerially[V any](batch []microbatch.Pair[weblog.IP, V], n int, count fun
 	// Once n are ranked, the last one's count and IP are what an IP must
 	// beat; most of a window does not, and is rejected on its count alone,
 	// or (ties, as in a window where every IP was seen once) its text.
-	var floorCount int64
-	var floorIP weblog.IP
+	var (
+		floorCount int64
+		floorIP    weblog.IP
+		// The last one's text key, when a dotted quad: a tie with it (a
+		// window where every IP was seen once ties 600k IPs) is then one
+		// integer comparison.
+		floorKey   uint32
+		floorPlain bool
+	)
 	for _, kv := range batch {
 		if len(best) == n {
-			if c := count(kv); c < floorCount || c == floorCount && kv.Key.Compare(floorIP) >= 0 {
+			c := count(kv)
+			if c < floorCount {
 				continue
+			}
+			if c == floorCount {
+				if k, ok := kv.Key.TextKey(); ok && floorPlain {
+					if k >= floorKey {
+						continue
+					}
+				} else if kv.Key.Compare(floorIP) >= 0 {
+					continue
+				}
 			}
 		}
 		i := len(best)
@@ -265,6 +282,7 @@ func rankSerially[V any](batch []microbatch.Pair[weblog.IP, V], n int, count fun
 		}
 		if len(best) == n {
 			floorCount, floorIP = count(best[n-1]), best[n-1].Key
+			floorKey, floorPlain = floorIP.TextKey()
 		}
 	}
 	return best

@@ -158,6 +158,16 @@ func (ip IP) Compare(other IP) int {
 	return bytes.Compare(at, bt)
 }
 
+// TextKey is a number that orders dotted quads as Compare does, for
+// comparing many IPs against one (a ranking's last place); ok is false for
+// other addresses, which Compare orders by their text.
+func (ip IP) TextKey() (key uint32, ok bool) {
+	if ip&internedFlag != 0 {
+		return 0, false
+	}
+	return textOrder(ip), true
+}
+
 // textOrder is a dotted quad's octets' ranks in text order (octetRank),
 // first octet highest.
 func textOrder(ip IP) uint32 {

@@ -1,6 +1,7 @@
 package weblog_test
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -341,5 +342,30 @@ func TestIPBinaryRoundTrip(t *testing.T) {
 	var ip weblog.IP
 	if err := ip.UnmarshalBinary([]byte{1, 2}); err == nil {
 		t.Error("2 bytes decoded as an IP")
+	}
+}
+
+// TestTextKeyOrdersAsCompare checks the rankings' shortcut: dotted quads'
+// text keys order as Compare does (so as their texts), other addresses have
+// none.
+func TestTextKeyOrdersAsCompare(t *testing.T) {
+	texts := []string{"0.0.0.0", "1.2.3.4", "10.0.0.1", "9.255.255.255", "100.1.1.1", "37.139.9.11", "37.139.90.1", "255.255.255.255", "2.0.0.0"}
+	for _, a := range texts {
+		for _, b := range texts {
+			ia, _ := weblog.ParseIP(a)
+			ib, _ := weblog.ParseIP(b)
+			ka, okA := ia.TextKey()
+			kb, okB := ib.TextKey()
+			if !okA || !okB {
+				t.Fatalf("%s, %s: no text key", a, b)
+			}
+			if got, want := cmp.Compare(ka, kb), strings.Compare(a, b); got != want {
+				t.Errorf("%s against %s: text keys compare %d, texts %d", a, b, got, want)
+			}
+		}
+	}
+	v6, _ := weblog.ParseIP("2001:db8::1")
+	if _, ok := v6.TextKey(); ok {
+		t.Error("an IPv6 address has a text key")
 	}
 }
