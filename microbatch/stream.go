@@ -96,6 +96,9 @@ type Stream[T any] struct {
 	// allocating and zeroing a fresh slice per stage and batch costs more
 	// than the stage's own work for cheap per-element functions.
 	spare []T
+	// plain: T's values are numbers (plainBytes), which keep no memory
+	// alive, so a spare need not be cleared.
+	plain bool
 }
 
 func (s *Stream[T]) step(r *batchRun) {
@@ -124,7 +127,7 @@ func (s *Stream[T]) reset() {
 			// Cleared so that the spare keeps nothing of this batch alive,
 			// unless nothing in it can (numbers: 10 MB a batch at 600k
 			// window keys).
-			if !plainBytes(reflect.TypeFor[T]()) {
+			if !s.plain {
 				clear(s.out)
 			}
 			s.spare = s.out[:0]
@@ -153,7 +156,8 @@ func (s *Stream[T]) SlideDuration() time.Duration {
 }
 
 func newStream[T any](j *Job, op string, slide uint64, parents ...node) *Stream[T] {
-	s := &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: parents}}
+	s := &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: parents},
+		plain: plainBytes(reflect.TypeFor[T]())}
 	j.nodes = append(j.nodes, s)
 	return s
 }
