@@ -30,16 +30,27 @@ func segmentsOf(n uint64, shift uint8) int { return int((n + 1<<shift - 1) >> sh
 // few values.
 const maxDeltas = 256
 
-// Both segments and deltas are encoded as a header and entries:
+// Both segments and deltas are encoded as a header and entries, in
+// sequence order:
 //
 //	header: format byte, flags byte (flagTimed), batch uvarint, next sequence
 //	        number uvarint, entry count uvarint
-//	entry:  sequence number uvarint, kind byte (0 removed, 1 set), and for a
-//	        set entry: key length uvarint, key, [touched varint if timed],
-//	        value length uvarint, value
+//	entry:  head uvarint, and for a set entry: key length uvarint, key,
+//	        [touched varint if timed], value length uvarint, value
+//
+// An entry's head is (seq - next)<<1 | set, where next is one past the
+// sequence number of the entry before it (0 for the first): a segment's
+// entries are consecutive, and a delta of a fifth of a million keys is
+// gaps of about five, so a head is one byte where a sequence number and a
+// kind took four (a third of an IPv4 key's entry). Format 1 (written
+// before) has entries in any order, each its sequence number uvarint and a
+// kind byte (0 removed, 1 set) in place of the head; it is read, never
+// written, and each part names its own format, so a store holding both
+// loads.
 const (
-	partFormat = 1
-	flagTimed  = 1
+	partFormatSeq1 = 1
+	partFormat     = 2
+	flagTimed      = 1
 )
 
 // storedState is a table's record of what the Store holds of it.
@@ -93,11 +104,11 @@ func appendHeader(b []byte, timed bool, batch, nextSeq uint64, count int) []byte
 	return binary.AppendUvarint(b, uint64(count))
 }
 
-// appendEntry appends entry i as a set entry.
-func (t *table[K, S]) appendEntry(b []byte, i int, c codecs[K, S]) []byte {
+// appendEntry appends entry i as a set entry after an entry whose
+// sequence number is next-1.
+func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, c codecs[K, S]) []byte {
 	e := &t.entries[i]
-	b = binary.AppendUvarint(b, e.seq())
-	b = append(b, 1)
+	b = binary.AppendUvarint(b, (e.seq()-next)<<1|1)
 	lenAt := len(b)
 	b = append(b, 0) // a one-byte length, widened below if need be
 	b = c.keys.Append(b, e.key)
@@ -195,15 +206,37 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	// A slice by segment: a map's update for every changed key cost more
 	// than encoding it.
 	sizes := make([]int, segmentsOf(t.nextSeq, t.shift))
-	for _, i := range t.dirty {
+	next, encoded := uint64(0), 0
+	encode := func(i int) {
+		encoded++
 		from := len(buf)
-		if e := &t.entries[i]; e.live() {
-			buf = t.appendEntry(buf, int(i), stored)
+		e := &t.entries[i]
+		if e.live() {
+			buf = t.appendEntry(buf, i, next, stored)
 		} else {
-			buf = binary.AppendUvarint(buf, e.seq())
-			buf = append(buf, 0)
+			buf = binary.AppendUvarint(buf, (e.seq()-next)<<1)
 		}
-		sizes[int(t.entries[i].seq()>>t.shift)] += len(buf) - from
+		next = e.seq() + 1
+		sizes[int(e.seq()>>t.shift)] += len(buf) - from
+	}
+	// Entries are in sequence order. When a good part of them changed (a
+	// fifth of a million keys), reading them all in order costs less than
+	// reaching the changed ones at random, each a cache miss; a few are
+	// sorted first.
+	if len(t.dirty) >= len(t.entries)/denseDirty {
+		for i := range t.entries {
+			if t.entries[i].dirty() {
+				encode(i)
+			}
+		}
+	} else {
+		slices.Sort(t.dirty)
+		for _, i := range t.dirty {
+			encode(int(i))
+		}
+	}
+	if invariants && encoded != len(t.dirty) {
+		panic(fmt.Sprintf("state %s: %d entries marked changed, %d listed", t.op, encoded, len(t.dirty)))
 	}
 	t.encoded = len(buf)
 	info := &deltaInfo{batch: batch}
@@ -215,6 +248,11 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	st.next.delta, st.next.deltaSize = info, sizes
 	return Delta{Op: t.op, Batch: batch, Data: buf}, true
 }
+
+// denseDirty is the share of a table's entries (one in denseDirty) from
+// which its changed entries are found by reading every entry in order
+// rather than by their list.
+const denseDirty = 16
 
 // checkpoint adds to c what committing batch stores of the table: the
 // segments it rewrites and the deltas it drops. delta must have run for
@@ -385,9 +423,11 @@ func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
 		}
 	}
 	b := appendHeader(make([]byte, 0, 16+live*16), t.timed, batch, t.nextSeq, live)
+	next := uint64(0)
 	for i := lo; i < hi; i++ {
-		if t.entries[i].live() {
-			b = t.appendEntry(b, i, own)
+		if e := &t.entries[i]; e.live() {
+			b = t.appendEntry(b, i, next, own)
+			next = e.seq() + 1
 		}
 	}
 	return b
@@ -411,6 +451,7 @@ func (t *table[K, S]) renumber() {
 
 // part is one decoded stored part.
 type part struct {
+	format  byte
 	batch   uint64
 	nextSeq uint64
 	timed   bool
@@ -446,9 +487,10 @@ func decodePart(b []byte) (part, error) {
 
 // partHeader decodes part b's header; rest is its entries.
 func partHeader(b []byte) (p part, rest []byte, err error) {
-	if len(b) < 2 || b[0] != partFormat {
+	if len(b) < 2 || b[0] != partFormat && b[0] != partFormatSeq1 {
 		return part{}, nil, fmt.Errorf("%w: unknown format", errCorrupt)
 	}
+	p.format = b[0]
 	p.timed = b[1]&flagTimed != 0
 	b = b[2:]
 	var ok [3]bool
@@ -489,14 +531,26 @@ func scanPart(b []byte, each func(count uint64, e rawEntry)) (part, error) {
 		b = b[n:]
 		return v, true
 	}
+	next := uint64(0)
 	for i := range p.count {
-		var e rawEntry
-		var ok bool
-		if e.seq, ok = uv(); !ok || len(b) == 0 || b[0] > 1 {
-			return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
+		var (
+			e  rawEntry
+			ok bool
+		)
+		if p.format == partFormatSeq1 {
+			if e.seq, ok = uv(); !ok || len(b) == 0 || b[0] > 1 {
+				return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
+			}
+			e.set = b[0] == 1
+			b = b[1:]
+		} else {
+			var head uint64
+			if head, ok = uv(); !ok || head>>1 > seqMask || next+head>>1 > seqMask {
+				return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
+			}
+			e.seq, e.set = next+head>>1, head&1 == 1
+			next = e.seq + 1
 		}
-		e.set = b[0] == 1
-		b = b[1:]
 		if e.set {
 			if e.key, ok = bytesOf(); !ok {
 				return part{}, fmt.Errorf("%w: key of entry %d", errCorrupt, i)

@@ -23,11 +23,17 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 		keys  int // distinct keys drawn from
 		churn int // changes per batch
 		shift uint8
+		// formatOne stores every third batch's parts as a release before
+		// format 2 wrote them (a delta's entries reversed: format 1 listed
+		// them in the order they changed).
+		formatOne bool
 	}{
-		{"small", 50, 20, segmentShift},
-		{"one segment, heavy churn", 3000, 2500, segmentShift},
-		{"many segments", 3000, 100, 6},
-		{"many segments, heavy churn", 3000, 1000, 6},
+		{"small", 50, 20, segmentShift, false},
+		{"one segment, heavy churn", 3000, 2500, segmentShift, false},
+		{"many segments", 3000, 100, 6, false},
+		{"many segments, heavy churn", 3000, 1000, 6, false},
+		{"many segments, parts of both formats", 3000, 100, 6, true},
+		{"many segments, heavy churn, parts of both formats", 3000, 1000, 6, true},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -71,6 +77,14 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 					deltas = append(deltas, d)
 				}
 				tbl.checkpoint(batch, &ck)
+				if test.formatOne && batch%3 == 0 {
+					for i := range deltas {
+						deltas[i].Data = inFormatOne(t, deltas[i].Data, true)
+					}
+					for i := range ck.Segments {
+						ck.Segments[i].Data = inFormatOne(t, ck.Segments[i].Data, false)
+					}
+				}
 				must(t, h.RecordPlan(ctx, Plan{ID: batch}))
 				must(t, h.Prepare(ctx, batch, deltas))
 				must(t, h.Commit(ctx, ck))
@@ -111,6 +125,25 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 	}
 }
 
+// inFormatOne re-encodes a stored part in format 1, its entries reversed
+// if reverse.
+func inFormatOne(t *testing.T, data []byte, reverse bool) []byte {
+	t.Helper()
+	p, err := decodePart(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := appendHeader(nil, p.timed, p.batch, p.nextSeq, len(p.entries))
+	b[0] = partFormatSeq1
+	if reverse {
+		slices.Reverse(p.entries)
+	}
+	for _, e := range p.entries {
+		b = appendRaw(b, partFormatSeq1, p.timed, 0, e)
+	}
+	return b
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -128,15 +161,21 @@ func FuzzDecodePart(f *testing.F) {
 	d, _ := tbl.delta(3)
 	f.Add(d.Data)
 	f.Add(tbl.encodeSegment(0, 3))
-	f.Add([]byte{partFormat, flagTimed, 1, 2, 1, 0, 1, 1, 'k', 4, 1, 2})
+	f.Add([]byte{partFormatSeq1, flagTimed, 1, 2, 1, 0, 1, 1, 'k', 4, 1, 2})
+	f.Add([]byte{partFormatSeq1, 0, 3, 9, 2, 7, 0, 2, 1, 1, 'k', 1, 5})
+	f.Add([]byte{partFormat, flagTimed, 1, 2, 1, 1, 1, 'k', 4, 1, 2})
+	f.Add([]byte{partFormat, 0, 3, 9, 2, 4, 5, 1, 'k', 1, 5})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := decodePart(data)
 		if err != nil {
 			return
 		}
 		again := appendHeader(nil, p.timed, p.batch, p.nextSeq, len(p.entries))
+		again[0] = p.format
+		next := uint64(0)
 		for _, e := range p.entries {
-			again = appendRaw(again, p.timed, e)
+			again = appendRaw(again, p.format, p.timed, next, e)
+			next = e.seq + 1
 		}
 		q, err := decodePart(again)
 		if err != nil || !slices.EqualFunc(p.entries, q.entries, func(a, b rawEntry) bool {
@@ -147,13 +186,25 @@ func FuzzDecodePart(f *testing.F) {
 	})
 }
 
-// appendRaw encodes a decoded entry again, for the fuzz test.
-func appendRaw(b []byte, timed bool, e rawEntry) []byte {
-	b = appendUvarint(b, e.seq)
-	if !e.set {
-		return append(b, 0)
+// appendRaw encodes a decoded entry again in format, after an entry whose
+// sequence number is next-1, for the fuzz test.
+func appendRaw(b []byte, format byte, timed bool, next uint64, e rawEntry) []byte {
+	if format == partFormatSeq1 {
+		b = appendUvarint(b, e.seq)
+		if !e.set {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+	} else {
+		set := uint64(0)
+		if e.set {
+			set = 1
+		}
+		b = appendUvarint(b, (e.seq-next)<<1|set)
+		if !e.set {
+			return b
+		}
 	}
-	b = append(b, 1)
 	b = appendUvarint(b, uint64(len(e.key)))
 	b = append(b, e.key...)
 	if timed {

@@ -32,6 +32,9 @@ type dstreamRun struct {
 	rss     int64
 	cpu     float64
 	broker  float64 // the broker's CPU seconds meanwhile
+	// redis is Redis's CPU seconds meanwhile and the bytes it received
+	// (INFO: used_cpu_user + used_cpu_sys, total_net_input_bytes).
+	redis redisUse
 	totals  map[string]int64
 	out     string // output topic
 	profile string
@@ -99,6 +102,10 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dst
 		}
 	}
 	cpu0 := b.brokerCPU()
+	redis0, err := b.redisUse(ctx)
+	if err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	p, err := start(b.dir, c.name, exec.CommandContext(ctx, b.self, args...), false)
 	if err != nil {
@@ -108,6 +115,11 @@ func (b *bench) dstreamCatchUp(ctx context.Context, d *dataset, c catchUp) (*dst
 		return nil, err
 	}
 	r.rss, r.cpu, r.broker = p.peakRSS(), p.cpuSeconds(), b.brokerCPU()-cpu0
+	redis1, err := b.redisUse(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.redis = redisUse{cpu: redis1.cpu - redis0.cpu, received: redis1.received - redis0.received}
 	if r.report, err = readReport(report); err != nil {
 		return nil, err
 	}

@@ -110,9 +110,9 @@ func (b *bench) runState(ctx context.Context) error {
 		b.figure("state_"+k+"_restart_ms_to_first_batch", ms(pt.restart.firstCommit()), "ms")
 		b.figure("state_"+k+"_restart_peak_rss_mb", float64(pt.restart.report.PeakRSS)/(1<<20), "MiB")
 		calls := pt.restart.report.Calls
-		b.notes = append(b.notes, fmt.Sprintf("%s: %s lines/s over %d batches of %d lines; batch processing p50 %.0f ms; the job's CPU %.2f s in itself, %.2f s in the kernel (%d page faults) over %.2f s; wall time in I/O calls: %s",
+		b.notes = append(b.notes, fmt.Sprintf("%s: %s lines/s over %d batches of %d lines; batch processing p50 %.0f ms; the job's CPU %.2f s in itself, %.2f s in the kernel (%d page faults) over %.2f s; Redis's CPU %.2f s, %.1f MiB received; wall time in I/O calls: %s",
 			name, human3(float64(r.report.Lines)/r.report.Seconds), r.report.Batches, d.perPart*int64(d.parts),
-			percentiles(r.report.ProcessingMS).p50, r.report.UserSeconds, r.report.SysSeconds, r.report.MinorFaults, r.report.Seconds, r.report.Timings))
+			percentiles(r.report.ProcessingMS).p50, r.report.UserSeconds, r.report.SysSeconds, r.report.MinorFaults, r.report.Seconds, r.redis.cpu, float64(r.redis.received)/(1<<20), r.report.Timings))
 		b.notes = append(b.notes, fmt.Sprintf("%s in Redis: %.1f MiB of used_memory for %d keys (%.1f B a key); the job's state values: %d segments of %.1f MiB, %d deltas of %.1f MiB (%.1f B a key together)",
 			name, float64(pt.redisBytes)/(1<<20), keys, float64(pt.redisBytes)/float64(keys), pt.segCount, float64(pt.segments)/(1<<20),
 			pt.delCount, float64(pt.deltas)/(1<<20), float64(pt.segments+pt.deltas)/float64(keys)))
@@ -213,6 +213,42 @@ func redisUsedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("redis INFO memory: no used_memory in %q", info)
+}
+
+// redisUse is what Redis has spent: CPU seconds and bytes received.
+type redisUse struct {
+	cpu      float64
+	received int64
+}
+
+// redisUse reads Redis's CPU time and input bytes so far (INFO cpu, stats).
+func (b *bench) redisUse(ctx context.Context) (redisUse, error) {
+	rdb := b.redis.Client()
+	defer rdb.Close()
+	info, err := rdb.Info(ctx, "cpu", "stats").Result()
+	if err != nil {
+		return redisUse{}, fmt.Errorf("redis INFO cpu stats: %w", err)
+	}
+	var u redisUse
+	for _, l := range strings.Split(info, "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "used_cpu_user", "used_cpu_sys":
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return redisUse{}, fmt.Errorf("redis INFO %s: %w", name, err)
+			}
+			u.cpu += f
+		case "total_net_input_bytes":
+			if u.received, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return redisUse{}, fmt.Errorf("redis INFO %s: %w", name, err)
+			}
+		}
+	}
+	return u, nil
 }
 
 // stateValues sums the lengths of job's state values in Redis: its
