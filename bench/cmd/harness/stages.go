@@ -28,13 +28,13 @@ func newGenerator(ips int) *weblog.Generator { return weblog.NewGenerator(1, ips
 
 // dstreamRun is one catch-up run of the reference job on a dataset.
 type dstreamRun struct {
-	report  childReport
-	rss     int64
-	cpu     float64
-	broker  float64 // the broker's CPU seconds meanwhile
+	report childReport
+	rss    int64
+	cpu    float64
+	broker float64 // the broker's CPU seconds meanwhile
 	// redis is Redis's CPU seconds meanwhile and the bytes it received
 	// (INFO: used_cpu_user + used_cpu_sys, total_net_input_bytes).
-	redis redisUse
+	redis   redisUse
 	totals  map[string]int64
 	out     string // output topic
 	profile string
