@@ -33,7 +33,8 @@ type dstreamRun struct {
 	cpu    float64
 	broker float64 // the broker's CPU seconds meanwhile
 	// redis is Redis's CPU seconds meanwhile and the bytes it received
-	// (INFO: used_cpu_user + used_cpu_sys, total_net_input_bytes).
+	// (INFO: used_cpu_user + used_cpu_sys and its children's,
+	// total_net_input_bytes).
 	redis   redisUse
 	totals  map[string]int64
 	out     string // output topic

@@ -221,7 +221,8 @@ type redisUse struct {
 	received int64
 }
 
-// redisUse reads Redis's CPU time and input bytes so far (INFO cpu, stats).
+// redisUse reads Redis's CPU time (its own and its children's: an AOF
+// rewrite forks) and input bytes so far (INFO cpu, stats).
 func (b *bench) redisUse(ctx context.Context) (redisUse, error) {
 	rdb := b.redis.Client()
 	defer rdb.Close()
@@ -236,7 +237,7 @@ func (b *bench) redisUse(ctx context.Context) (redisUse, error) {
 			continue
 		}
 		switch name {
-		case "used_cpu_user", "used_cpu_sys":
+		case "used_cpu_user", "used_cpu_sys", "used_cpu_user_children", "used_cpu_sys_children":
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				return redisUse{}, fmt.Errorf("redis INFO %s: %w", name, err)
