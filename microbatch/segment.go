@@ -35,22 +35,37 @@ const maxDeltas = 256
 //
 //	header: format byte, flags byte (flagTimed), batch uvarint, next sequence
 //	        number uvarint, entry count uvarint
-//	entry:  head uvarint, and for a set entry: key length uvarint, key,
-//	        [touched varint if timed], value length uvarint, value
+//	entry:  head uvarint, then for a set entry: [key length uvarint, key,
+//	        unless value only], [touched varint if timed], value length
+//	        uvarint, value
 //
-// An entry's head is (seq - next)<<1 | set, where next is one past the
-// sequence number of the entry before it (0 for the first): a segment's
-// entries are consecutive, and a delta of a fifth of a million keys is
-// gaps of about five, so a head is one byte where a sequence number and a
-// kind took four (a third of an IPv4 key's entry). Format 1 (written
-// before) has entries in any order, each its sequence number uvarint and a
-// kind byte (0 removed, 1 set) in place of the head; it is read, never
-// written, and each part names its own format, so a store holding both
-// loads.
+// An entry's head is (seq - next)<<2 | kind, where next is one past the
+// sequence number of the entry before it (0 for the first) and kind is
+// entryRemoved, entrySet or entryValue: a segment's entries are
+// consecutive, and a delta of a fifth of a million keys is gaps of about
+// five, so a head is one byte where a sequence number and a kind took four.
+//
+// A delta's entry is value only (no key) when the stored snapshot of its
+// segment already holds the key: a sequence number is given to one key
+// only, so the snapshot's entry names it, and loading, which applies a
+// segment's newer deltas to its snapshot, finds it there. A running total's
+// delta entry is then 3 bytes, not 8.
+//
+// Format 1 (written before) has entries in any order, each its sequence
+// number uvarint and a kind byte (0 removed, 1 set) in place of the head,
+// and every set entry has its key; it is read, never written, and each
+// part names its own format, so a store holding both loads.
 const (
 	partFormatSeq1 = 1
 	partFormat     = 2
 	flagTimed      = 1
+)
+
+// The kinds of entry of format 2.
+const (
+	entryRemoved = 0
+	entrySet     = 1
+	entryValue   = 2 // set, without its key
 )
 
 // storedState is a table's record of what the Store holds of it.
@@ -77,7 +92,8 @@ type storedState struct {
 		// deltaSize is the delta's bytes by segment.
 		deltaSize []int
 		rewritten []int
-		drop      int // deltas dropped from the front of deltas
+		covered   uint64 // the rewritten segments' covered
+		drop      int    // deltas dropped from the front of deltas
 		replace   bool
 		credit    int
 	}
@@ -86,6 +102,10 @@ type storedState struct {
 type segmentInfo struct {
 	batch uint64
 	dirty int
+	// covered is the table's next sequence number when the stored snapshot
+	// was encoded: it holds every live key numbered below it, and a delta
+	// entry of such a key needs no key (0: no snapshot).
+	covered uint64
 }
 
 type deltaInfo struct {
@@ -104,25 +124,27 @@ func appendHeader(b []byte, timed bool, batch, nextSeq uint64, count int) []byte
 	return binary.AppendUvarint(b, uint64(count))
 }
 
-// appendEntry appends entry i as a set entry after an entry whose
-// sequence number is next-1.
-func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, c codecs[K, S]) []byte {
+// appendEntry appends entry i as a set entry (entrySet, or entryValue
+// without its key) after an entry whose sequence number is next-1.
+func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, kind uint64, c codecs[K, S]) []byte {
 	e := &t.entries[i]
-	b = binary.AppendUvarint(b, (e.seq()-next)<<1|1)
-	lenAt := len(b)
-	b = append(b, 0) // a one-byte length, widened below if need be
-	b = c.keys.Append(b, e.key)
-	// fixLength's common case, inline: every entry of a checkpoint has two
-	// lengths, almost always of one byte.
-	if n := len(b) - lenAt - 1; n < 0x80 {
-		b[lenAt] = byte(n)
-	} else {
-		b = widenLength(b, lenAt)
+	b = binary.AppendUvarint(b, (e.seq()-next)<<2|kind)
+	if kind == entrySet {
+		lenAt := len(b)
+		b = append(b, 0) // a one-byte length, widened below if need be
+		b = c.keys.Append(b, e.key)
+		// fixLength's common case, inline: every entry of a checkpoint has
+		// two lengths, almost always of one byte.
+		if n := len(b) - lenAt - 1; n < 0x80 {
+			b[lenAt] = byte(n)
+		} else {
+			b = widenLength(b, lenAt)
+		}
 	}
 	if t.timed {
 		b = binary.AppendVarint(b, t.touched[i])
 	}
-	lenAt = len(b)
+	lenAt := len(b)
 	b = append(b, 0)
 	b = c.vals.Append(b, e.val)
 	if n := len(b) - lenAt - 1; n < 0x80 {
@@ -211,13 +233,17 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		encoded++
 		from := len(buf)
 		e := &t.entries[i]
-		if e.live() {
-			buf = t.appendEntry(buf, i, next, stored)
-		} else {
-			buf = binary.AppendUvarint(buf, (e.seq()-next)<<1)
+		seg := int(e.seq() >> t.shift)
+		switch {
+		case !e.live():
+			buf = binary.AppendUvarint(buf, (e.seq()-next)<<2|entryRemoved)
+		case seg < len(st.segs) && e.seq() < st.segs[seg].covered:
+			buf = t.appendEntry(buf, i, next, entryValue, stored)
+		default:
+			buf = t.appendEntry(buf, i, next, entrySet, stored)
 		}
 		next = e.seq() + 1
-		sizes[int(e.seq()>>t.shift)] += len(buf) - from
+		sizes[seg] += len(buf) - from
 	}
 	// Entries are in sequence order. When a good part of them changed (a
 	// fifth of a million keys), reading them all in order costs less than
@@ -239,6 +265,7 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		panic(fmt.Sprintf("state %s: %d entries marked changed, %d listed", t.op, encoded, len(t.dirty)))
 	}
 	t.encoded = len(buf)
+	t.changedEntries = len(t.dirty)
 	info := &deltaInfo{batch: batch}
 	for s, n := range sizes {
 		if n > 0 {
@@ -292,14 +319,17 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 		}
 	} else if nseg > 0 {
 		// Segments are rewritten on credit, round-robin: each batch earns
-		// the bytes its delta adds to the store, and the next stale segment
-		// is rewritten once the credit covers it. The store then holds the
-		// state about twice (the segments and a round of deltas), a commit
-		// writes about twice its delta on average, and the rewrites come a
-		// segment at a time.
+		// the bytes its changed entries take in a segment, or its delta's
+		// if more, and the next stale segment is rewritten once the credit
+		// covers it. A round of deltas then holds no more entries than the
+		// state (what a restart merges), nor more bytes (what the store
+		// holds); the rewrites come a segment at a time. (Earning the
+		// delta's bytes alone, which value-only entries make a third of a
+		// segment's, would let three times as many delta entries wait for
+		// a restart.)
 		credit := st.credit
 		if st.next.delta != nil {
-			credit += t.encoded
+			credit += max(t.encoded, t.changedEntries*t.segmentEntryBytes())
 		}
 		forced := len(st.deltas) >= t.maxDeltas
 		start := st.cursor % nseg
@@ -318,6 +348,7 @@ func (t *table[K, S]) checkpoint(batch uint64, c *Checkpoint) {
 		}
 		st.next.credit = credit
 	}
+	st.next.covered = t.nextSeq
 	for _, s := range st.next.rewritten {
 		c.Segments = append(c.Segments, Segment{Op: t.op, Index: uint32(s), Data: t.encodeSegment(s, batch)})
 	}
@@ -380,7 +411,7 @@ func (t *table[K, S]) checkpointed() {
 		}
 	}
 	for _, s := range st.next.rewritten {
-		st.segs[s] = segmentInfo{batch: st.next.batch}
+		st.segs[s] = segmentInfo{batch: st.next.batch, covered: st.next.covered}
 	}
 	st.next.delta, st.next.deltaSize, st.next.rewritten, st.next.drop, st.next.replace = nil, nil, nil, 0, false
 }
@@ -406,11 +437,16 @@ func (t *table[K, S]) segmentEmpty(s int) bool {
 // segmentBytes estimates the encoded size of segment s.
 func (t *table[K, S]) segmentBytes(s int) int {
 	lo, hi := t.segmentRange(s)
-	per := 16
-	if n := t.len(); n > 0 && t.encoded > 0 && len(t.dirty) > 0 {
-		per = max(8, t.encoded/len(t.dirty))
+	return (hi - lo) * t.segmentEntryBytes()
+}
+
+// segmentEntryBytes is the bytes an entry took in the last segment
+// encoded (16 before any).
+func (t *table[K, S]) segmentEntryBytes() int {
+	if t.segmentEntry == 0 {
+		return 16
 	}
-	return (hi - lo) * per
+	return t.segmentEntry
 }
 
 func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
@@ -422,13 +458,17 @@ func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
 			live++
 		}
 	}
-	b := appendHeader(make([]byte, 0, 16+live*16), t.timed, batch, t.nextSeq, live)
+	b := appendHeader(make([]byte, 0, 16+live*t.segmentEntryBytes()), t.timed, batch, t.nextSeq, live)
+	header := len(b)
 	next := uint64(0)
 	for i := lo; i < hi; i++ {
 		if e := &t.entries[i]; e.live() {
-			b = t.appendEntry(b, i, next, own)
+			b = t.appendEntry(b, i, next, entrySet, own)
 			next = e.seq() + 1
 		}
+	}
+	if live > 0 {
+		t.segmentEntry = max(1, (len(b)-header+live-1)/live)
 	}
 	return b
 }
@@ -461,8 +501,10 @@ type part struct {
 
 // rawEntry is an entry whose key and value are still encoded.
 type rawEntry struct {
-	seq     uint64
-	set     bool
+	seq uint64
+	set bool
+	// valueOnly: set, without its key, which the segment's snapshot has.
+	valueOnly bool
 	touched int64
 	key     []byte
 	val     []byte
@@ -545,16 +587,18 @@ func scanPart(b []byte, each func(count uint64, e rawEntry)) (part, error) {
 			b = b[1:]
 		} else {
 			var head uint64
-			if head, ok = uv(); !ok || head>>1 > seqMask || next+head>>1 > seqMask {
+			if head, ok = uv(); !ok || head&3 > entryValue || head>>2 > seqMask || next+head>>2 > seqMask {
 				return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
 			}
-			e.seq, e.set = next+head>>1, head&1 == 1
+			e.seq, e.set, e.valueOnly = next+head>>2, head&3 != entryRemoved, head&3 == entryValue
 			next = e.seq + 1
 		}
-		if e.set {
+		if e.set && !e.valueOnly {
 			if e.key, ok = bytesOf(); !ok {
 				return part{}, fmt.Errorf("%w: key of entry %d", errCorrupt, i)
 			}
+		}
+		if e.set {
 			if p.timed {
 				t, n := binary.Varint(b)
 				if n <= 0 {
@@ -650,6 +694,9 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	err := inParallel(maxSeg+1, parallelism, func(s int) error {
 		var err error
 		add := func(count uint64, e rawEntry) {
+			if err == nil && e.valueOnly {
+				err = fmt.Errorf("state %s: segment %d: %w: entry %d without its key", t.op, s, errCorrupt, e.seq)
+			}
 			if decoded[s] == nil {
 				decoded[s] = make([]entry[K, S], 0, count)
 				if t.timed {
@@ -684,7 +731,10 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 			}
 			base = p.entries
 		}
-		merged := mergeSegment(base, overlay[s])
+		merged, err := mergeSegment(base, overlay[s])
+		if err != nil {
+			return fmt.Errorf("state %s: segment %d: %w", t.op, s, err)
+		}
 		for _, e := range merged {
 			add(uint64(len(merged)), e)
 		}
@@ -719,7 +769,7 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 	st := &t.stored
 	st.segs = make([]segmentInfo, maxSeg+1)
 	for s, p := range segs {
-		st.segs[s].batch = p.batch
+		st.segs[s].batch, st.segs[s].covered = p.batch, p.nextSeq
 	}
 	for s, o := range overlay {
 		for _, e := range o {
@@ -731,21 +781,27 @@ func (t *table[K, S]) restoreParts(l *stateLoader, parallelism int) error {
 }
 
 // mergeSegment applies a segment's newer delta entries, in batch order, to
-// its snapshot entries, which are in sequence order; the result is too.
-func mergeSegment(base, overlay []rawEntry) []rawEntry {
+// its snapshot entries, which are in sequence order; the result is too. A
+// value-only entry takes its key from the entry it replaces.
+func mergeSegment(base, overlay []rawEntry) ([]rawEntry, error) {
 	if len(overlay) == 0 {
-		return base
+		return base, nil
 	}
 	out := slices.Clone(base)
 	for _, e := range overlay {
 		i, found := slices.BinarySearchFunc(out, e.seq, func(x rawEntry, seq uint64) int { return cmp.Compare(x.seq, seq) })
-		if found {
+		switch {
+		case e.valueOnly && (!found || !out[i].set):
+			return nil, fmt.Errorf("%w: a delta's entry %d without its key, and no key for it", errCorrupt, e.seq)
+		case e.valueOnly:
+			out[i].val, out[i].touched = e.val, e.touched
+		case found:
 			out[i] = e
-		} else {
+		default:
 			out = slices.Insert(out, i, e)
 		}
 	}
-	return slices.DeleteFunc(out, func(e rawEntry) bool { return !e.set })
+	return slices.DeleteFunc(out, func(e rawEntry) bool { return !e.set }), nil
 }
 
 // decodeEntry decodes a stored entry's key and value.

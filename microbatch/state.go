@@ -73,6 +73,10 @@ type table[K comparable, S any] struct {
 	// encoded is the size of the last batch's encoded changes: the next
 	// batch's buffer starts at that capacity.
 	encoded int
+	// changedEntries is the entries the last delta encoded, and
+	// segmentEntry the bytes an entry took in the last segment encoded:
+	// what rewriting segments is paid for (checkpoint).
+	changedEntries, segmentEntry int
 	// keyBytes counts the bytes of string and byte-slice keys, for
 	// StateStats.
 	keyBytes int64
