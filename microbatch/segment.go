@@ -505,9 +505,9 @@ type rawEntry struct {
 	set bool
 	// valueOnly: set, without its key, which the segment's snapshot has.
 	valueOnly bool
-	touched int64
-	key     []byte
-	val     []byte
+	touched   int64
+	key       []byte
+	val       []byte
 }
 
 var errCorrupt = errors.New("corrupt state part")
