@@ -17,7 +17,8 @@ import (
 // [i<<segmentShift, (i+1)<<segmentShift) as of one batch, and the delta of
 // batch n every entry that n changed or removed. A Store keeps a few large
 // values per operator, not one per key, and a commit writes the delta plus a
-// few segments, round-robin, about as many bytes as the delta.
+// few segments, round-robin, about as many bytes as the changed entries take
+// in segments.
 const segmentShift = 16
 
 // segmentsOf returns how many segments n sequence numbers span, with
