@@ -31,6 +31,8 @@ type Job struct {
 	retryFor    time.Duration
 	remember    time.Duration
 	listeners   []func(BatchStats)
+	// partFormat is the encoding of the state parts the job writes.
+	partFormat int
 	// incrementalWindows keeps every ReduceByKeyAndWindow with an inverse
 	// incremental, however short its window: the tests that compare the
 	// two forms, or need the incremental one's checkpoint, set it.
@@ -117,6 +119,12 @@ func WithRetry(d time.Duration) Option { return func(j *Job) { j.retryFor = d } 
 // commits every batch on its own.
 func WithCommitGroup(n int) Option { return func(j *Job) { j.maxGroup = max(1, n) } }
 
+// WithStatePartFormat sets the encoding of the state parts the job writes
+// (docs/checkpoint.md): 2, the default, or 1, which releases before
+// 2026-12-02 read too, for as long as rolling back to one must stay
+// possible. Parts of both formats are always read.
+func WithStatePartFormat(n int) Option { return func(j *Job) { j.partFormat = n } }
+
 // WithBatchLimit stops the job after it ran n new batches (0: no limit).
 func WithBatchLimit(n uint64) Option { return func(j *Job) { j.maxBatches = n } }
 
@@ -146,6 +154,7 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 		retainPlans: 8640,
 		retryFor:    2 * time.Minute,
 		maxGroup:    16,
+		partFormat:  partFormat,
 	}
 	j.stopped, j.stop = context.WithCancel(context.Background())
 	for _, o := range opts {
@@ -153,6 +162,9 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 	}
 	if interval <= 0 {
 		j.fail("NewJob", fmt.Errorf("batch interval %v must be positive", interval))
+	}
+	if j.partFormat != partFormat && j.partFormat != partFormatSeq1 {
+		j.fail("NewJob", fmt.Errorf("state part format %d: use %d (the default) or %d (readable by releases before 2026-12-02)", j.partFormat, partFormat, partFormatSeq1))
 	}
 	return j
 }

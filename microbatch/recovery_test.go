@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -134,19 +135,27 @@ func uninterrupted(t *testing.T) (printed string, written []string) {
 func TestRecoveryAtEveryBatchBoundary(t *testing.T) {
 	wantPrinted, wantWritten := uninterrupted(t)
 	for _, test := range []struct {
-		name string
-		opts []Option
+		name        string
+		first, opts []Option // first: the first run's, if other
 	}{
-		{"", nil},
+		{"", nil, nil},
 		// Windows keep the plans they need, whatever the retention.
-		{", retaining 1 plan", []Option{WithPlanRetention(1)}},
+		{", retaining 1 plan", nil, []Option{WithPlanRetention(1)}},
+		// An upgrade from a release that wrote state parts in format 1,
+		// and the setting that keeps writing them.
+		{", state written in format 1 first", []Option{WithStatePartFormat(partFormatSeq1)}, nil},
+		{", state written in format 1", nil, []Option{WithStatePartFormat(partFormatSeq1)}},
 	} {
 		for k := uint64(1); k < recoveryBatches; k++ {
 			t.Run(fmt.Sprintf("stop after batch %d%s", k, test.name), func(t *testing.T) {
 				store := NewMemoryStore()
 				sink := newTxnSink()
 				var buf bytes.Buffer
-				runJob(t, recoveryJob(store, &buf, sink, k, test.opts...))
+				first := test.opts
+				if test.first != nil {
+					first = test.first
+				}
+				runJob(t, recoveryJob(store, &buf, sink, k, first...))
 				runJob(t, recoveryJob(store, &buf, sink, recoveryBatches, test.opts...))
 				if got := buf.String(); got != wantPrinted {
 					t.Errorf("printed output differs from an uninterrupted run:\n%s", lineDiff(got, wantPrinted))
@@ -526,4 +535,35 @@ func lineDiff(got, want string) string {
 		}
 	}
 	return "(no difference)"
+}
+
+// TestStatePartFormatIsWhatTheJobWrites checks WithStatePartFormat: every
+// state part a job stores is in the format it asks for, and a format it
+// cannot write is a build error, not a store it would corrupt.
+func TestStatePartFormatIsWhatTheJobWrites(t *testing.T) {
+	for _, format := range []int{partFormatSeq1, partFormat} {
+		t.Run(fmt.Sprintf("format %d", format), func(t *testing.T) {
+			store := NewMemoryStore()
+			runJob(t, recoveryJob(store, io.Discard, newTxnSink(), recoveryBatches, WithStatePartFormat(format)))
+			store.mu.Lock()
+			defer store.mu.Unlock()
+			parts := 0
+			for op, st := range store.mu.state {
+				for _, data := range slices.Concat(slices.Collect(maps.Values(st.segments)), slices.Collect(maps.Values(st.deltas))) {
+					parts++
+					if int(data[0]) != format {
+						t.Errorf("%s: a part in format %d", op, data[0])
+					}
+				}
+			}
+			if parts == 0 {
+				t.Fatal("the job stored no state parts")
+			}
+		})
+	}
+	j := recoveryJob(NewMemoryStore(), io.Discard, newTxnSink(), 1, WithStatePartFormat(3))
+	var be *BuildError
+	if err := j.Run(context.Background()); !errors.As(err, &be) || !strings.Contains(err.Error(), "state part format 3") {
+		t.Errorf("a job asking for state part format 3 ran: %v", err)
+	}
 }

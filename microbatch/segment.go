@@ -114,22 +114,28 @@ type deltaInfo struct {
 	segs  []int
 }
 
-func appendHeader(b []byte, timed bool, batch, nextSeq uint64, count int) []byte {
+func appendHeader(b []byte, format byte, timed bool, batch, nextSeq uint64, count int) []byte {
 	flags := byte(0)
 	if timed {
 		flags |= flagTimed
 	}
-	b = append(b, partFormat, flags)
+	b = append(b, format, flags)
 	b = binary.AppendUvarint(b, batch)
 	b = binary.AppendUvarint(b, nextSeq)
 	return binary.AppendUvarint(b, uint64(count))
 }
 
 // appendEntry appends entry i as a set entry (entrySet, or entryValue
-// without its key) after an entry whose sequence number is next-1.
+// without its key) after an entry whose sequence number is next-1, in the
+// table's format.
 func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, kind uint64, c codecs[K, S]) []byte {
 	e := &t.entries[i]
-	b = binary.AppendUvarint(b, (e.seq()-next)<<2|kind)
+	if t.format == partFormatSeq1 {
+		b = binary.AppendUvarint(b, e.seq())
+		b = append(b, 1)
+	} else {
+		b = binary.AppendUvarint(b, (e.seq()-next)<<2|kind)
+	}
 	if kind == entrySet {
 		lenAt := len(b)
 		b = append(b, 0) // a one-byte length, widened below if need be
@@ -225,7 +231,7 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 	}
 	stored := t.storedCodecs()
 	buf := make([]byte, 0, max(64, t.encoded))
-	buf = appendHeader(buf, t.timed, batch, t.nextSeq, len(t.dirty))
+	buf = appendHeader(buf, t.format, t.timed, batch, t.nextSeq, len(t.dirty))
 	// A slice by segment: a map's update for every changed key cost more
 	// than encoding it.
 	sizes := make([]int, segmentsOf(t.nextSeq, t.shift))
@@ -236,9 +242,12 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		e := &t.entries[i]
 		seg := int(e.seq() >> t.shift)
 		switch {
+		case !e.live() && t.format == partFormatSeq1:
+			buf = binary.AppendUvarint(buf, e.seq())
+			buf = append(buf, 0)
 		case !e.live():
 			buf = binary.AppendUvarint(buf, (e.seq()-next)<<2|entryRemoved)
-		case seg < len(st.segs) && e.seq() < st.segs[seg].covered:
+		case t.format != partFormatSeq1 && seg < len(st.segs) && e.seq() < st.segs[seg].covered:
 			buf = t.appendEntry(buf, i, next, entryValue, stored)
 		default:
 			buf = t.appendEntry(buf, i, next, entrySet, stored)
@@ -459,7 +468,7 @@ func (t *table[K, S]) encodeSegment(s int, batch uint64) []byte {
 			live++
 		}
 	}
-	b := appendHeader(make([]byte, 0, 16+live*t.segmentEntryBytes()), t.timed, batch, t.nextSeq, live)
+	b := appendHeader(make([]byte, 0, 16+live*t.segmentEntryBytes()), t.format, t.timed, batch, t.nextSeq, live)
 	header := len(b)
 	next := uint64(0)
 	for i := lo; i < hi; i++ {

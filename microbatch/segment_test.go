@@ -27,13 +27,17 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 		// format 2 wrote them (a delta's entries reversed: format 1 listed
 		// them in the order they changed).
 		formatOne bool
+		// writeOne makes the table write format 1 (WithStatePartFormat).
+		writeOne bool
 	}{
-		{"small", 50, 20, segmentShift, false},
-		{"one segment, heavy churn", 3000, 2500, segmentShift, false},
-		{"many segments", 3000, 100, 6, false},
-		{"many segments, heavy churn", 3000, 1000, 6, false},
-		{"many segments, parts of both formats", 3000, 100, 6, true},
-		{"many segments, heavy churn, parts of both formats", 3000, 1000, 6, true},
+		{"small", 50, 20, segmentShift, false, false},
+		{"one segment, heavy churn", 3000, 2500, segmentShift, false, false},
+		{"many segments", 3000, 100, 6, false, false},
+		{"many segments, heavy churn", 3000, 1000, 6, false, false},
+		{"many segments, parts of both formats", 3000, 100, 6, true, false},
+		{"many segments, heavy churn, parts of both formats", 3000, 1000, 6, true, false},
+		{"many segments, written in format 1", 3000, 100, 6, false, true},
+		{"one segment, heavy churn, written in format 1", 3000, 2500, segmentShift, false, true},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -45,6 +49,9 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 			}
 			tbl := newTable[string, int64]("op")
 			tbl.shift, tbl.maxDeltas = test.shift, 8
+			if test.writeOne {
+				tbl.format = partFormatSeq1
+			}
 			model := map[string]int64{}
 			var order []string // keys in the order they got state
 			for batch := uint64(1); batch <= 40; batch++ {
@@ -95,6 +102,18 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 				if toFormatOne {
 					for i := range ck.Segments {
 						ck.Segments[i].Data = inFormatOne(t, ck.Segments[i].Data, false, nil)
+					}
+				}
+				if test.writeOne {
+					for _, d := range deltas {
+						if d.Data[0] != partFormatSeq1 {
+							t.Fatalf("batch %d: a delta in format %d, want 1", batch, d.Data[0])
+						}
+					}
+					for _, seg := range ck.Segments {
+						if seg.Data[0] != partFormatSeq1 {
+							t.Fatalf("batch %d: a segment in format %d, want 1", batch, seg.Data[0])
+						}
 					}
 				}
 				must(t, h.RecordPlan(ctx, Plan{ID: batch}))
@@ -238,8 +257,7 @@ func inFormatOne(t *testing.T, data []byte, reverse bool, keyOf func(seq uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := appendHeader(nil, p.timed, p.batch, p.nextSeq, len(p.entries))
-	b[0] = partFormatSeq1
+	b := appendHeader(nil, partFormatSeq1, p.timed, p.batch, p.nextSeq, len(p.entries))
 	if reverse {
 		slices.Reverse(p.entries)
 	}
@@ -279,8 +297,7 @@ func FuzzDecodePart(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again := appendHeader(nil, p.timed, p.batch, p.nextSeq, len(p.entries))
-		again[0] = p.format
+		again := appendHeader(nil, p.format, p.timed, p.batch, p.nextSeq, len(p.entries))
 		next := uint64(0)
 		for _, e := range p.entries {
 			again = appendRaw(again, p.format, p.timed, next, e)

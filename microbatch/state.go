@@ -73,6 +73,9 @@ type table[K comparable, S any] struct {
 	// encoded is the size of the last batch's encoded changes: the next
 	// batch's buffer starts at that capacity.
 	encoded int
+	// format is the encoding of the parts the table writes: partFormat, or
+	// partFormatSeq1 for releases that read only that.
+	format byte
 	// changedEntries is the entries the last delta encoded, and
 	// segmentEntry the bytes an entry took in the last segment encoded:
 	// what rewriting segments is paid for (checkpoint).
@@ -122,7 +125,7 @@ func (e *entry[K, S]) dirty() bool { return e.meta&dirtyFlag != 0 }
 func (e *entry[K, S]) seq() uint64 { return e.meta & seqMask }
 
 func newTable[K comparable, S any](op string) *table[K, S] {
-	t := &table[K, S]{op: op, keys: owned(DefaultCodec[K]()), vals: owned(DefaultCodec[S]()), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas}
+	t := &table[K, S]{op: op, keys: owned(DefaultCodec[K]()), vals: owned(DefaultCodec[S]()), index: newIndex[K](), shift: segmentShift, maxDeltas: maxDeltas, format: partFormat}
 	t.keyAt = func(pos int32) K { return t.entries[pos].key }
 	switch typ := reflect.TypeFor[S](); {
 	case plainBytes(typ):
@@ -533,6 +536,7 @@ func (t *table[K, S]) checkCodecs() error {
 
 func newStateful[K comparable, S, T any](j *Job, op string, slide uint64, parent node) *statefulStream[K, S, T] {
 	s := &statefulStream[K, S, T]{table: newTable[K, S](op)}
+	s.table.format = byte(j.partFormat)
 	s.Stream = &Stream[T]{nodeBase: nodeBase{job: j, id: len(j.nodes), op: op, slide: slide, parents: []node{parent},
 		state: s.table, guard: s.table}}
 	j.nodes = append(j.nodes, s.Stream)

@@ -49,6 +49,7 @@ type Config struct {
 	ShutdownGrace       time.Duration `envconfig:"SHUTDOWN_GRACE" default:"30s" desc:"how long SIGTERM waits for the batch in flight"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	GCPercent           int           `envconfig:"GC_PERCENT" default:"400" desc:"the Go collector's target percent (GOGC, which overrides it): more memory for less GC; lowered as the live heap grows, so that the heap runs at most 512 MiB past it; the heap stays under 80% of a container memory limit"`
+	StateFormat         int           `envconfig:"STATE_FORMAT" default:"2" desc:"encoding of the checkpoint's state parts: 2, or 1 while a rollback to a release before 2026-12-02 (which reads only 1) must stay possible; both are always read"`
 	KafkaSASLMechanism  string        `envconfig:"KAFKA_SASL_MECHANISM" desc:"empty or SCRAM-SHA-512"`
 	KafkaSASLUser       string        `envconfig:"KAFKA_SASL_USER" desc:"SASL user"`
 	KafkaSASLPassword   string        `envconfig:"KAFKA_SASL_PASSWORD" desc:"SASL password" secret:"true"`
@@ -309,6 +310,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent < minGCPercent || c.GCPercent > maxGCPercent {
 		bad("DSTREAM_GC_PERCENT=%d: use %d to %d; 100 is Go's default, %d (dstream's) trades memory for throughput", c.GCPercent, minGCPercent, maxGCPercent, gcpolicy.DefaultPercent)
+	}
+	if c.StateFormat != 1 && c.StateFormat != 2 {
+		bad("DSTREAM_STATE_FORMAT=%d: use 2 (the default), or 1 while you may roll back to a release before 2026-12-02", c.StateFormat)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("DSTREAM_LOG_LEVEL=%q: use debug, info, warn or error", c.LogLevel)

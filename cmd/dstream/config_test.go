@@ -71,6 +71,7 @@ func TestValidate(t *testing.T) {
 		{"long lease", func(c *Config) { c.LeaseTTL = time.Hour }, []string{"DSTREAM_LEASE_TTL=1h0m0s", "use 500ms to 5m0s"}},
 		{"long grace", func(c *Config) { c.ShutdownGrace = 2 * time.Hour }, []string{"DSTREAM_SHUTDOWN_GRACE=2h0m0s", "at most 1h0m0s"}},
 		{"huge gc percent", func(c *Config) { c.GCPercent = 1 << 30 }, []string{"DSTREAM_GC_PERCENT=1073741824", "use 10 to 100000"}},
+		{"state format", func(c *Config) { c.StateFormat = 3 }, []string{"DSTREAM_STATE_FORMAT=3", "use 2", "or 1 while you may roll back"}},
 		{"http port", func(c *Config) { c.HTTPAddr = ":80800" }, []string{`DSTREAM_HTTP_ADDR=":80800"`, "port up to 65535"}},
 		{"http address without port", func(c *Config) { c.HTTPAddr = "localhost" }, []string{`DSTREAM_HTTP_ADDR="localhost"`, "use [host]:port"}},
 		// Topics that would loop, and windows that skip batches.

@@ -245,6 +245,7 @@ func (p *processor) turn(ctx, bgCtx context.Context) error {
 		microbatch.WithLogger(p.log),
 		microbatch.WithStdout(p.stdout),
 		microbatch.WithLeaseRenewal(cfg.LeaseTTL/4),
+		microbatch.WithStatePartFormat(cfg.StateFormat),
 		microbatch.WithListener(func(b microbatch.BatchStats) {
 			if estimator != nil {
 				estimator.Observe(b)

@@ -383,6 +383,7 @@ func (r *shardRunner) start(ctx, bgCtx context.Context, t taskSpec) (bool, error
 		microbatch.WithLogger(log),
 		microbatch.WithStdout(p.stdout),
 		microbatch.WithLeaseRenewal(cfg.LeaseTTL/4),
+		microbatch.WithStatePartFormat(cfg.StateFormat),
 		microbatch.WithTask(task),
 		microbatch.WithTimeline(func(ctx context.Context, proposed time.Time) (time.Time, error) {
 			return state.FirstBatchTime(ctx, p.rdb, cfg.JobID, proposed)

@@ -610,6 +610,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"config.logLevel=verbose", "/config/logLevel"},
 		{"config.logLevel=trace", "/config/logLevel"},
 		{"config.gcPercent=5", "/config/gcPercent"},
+		{"config.stateFormat=3", "/config/stateFormat"},
 		{"config.backpressureMinRate=0", "/config/backpressureMinRate"},
 		{"kafka.sasl.mechanism=PLAIN", "/kafka/sasl/mechanism"},
 		{"kafka.brokers=kafka", "/kafka/brokers"},

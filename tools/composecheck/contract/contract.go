@@ -34,6 +34,7 @@ var Settings = map[string]bool{
 	"SHUTDOWN_GRACE":         false,
 	"LOG_LEVEL":              false,
 	"GC_PERCENT":             false,
+	"STATE_FORMAT":           false,
 	"KAFKA_SASL_MECHANISM":   false,
 	"KAFKA_SASL_USER":        false,
 	"KAFKA_SASL_PASSWORD":    true,
