@@ -40,7 +40,9 @@
 // 10M lines, see quickProfile), BENCH_ROUNDS (2; 1 quick: runs compared
 // against each other alternate this often, the best kept),
 // BENCH_STATE_ROUNDS (5; 2 quick: the same for the state runs of up to 1M
-// keys, a second or two each), BENCH_SMALL_LINES
+// keys, a second or two each), BENCH_REPLICA_ROUNDS (3; 1 quick: the
+// fewest and most replicas run again, alternating, for the CPU ratio's
+// median of round-by-round ratios), BENCH_SMALL_LINES
 // (5000000; 2500000 quick), BENCH_STATE_KEYS (10000,1000000,10000000;
 // 10000,1000000 quick), BENCH_STATE_LINES (min(BENCH_LINES, 4000000): lines
 // of the state runs, at least 2 a key), BENCH_REPLICA_LINES (BENCH_LINES
@@ -109,6 +111,7 @@ type config struct {
 	quick          bool
 	rounds         int
 	stateRounds    int
+	replicaRounds  int
 	smallLines     int64
 	stateKeys      []int
 	stateLines     int64
@@ -196,6 +199,7 @@ func loadConfig() (config, error) {
 	}
 	c.rounds = int(envInt("BENCH_ROUNDS", pick(2, 1)))
 	c.stateRounds = int(envInt("BENCH_STATE_ROUNDS", pick(5, 2)))
+	c.replicaRounds = int(envInt("BENCH_REPLICA_ROUNDS", pick(3, 1)))
 	c.smallLines = envInt("BENCH_SMALL_LINES", pick(5_000_000, 2_500_000))
 	if c.quick {
 		c.stateKeys = envInts("BENCH_STATE_KEYS", []int{10_000, 1_000_000})
