@@ -285,3 +285,62 @@ func TestRedisRewoundToAnOlderAOF(t *testing.T) {
 	}
 	e.verifyTotals(in)
 }
+
+// TestStateFormatUpgrade runs the job writing its state parts in format 1
+// (DSTREAM_STATE_FORMAT=1, what releases before format 2 read), stops it,
+// and starts it again with the default, format 2, as an upgrade finalized
+// after the rollback window does: the second process loads the format-1
+// parts and goes on, the output holds every batch once, and the totals are
+// right. The stored parts are in format 1 after the first run, and the
+// second writes format 2.
+func TestStateFormatUpgrade(t *testing.T) {
+	e := newEnv(t, kafkatest.Shared(t), redistest.Shared(t), envOptions{leaseTTL: time.Second, ratePerSec: 400, seed: 23})
+	_, fed, stopFeed := e.startFeed(30_000, 0)
+	<-fed
+	if err := stopFeed(); err != nil {
+		t.Fatal(err)
+	}
+	formats := func() map[byte]int {
+		t.Helper()
+		n := map[byte]int{}
+		var cursor uint64
+		for {
+			kvs, next, err := e.rdb.HScan(context.Background(), "{dstream:"+e.job+"}:st:totals", cursor, "", 16).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i < len(kvs); i += 2 {
+				if kvs[i] != "" {
+					n[kvs[i][0]]++
+				}
+			}
+			if next == 0 {
+				return n
+			}
+			cursor = next
+		}
+	}
+	e.settings["DSTREAM_STATE_FORMAT"] = "1"
+	first := e.start("format-1")
+	e.waitCommitted(7, time.Minute, first)
+	e.stop(first)
+	if n := formats(); n[1] == 0 || n[2] != 0 {
+		t.Fatalf("after the run in format 1, the totals' parts by format: %v", n)
+	}
+	committed, _, err := e.meta(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(e.settings, "DSTREAM_STATE_FORMAT")
+	second := e.start("format-2")
+	e.waitDrained(3*time.Minute, second)
+	e.stop(second)
+	if n := formats(); n[2] == 0 {
+		t.Errorf("after the run in format 2, the totals' parts by format: %v", n)
+	}
+	rep, in := e.verify()
+	if !rep.OK() || rep.Last <= committed+2 {
+		t.Fatalf("output across the upgrade (after batch %d): %s", committed, rep)
+	}
+	e.verifyTotals(in)
+}
