@@ -163,8 +163,8 @@ func NewJob(interval time.Duration, opts ...Option) *Job {
 	if interval <= 0 {
 		j.fail("NewJob", fmt.Errorf("batch interval %v must be positive", interval))
 	}
-	if j.partFormat != partFormat && j.partFormat != partFormatSeq1 {
-		j.fail("NewJob", fmt.Errorf("state part format %d: use %d (the default) or %d (readable by releases before 2026-12-02)", j.partFormat, partFormat, partFormatSeq1))
+	if j.partFormat != partFormat && j.partFormat != partFormatV1 {
+		j.fail("NewJob", fmt.Errorf("state part format %d: use %d (the default) or %d (readable by releases before 2026-12-02)", j.partFormat, partFormat, partFormatV1))
 	}
 	return j
 }

@@ -143,8 +143,8 @@ func TestRecoveryAtEveryBatchBoundary(t *testing.T) {
 		{", retaining 1 plan", nil, []Option{WithPlanRetention(1)}},
 		// An upgrade from a release that wrote state parts in format 1,
 		// and the setting that keeps writing them.
-		{", state written in format 1 first", []Option{WithStatePartFormat(partFormatSeq1)}, nil},
-		{", state written in format 1", nil, []Option{WithStatePartFormat(partFormatSeq1)}},
+		{", state written in format 1 first", []Option{WithStatePartFormat(partFormatV1)}, nil},
+		{", state written in format 1", nil, []Option{WithStatePartFormat(partFormatV1)}},
 	} {
 		for k := uint64(1); k < recoveryBatches; k++ {
 			t.Run(fmt.Sprintf("stop after batch %d%s", k, test.name), func(t *testing.T) {
@@ -541,7 +541,7 @@ func lineDiff(got, want string) string {
 // state part a job stores is in the format it asks for, and a format it
 // cannot write is a build error, not a store it would corrupt.
 func TestStatePartFormatIsWhatTheJobWrites(t *testing.T) {
-	for _, format := range []int{partFormatSeq1, partFormat} {
+	for _, format := range []int{partFormatV1, partFormat} {
 		t.Run(fmt.Sprintf("format %d", format), func(t *testing.T) {
 			store := NewMemoryStore()
 			runJob(t, recoveryJob(store, io.Discard, newTxnSink(), recoveryBatches, WithStatePartFormat(format)))

@@ -57,7 +57,7 @@ const maxDeltas = 256
 // and every set entry has its key; it is read, never written, and each
 // part names its own format, so a store holding both loads.
 const (
-	partFormatSeq1 = 1
+	partFormatV1 = 1
 	partFormat     = 2
 	flagTimed      = 1
 )
@@ -130,7 +130,7 @@ func appendHeader(b []byte, format byte, timed bool, batch, nextSeq uint64, coun
 // table's format.
 func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, kind uint64, c codecs[K, S]) []byte {
 	e := &t.entries[i]
-	if t.format == partFormatSeq1 {
+	if t.format == partFormatV1 {
 		b = binary.AppendUvarint(b, e.seq())
 		b = append(b, 1)
 	} else {
@@ -242,12 +242,12 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		e := &t.entries[i]
 		seg := int(e.seq() >> t.shift)
 		switch {
-		case !e.live() && t.format == partFormatSeq1:
+		case !e.live() && t.format == partFormatV1:
 			buf = binary.AppendUvarint(buf, e.seq())
 			buf = append(buf, 0)
 		case !e.live():
 			buf = binary.AppendUvarint(buf, (e.seq()-next)<<2|entryRemoved)
-		case t.format != partFormatSeq1 && seg < len(st.segs) && e.seq() < st.segs[seg].covered:
+		case t.format != partFormatV1 && seg < len(st.segs) && e.seq() < st.segs[seg].covered:
 			buf = t.appendEntry(buf, i, next, entryValue, stored)
 		default:
 			buf = t.appendEntry(buf, i, next, entrySet, stored)
@@ -539,7 +539,7 @@ func decodePart(b []byte) (part, error) {
 
 // partHeader decodes part b's header; rest is its entries.
 func partHeader(b []byte) (p part, rest []byte, err error) {
-	if len(b) < 2 || b[0] != partFormat && b[0] != partFormatSeq1 {
+	if len(b) < 2 || b[0] != partFormat && b[0] != partFormatV1 {
 		return part{}, nil, fmt.Errorf("%w: unknown format", errCorrupt)
 	}
 	p.format = b[0]
@@ -589,7 +589,7 @@ func scanPart(b []byte, each func(count uint64, e rawEntry)) (part, error) {
 			e  rawEntry
 			ok bool
 		)
-		if p.format == partFormatSeq1 {
+		if p.format == partFormatV1 {
 			if e.seq, ok = uv(); !ok || len(b) == 0 || b[0] > 1 {
 				return part{}, fmt.Errorf("%w: entry %d", errCorrupt, i)
 			}

@@ -50,7 +50,7 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 			tbl := newTable[string, int64]("op")
 			tbl.shift, tbl.maxDeltas = test.shift, 8
 			if test.writeOne {
-				tbl.format = partFormatSeq1
+				tbl.format = partFormatV1
 			}
 			model := map[string]int64{}
 			var order []string // keys in the order they got state
@@ -106,12 +106,12 @@ func TestSegmentsAndDeltasRoundTrip(t *testing.T) {
 				}
 				if test.writeOne {
 					for _, d := range deltas {
-						if d.Data[0] != partFormatSeq1 {
+						if d.Data[0] != partFormatV1 {
 							t.Fatalf("batch %d: a delta in format %d, want 1", batch, d.Data[0])
 						}
 					}
 					for _, seg := range ck.Segments {
-						if seg.Data[0] != partFormatSeq1 {
+						if seg.Data[0] != partFormatV1 {
 							t.Fatalf("batch %d: a segment in format %d, want 1", batch, seg.Data[0])
 						}
 					}
@@ -257,7 +257,7 @@ func inFormatOne(t *testing.T, data []byte, reverse bool, keyOf func(seq uint64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := appendHeader(nil, partFormatSeq1, p.timed, p.batch, p.nextSeq, len(p.entries))
+	b := appendHeader(nil, partFormatV1, p.timed, p.batch, p.nextSeq, len(p.entries))
 	if reverse {
 		slices.Reverse(p.entries)
 	}
@@ -265,7 +265,7 @@ func inFormatOne(t *testing.T, data []byte, reverse bool, keyOf func(seq uint64)
 		if e.valueOnly {
 			e.key, e.valueOnly = keyOf(e.seq), false
 		}
-		b = appendRaw(b, partFormatSeq1, p.timed, 0, e)
+		b = appendRaw(b, partFormatV1, p.timed, 0, e)
 	}
 	return b
 }
@@ -287,8 +287,8 @@ func FuzzDecodePart(f *testing.F) {
 	d, _ := tbl.delta(3)
 	f.Add(d.Data)
 	f.Add(tbl.encodeSegment(0, 3))
-	f.Add([]byte{partFormatSeq1, flagTimed, 1, 2, 1, 0, 1, 1, 'k', 4, 1, 2})
-	f.Add([]byte{partFormatSeq1, 0, 3, 9, 2, 7, 0, 2, 1, 1, 'k', 1, 5})
+	f.Add([]byte{partFormatV1, flagTimed, 1, 2, 1, 0, 1, 1, 'k', 4, 1, 2})
+	f.Add([]byte{partFormatV1, 0, 3, 9, 2, 7, 0, 2, 1, 1, 'k', 1, 5})
 	f.Add([]byte{partFormat, flagTimed, 1, 2, 1, 1, 1, 'k', 4, 1, 2})
 	f.Add([]byte{partFormat, 0, 3, 9, 2, 8, 9, 1, 'k', 1, 5})
 	f.Add([]byte{partFormat, 0, 3, 9, 2, 10, 4, 1, 5})
@@ -315,7 +315,7 @@ func FuzzDecodePart(f *testing.F) {
 // appendRaw encodes a decoded entry again in format, after an entry whose
 // sequence number is next-1, for the fuzz test.
 func appendRaw(b []byte, format byte, timed bool, next uint64, e rawEntry) []byte {
-	if format == partFormatSeq1 {
+	if format == partFormatV1 {
 		b = appendUvarint(b, e.seq)
 		if !e.set {
 			return append(b, 0)

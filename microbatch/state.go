@@ -74,7 +74,7 @@ type table[K comparable, S any] struct {
 	// batch's buffer starts at that capacity.
 	encoded int
 	// format is the encoding of the parts the table writes: partFormat, or
-	// partFormatSeq1 for releases that read only that.
+	// partFormatV1 for releases that read only that.
 	format byte
 	// changedEntries is the entries the last delta encoded, and
 	// segmentEntry the bytes an entry took in the last segment encoded:
