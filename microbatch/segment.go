@@ -58,8 +58,8 @@ const maxDeltas = 256
 // part names its own format, so a store holding both loads.
 const (
 	partFormatV1 = 1
-	partFormat     = 2
-	flagTimed      = 1
+	partFormat   = 2
+	flagTimed    = 1
 )
 
 // The kinds of entry of format 2.
