@@ -125,16 +125,19 @@ func appendHeader(b []byte, format byte, timed bool, batch, nextSeq uint64, coun
 	return binary.AppendUvarint(b, uint64(count))
 }
 
-// appendEntry appends entry i as a set entry (entrySet, or entryValue
-// without its key) after an entry whose sequence number is next-1, in the
-// table's format.
+// appendEntry appends entry i, of kind (entryRemoved, entrySet, or
+// entryValue: set, without its key), after an entry whose sequence number
+// is next-1, in the table's format.
 func (t *table[K, S]) appendEntry(b []byte, i int, next uint64, kind uint64, c codecs[K, S]) []byte {
 	e := &t.entries[i]
 	if t.format == partFormatV1 {
 		b = binary.AppendUvarint(b, e.seq())
-		b = append(b, 1)
+		b = append(b, byte(min(kind, entrySet))) // no value-only entries in format 1
 	} else {
 		b = binary.AppendUvarint(b, (e.seq()-next)<<2|kind)
+	}
+	if kind == entryRemoved {
+		return b
 	}
 	if kind == entrySet {
 		lenAt := len(b)
@@ -241,17 +244,14 @@ func (t *table[K, S]) delta(batch uint64) (Delta, bool) {
 		from := len(buf)
 		e := &t.entries[i]
 		seg := int(e.seq() >> t.shift)
+		kind := uint64(entrySet)
 		switch {
-		case !e.live() && t.format == partFormatV1:
-			buf = binary.AppendUvarint(buf, e.seq())
-			buf = append(buf, 0)
 		case !e.live():
-			buf = binary.AppendUvarint(buf, (e.seq()-next)<<2|entryRemoved)
+			kind = entryRemoved
 		case t.format != partFormatV1 && seg < len(st.segs) && e.seq() < st.segs[seg].covered:
-			buf = t.appendEntry(buf, i, next, entryValue, stored)
-		default:
-			buf = t.appendEntry(buf, i, next, entrySet, stored)
+			kind = entryValue
 		}
+		buf = t.appendEntry(buf, i, next, kind, stored)
 		next = e.seq() + 1
 		sizes[seg] += len(buf) - from
 	}

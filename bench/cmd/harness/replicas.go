@@ -217,8 +217,7 @@ func (b *bench) replicaCPURatio(ctx context.Context, d *dataset, one, most *bina
 	}
 	b.notes = append(b.notes, fmt.Sprintf("CPU a line, %d replicas against %d, round by round: %s (the median is the figure)",
 		most.spec.replicas, one.spec.replicas, joinFloats(ratios, "%.2f×")))
-	sorted := slices.Sorted(slices.Values(ratios))
-	b.figure(name, sorted[len(sorted)/2], "x")
+	b.figure(name, percentiles(ratios).p50, "x")
 	return nil
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,8 +180,7 @@ func (b *bench) runState(ctx context.Context) error {
 				paired = append(paired, pt.rows[r].rate()/base.rows[r].rate())
 			}
 			b.notes = append(b.notes, fmt.Sprintf("state-%s vs %s, round by round: %s", k, shortKeys(base.keys), joinFloats(paired, "%.2f×")))
-			slices.Sort(paired)
-			b.figure("ratio_state_"+k+"_vs_"+shortKeys(base.keys)+"_paired_median", paired[len(paired)/2], "x")
+			b.figure("ratio_state_"+k+"_vs_"+shortKeys(base.keys)+"_paired_median", percentiles(paired).p50, "x")
 		}
 		b.figure("state_"+k+"_rss_bytes_per_key", float64(pt.run.report.PeakRSS-base.run.report.PeakRSS)/dk, "B")
 		b.figure("state_"+k+"_heap_bytes_per_key", (float64(pt.run.report.HeapInuse)-float64(base.run.report.HeapInuse))/dk, "B")
@@ -203,16 +201,25 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // redisUsedMemory is INFO memory's used_memory: the bytes Redis's allocator
 // holds.
 func redisUsedMemory(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "memory").Result()
+	info, err := rdb.InfoMap(ctx, "memory").Result()
 	if err != nil {
 		return 0, fmt.Errorf("redis INFO memory: %w", err)
 	}
-	for _, l := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
-		}
+	v, err := infoNumber(info, "Memory", "used_memory")
+	return int64(v), err
+}
+
+// infoNumber is the number INFO gave for key in section.
+func infoNumber(info map[string]map[string]string, section, key string) (float64, error) {
+	v, ok := info[section][key]
+	if !ok {
+		return 0, fmt.Errorf("redis INFO: no %s in section %s", key, section)
 	}
-	return 0, fmt.Errorf("redis INFO memory: no used_memory in %q", info)
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO %s: %w", key, err)
+	}
+	return f, nil
 }
 
 // redisUse is what Redis has spent: CPU seconds and bytes received.
@@ -226,30 +233,21 @@ type redisUse struct {
 func (b *bench) redisUse(ctx context.Context) (redisUse, error) {
 	rdb := b.redis.Client()
 	defer rdb.Close()
-	info, err := rdb.Info(ctx, "cpu", "stats").Result()
+	info, err := rdb.InfoMap(ctx, "cpu", "stats").Result()
 	if err != nil {
 		return redisUse{}, fmt.Errorf("redis INFO cpu stats: %w", err)
 	}
 	var u redisUse
-	for _, l := range strings.Split(info, "\n") {
-		name, v, ok := strings.Cut(strings.TrimSpace(l), ":")
-		if !ok {
-			continue
+	for _, key := range []string{"used_cpu_user", "used_cpu_sys", "used_cpu_user_children", "used_cpu_sys_children"} {
+		f, err := infoNumber(info, "CPU", key)
+		if err != nil {
+			return redisUse{}, err
 		}
-		switch name {
-		case "used_cpu_user", "used_cpu_sys", "used_cpu_user_children", "used_cpu_sys_children":
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return redisUse{}, fmt.Errorf("redis INFO %s: %w", name, err)
-			}
-			u.cpu += f
-		case "total_net_input_bytes":
-			if u.received, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return redisUse{}, fmt.Errorf("redis INFO %s: %w", name, err)
-			}
-		}
+		u.cpu += f
 	}
-	return u, nil
+	received, err := infoNumber(info, "Stats", "total_net_input_bytes")
+	u.received = int64(received)
+	return u, err
 }
 
 // stateValues sums the lengths of job's state values in Redis: its
